@@ -1,0 +1,128 @@
+/**
+ * Limits that bound every guard call, with their defaults and the typed error raised when one is hit.
+ *
+ * The defaults for memory, backend calls, input and output sizes are gh-aw-mcpg's (see
+ * `internal/guard/wasm_lifecycle.go` / `wasm_exec.go` in the reference): a guard that runs there runs
+ * here with the same headroom. Fuel and the per-call deadline are ours; the reference relies on the
+ * tool-call context alone, which cannot stop CPU-bound wasm on a JS runtime (timers never fire while
+ * wasm runs on the same thread).
+ *
+ * @module
+ */
+
+/** A WebAssembly page is 64 KiB. */
+export const WASM_PAGE_BYTES = 65_536;
+
+/** Every limit a guard call runs under. All are per export call unless stated otherwise. */
+export interface GuardLimits {
+  /** Linear memory cap in 64 KiB pages; the prepared module's declared maximum is clamped to it. */
+  maxMemoryPages: number;
+  /** `call_backend` calls allowed per export call; the next one returns -1 without calling (reference: 50). */
+  maxBackendCalls: number;
+  /** Largest input JSON written into the guard, in bytes (reference: 8 MiB). */
+  maxInputBytes: number;
+  /** First output buffer size offered to the guard, in bytes (reference: 4 MiB). */
+  initialOutputBytes: number;
+  /** Largest output buffer the host will allocate after `-2` retries, in bytes (reference: 16 MiB). */
+  maxOutputBytes: number;
+  /** Attempts per export call, counting the first (reference: 3). */
+  maxOutputAttempts: number;
+  /**
+   * Fuel budget per export call, in fuel units: one unit is spent at every function entry and every
+   * loop iteration. Deterministic, so it bounds CPU even where the clock is frozen (Workers).
+   */
+  fuel: number;
+  /** Fuel units between two host checks (the slow path): smaller = faster abort, more overhead. */
+  fuelSlice: number;
+  /** The fuel check yields to the event loop when this many ms passed since the last yield. */
+  yieldIntervalMs: number;
+  /** Wall-clock deadline per export call in ms (includes time suspended in `call_backend`). */
+  timeoutMs: number;
+}
+
+/** Defaults: the reference's limits plus a fuel budget of roughly one to a few CPU-seconds. */
+export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
+  maxMemoryPages: 512,
+  maxBackendCalls: 50,
+  maxInputBytes: 8 * 1024 * 1024,
+  initialOutputBytes: 4 * 1024 * 1024,
+  maxOutputBytes: 16 * 1024 * 1024,
+  maxOutputAttempts: 3,
+  fuel: 1_000_000_000,
+  fuelSlice: 1_000_000,
+  yieldIntervalMs: 4,
+  timeoutMs: 10_000,
+});
+
+/** What went wrong in a guard call. Stable strings: the CLI, logs and clients see them. */
+export type GuardErrorKind =
+  /** fuel budget exhausted */
+  | "fuel"
+  /** the per-call deadline passed */
+  | "timeout"
+  /** the caller's AbortSignal fired (client gone, gateway shutdown, tool timeout) */
+  | "aborted"
+  /** memory above the cap, or memory missing/unusable */
+  | "memory"
+  /** input JSON larger than `maxInputBytes` */
+  | "input_size"
+  /** the guard asked for an output buffer above `maxOutputBytes`, or attempts ran out */
+  | "output_size"
+  /** the guard trapped (unreachable, out of bounds, stack overflow, ...) */
+  | "trap"
+  /** the module does not satisfy the guard ABI (exports, signatures, imports, not prepared) */
+  | "abi"
+  /** the guard called WASI `proc_exit` */
+  | "proc_exit"
+  /** the guard returned a negative error code, or alloc failed */
+  | "guard_error"
+  /** JSPI (WebAssembly.Suspending / promising) is missing from this runtime */
+  | "runtime";
+
+/** The one error type the guard host throws. `limit`/`value` name the limit that was hit, if any. */
+export class GuardError extends Error {
+  readonly kind: GuardErrorKind;
+  readonly limit?: keyof GuardLimits;
+  readonly value?: number;
+  constructor(
+    kind: GuardErrorKind,
+    message: string,
+    opts: { limit?: keyof GuardLimits; value?: number; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "GuardError";
+    this.kind = kind;
+    this.limit = opts.limit;
+    this.value = opts.value;
+  }
+}
+
+/**
+ * Merges partial limits over the defaults and validates every field (positive integers, sane order).
+ *
+ * @example
+ * ```ts
+ * const limits = resolveLimits({ fuel: 5_000_000 });
+ * ```
+ * @throws {RangeError} naming the bad field.
+ */
+export function resolveLimits(partial: Partial<GuardLimits> = {}): GuardLimits {
+  const out = { ...DEFAULT_LIMITS, ...partial };
+  for (const [k, v] of Object.entries(out)) {
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
+      throw new RangeError(`limits.${k} must be a positive integer, got ${JSON.stringify(v)}`);
+    }
+  }
+  if (out.maxMemoryPages > 65_536) {
+    throw new RangeError(`limits.maxMemoryPages must be at most 65536 (4 GiB), got ${out.maxMemoryPages}`);
+  }
+  if (out.initialOutputBytes > out.maxOutputBytes) {
+    throw new RangeError(
+      `limits.initialOutputBytes (${out.initialOutputBytes}) must not exceed limits.maxOutputBytes (${out.maxOutputBytes})`,
+    );
+  }
+  if (out.fuelSlice > 0x3fffffff) {
+    throw new RangeError(`limits.fuelSlice must be at most ${0x3fffffff}, got ${out.fuelSlice}`);
+  }
+  return out;
+}
