@@ -62,7 +62,9 @@ export function assertStrictEquals<T>(actual: unknown, expected: T, msg?: string
 /** Asserts that `actual` includes `expected` (a substring). */
 export function assertStringIncludes(actual: string, expected: string, msg?: string): void {
   if (!actual.includes(expected)) {
-    throw new AssertionError(msg ?? `Expected ${JSON.stringify(actual)} to contain ${JSON.stringify(expected)}`);
+    throw new AssertionError(
+      msg ?? `Expected ${JSON.stringify(actual)} to contain ${JSON.stringify(expected)}`,
+    );
   }
 }
 
@@ -102,7 +104,9 @@ export function assertInstanceOf<T>(
 
 /** Asserts that `actual` is neither `null` nor `undefined`. */
 export function assertExists<T>(actual: T, msg?: string): asserts actual is NonNullable<T> {
-  if (actual === null || actual === undefined) throw new AssertionError(msg ?? `Expected a value, got ${actual}`);
+  if (actual === null || actual === undefined) {
+    throw new AssertionError(msg ?? `Expected a value, got ${actual}`);
+  }
 }
 
 // deno-lint-ignore no-explicit-any

@@ -10,5 +10,9 @@ Deno.test("resolveLimits merges over the reference defaults", () => {
 
 Deno.test("resolveLimits names the bad field", () => {
   assertThrows(() => resolveLimits({ maxBackendCalls: -1 }), RangeError, "limits.maxBackendCalls");
-  assertThrows(() => resolveLimits({ initialOutputBytes: 32 << 20 }), RangeError, "limits.initialOutputBytes");
+  assertThrows(
+    () => resolveLimits({ initialOutputBytes: 32 << 20 }),
+    RangeError,
+    "limits.initialOutputBytes",
+  );
 });

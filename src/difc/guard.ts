@@ -15,7 +15,11 @@
 export type BackendCaller = (toolName: string, args: unknown, signal: AbortSignal) => Promise<unknown>;
 
 /** A structured log sink. `fields` are merged into one JSON log line. */
-export type GuardLogger = (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+export type GuardLogger = (
+  level: "debug" | "info" | "warn" | "error",
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
 
 /** Per-request context handed to a guard when a session opens. */
 export interface GuardContext {

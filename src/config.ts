@@ -1,0 +1,419 @@
+/**
+ * Gateway configuration: the gh-aw-mcpg JSON shape (what makes sense at the edge) plus our `limits`.
+ *
+ * A gh-aw-mcpg config with only `http` servers loads unchanged. Decisions:
+ * - `stdio` / `local` / container servers cannot run at the edge: a {@link ConfigError} says so.
+ * - Keys gh-aw-mcpg knows but that mean nothing at the edge (`domain`, `payloadDir`, `opentelemetry`,
+ *   `env`, `auth`, ...) are accepted and reported in `warnings`. Unknown keys are warnings too (newer
+ *   gh-aw-mcpg versions add keys; refusing them would break "loads unchanged"), except inside our own
+ *   `limits` block, where a typo must not silently leave a limit at its default.
+ * - `${VAR}` is expanded in every string value; an undefined variable is an error naming the field.
+ * - No `apiKey`: a random 64-hex key is generated (as the reference does) and reported by the entry point.
+ *
+ * Runtime-neutral: no Deno or Workers APIs; the environment comes in as a plain record.
+ *
+ * @module
+ */
+import { type GuardLimits, resolveLimits } from "./guard/limits.ts";
+
+/** A configuration problem. `path` is the JSON path of the bad field, e.g. `mcpServers.github.url`. */
+export class ConfigError extends Error {
+  readonly path: string;
+  constructor(path: string, message: string) {
+    super(`config ${path}: ${message}`);
+    this.name = "ConfigError";
+    this.path = path;
+  }
+}
+
+/** DIFC enforcement modes (guard-abi.md §3.4). */
+export type DifcModeName = "strict" | "filter" | "propagate";
+
+/** One upstream MCP server. */
+export interface ServerConfig {
+  id: string;
+  url: string;
+  /** Headers sent upstream, after `${VAR}` expansion. The agent's own credentials are never forwarded. */
+  headers: Record<string, string>;
+  /** Tool allow-list; `["*"]` allows all. */
+  tools: string[];
+  /** Name of the guard in `guards`, or null. */
+  guard: string | null;
+  /** Raw `guard-policies` value (resolved by the DIFC layer), or null. */
+  guardPolicies: unknown;
+  /** Per-server tool timeout in ms, or null for the gateway's. */
+  toolTimeoutMs: number | null;
+}
+
+/** A guard definition from `guards.<name>`. */
+export type GuardConfig =
+  | { name: string; type: "wasm"; path: string; policy: unknown }
+  | { name: string; type: "noop"; policy: unknown };
+
+/** Gateway-level settings. */
+export interface GatewaySettings {
+  port: number;
+  hostname: string;
+  apiKey: string;
+  /** True when the key was generated because the config had none. */
+  apiKeyGenerated: boolean;
+  toolTimeoutMs: number;
+  trustedBots: string[];
+  /** Default enforcement mode when a server has no policy (a guard's `label_agent` overrides it). */
+  mode: DifcModeName;
+  /** Largest accepted request body in bytes. */
+  maxBodyBytes: number;
+  /** Extra allowed `Host` values beyond loopback names (DNS-rebinding protection). */
+  allowedHosts: string[];
+  /** Allowed `Origin` values; requests without `Origin` are allowed (non-browser agents). */
+  allowedOrigins: string[];
+}
+
+/** The whole, validated configuration. */
+export interface GatewayConfig {
+  servers: ServerConfig[];
+  guards: Map<string, GuardConfig>;
+  gateway: GatewaySettings;
+  limits: GuardLimits;
+  /** Non-fatal findings (ignored keys, edge-irrelevant settings), each naming its path. */
+  warnings: string[];
+}
+
+/** Defaults, each with its reason. */
+export const CONFIG_DEFAULTS = {
+  /** gh-aw-mcpg's default port. */
+  port: 8080,
+  /** Loopback only unless the operator says otherwise. */
+  hostname: "127.0.0.1",
+  /** gh-aw-mcpg's default tool timeout (60 s). */
+  toolTimeoutSeconds: 60,
+  /** Matches the 4 MiB body limit of the MCP SDK servers behind us, plus JSON-RPC overhead headroom. */
+  maxBodyBytes: 4 * 1024 * 1024,
+} as const;
+
+/** Server ids end up in URL paths and unified tool names (`<id>___<tool>`). */
+const SERVER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+const KNOWN_TOP = new Set(["mcpServers", "gateway", "guards", "customSchemas", "limits", "guardsMode"]);
+const IGNORED_TOP = new Set(["customSchemas"]);
+const KNOWN_SERVER = new Set([
+  "type",
+  "url",
+  "headers",
+  "tools",
+  "env",
+  "guard",
+  "guard-policies",
+  "toolTimeout",
+  "connectTimeout",
+  "auth",
+  "container",
+  "entrypoint",
+  "entrypointArgs",
+  "mounts",
+  "args",
+  "command",
+]);
+const IGNORED_SERVER = new Set(["env", "connectTimeout"]);
+const KNOWN_GATEWAY = new Set([
+  "port",
+  "hostname",
+  "apiKey",
+  "agentId",
+  "domain",
+  "startupTimeout",
+  "toolTimeout",
+  "payloadDir",
+  "payloadSizeThreshold",
+  "payloadPathPrefix",
+  "trustedBots",
+  "opentelemetry",
+  "forcePublicRepos",
+  "sinkVisibilityExemptServers",
+  "maxBodyBytes",
+  "allowedHosts",
+  "allowedOrigins",
+]);
+const IGNORED_GATEWAY = new Set([
+  "domain",
+  "startupTimeout",
+  "payloadDir",
+  "payloadSizeThreshold",
+  "payloadPathPrefix",
+  "opentelemetry",
+  "forcePublicRepos",
+  "sinkVisibilityExemptServers",
+]);
+const KNOWN_GUARD = new Set(["type", "path", "policy", "config"]);
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function expectObj(v: unknown, path: string): Obj {
+  if (!isObj(v)) throw new ConfigError(path, `must be an object, got ${describe(v)}`);
+  return v;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "string" ? `the string ${JSON.stringify(v)}` : `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function str(v: unknown, path: string): string {
+  if (typeof v !== "string" || v.length === 0) {
+    throw new ConfigError(path, `must be a non-empty string, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function strArray(v: unknown, path: string, opts: { nonEmpty?: boolean } = {}): string[] {
+  if (!Array.isArray(v)) throw new ConfigError(path, `must be an array of strings, got ${describe(v)}`);
+  if (opts.nonEmpty && v.length === 0) throw new ConfigError(path, "must not be empty");
+  return v.map((item, i) => str(item, `${path}[${i}]`));
+}
+
+function posInt(v: unknown, path: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > max) {
+    throw new ConfigError(path, `must be an integer from 1 to ${max}, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function checkKeys(o: Obj, path: string, known: Set<string>, ignored: Set<string>, warnings: string[]) {
+  for (const k of Object.keys(o)) {
+    const p = path ? `${path}.${k}` : k;
+    if (!known.has(k)) warnings.push(`${p}: unknown key, ignored`);
+    else if (ignored.has(k)) warnings.push(`${p}: has no effect at the edge, ignored`);
+  }
+}
+
+/**
+ * Expands `${VAR}` in every string of a JSON value. `$${` is not special; an undefined variable is an
+ * error naming the field and the variable.
+ */
+export function expandEnv(value: unknown, env: Record<string, string | undefined>, path = ""): unknown {
+  if (typeof value === "string") {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+      const v = env[name];
+      if (v === undefined) throw new ConfigError(path || "(root)", `variable \${${name}} is not set`);
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${path}[${i}]`));
+  if (isObj(value)) {
+    const out: Obj = {};
+    for (const [k, v] of Object.entries(value)) out[k] = expandEnv(v, env, path ? `${path}.${k}` : k);
+    return out;
+  }
+  return value;
+}
+
+function parseMode(v: unknown, path: string): DifcModeName {
+  const s = typeof v === "string" ? v.trim().toLowerCase() : v;
+  if (s === "strict" || s === "filter" || s === "propagate") return s;
+  throw new ConfigError(path, `must be one of strict, filter, propagate, got ${describe(v)}`);
+}
+
+function parseServer(id: string, raw: unknown, warnings: string[]): ServerConfig {
+  const path = `mcpServers.${id}`;
+  if (!SERVER_ID.test(id)) {
+    throw new ConfigError(
+      path,
+      "server id must be 1-64 characters of letters, digits, '_', '.', '-' (used in URLs)",
+    );
+  }
+  if (id.includes("___")) {
+    throw new ConfigError(path, "server id must not contain '___' (the unified tool separator)");
+  }
+  const o = expectObj(raw, path);
+  const type = o.type ?? (o.container !== undefined || o.command !== undefined ? "stdio" : undefined);
+  if (type === "stdio" || type === "local" || o.container !== undefined || o.command !== undefined) {
+    throw new ConfigError(
+      `${path}.type`,
+      `"${
+        String(type)
+      }" servers are not available at the edge (no processes or containers can be started); use an "http" server`,
+    );
+  }
+  if (type !== "http") {
+    throw new ConfigError(`${path}.type`, `must be "http", got ${describe(type)}`);
+  }
+  checkKeys(o, path, KNOWN_SERVER, IGNORED_SERVER, warnings);
+  if (o.auth !== undefined) {
+    warnings.push(`${path}.auth: OIDC upstream auth is not supported at the edge, ignored`);
+  }
+  const url = str(o.url, `${path}.url`);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(`${path}.url`, `is not a valid URL: ${JSON.stringify(url)}`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new ConfigError(`${path}.url`, `must be http(s), got ${parsed.protocol}`);
+  }
+  const headers: Record<string, string> = {};
+  if (o.headers !== undefined) {
+    for (const [k, v] of Object.entries(expectObj(o.headers, `${path}.headers`))) {
+      if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k)) {
+        throw new ConfigError(`${path}.headers`, `invalid header name ${JSON.stringify(k)}`);
+      }
+      if (typeof v !== "string" || /[\r\n\0]/.test(v)) {
+        throw new ConfigError(`${path}.headers.${k}`, "must be a string without CR, LF or NUL");
+      }
+      headers[k] = v;
+    }
+  }
+  const tools = o.tools === undefined ? ["*"] : strArray(o.tools, `${path}.tools`);
+  const guard = o.guard === undefined ? null : str(o.guard, `${path}.guard`);
+  const toolTimeoutMs = o.toolTimeout === undefined
+    ? null
+    : posInt(o.toolTimeout, `${path}.toolTimeout`, 86_400) * 1000;
+  const guardPolicies = o["guard-policies"] === undefined
+    ? null
+    : expectObj(o["guard-policies"], `${path}.guard-policies`);
+  return { id, url: parsed.toString(), headers, tools, guard, guardPolicies, toolTimeoutMs };
+}
+
+function parseGuard(name: string, raw: unknown, warnings: string[]): GuardConfig {
+  const path = `guards.${name}`;
+  const o = expectObj(raw, path);
+  checkKeys(o, path, KNOWN_GUARD, new Set(), warnings);
+  const policy = o.policy === undefined ? null : o.policy;
+  if (o.type === "noop") return { name, type: "noop", policy };
+  if (o.type !== "wasm") {
+    throw new ConfigError(`${path}.type`, `must be "wasm" or "noop", got ${describe(o.type)}`);
+  }
+  const p = str(o.path, `${path}.path`);
+  if (!/\.wasm$/i.test(p)) {
+    throw new ConfigError(`${path}.path`, `must name a .wasm file, got ${JSON.stringify(p)}`);
+  }
+  return { name, type: "wasm", path: p, policy };
+}
+
+function randomKey(): string {
+  const b = new Uint8Array(32);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Parses and validates a configuration value (already JSON-decoded).
+ *
+ * @example
+ * ```ts
+ * const cfg = parseConfig(JSON.parse(text), Deno.env.toObject());
+ * for (const w of cfg.warnings) console.warn(w);
+ * ```
+ * @throws {ConfigError} naming the path of the first bad field.
+ */
+export function parseConfig(input: unknown, env: Record<string, string | undefined> = {}): GatewayConfig {
+  const warnings: string[] = [];
+  const root = expectObj(expandEnv(input, env), "(root)");
+  checkKeys(root, "", KNOWN_TOP, IGNORED_TOP, warnings);
+
+  const serversRaw = expectObj(root.mcpServers ?? {}, "mcpServers");
+  const servers = Object.entries(serversRaw).map(([id, raw]) => parseServer(id, raw, warnings));
+  if (servers.length === 0) throw new ConfigError("mcpServers", "must define at least one server");
+
+  const guards = new Map<string, GuardConfig>();
+  if (root.guards !== undefined) {
+    for (const [name, raw] of Object.entries(expectObj(root.guards, "guards"))) {
+      guards.set(name, parseGuard(name, raw, warnings));
+    }
+  }
+  for (const s of servers) {
+    if (s.guard !== null && !guards.has(s.guard)) {
+      throw new ConfigError(
+        `mcpServers.${s.id}.guard`,
+        `names guard "${s.guard}", which is not defined in guards`,
+      );
+    }
+  }
+
+  const g = expectObj(root.gateway ?? {}, "gateway");
+  checkKeys(g, "gateway", KNOWN_GATEWAY, IGNORED_GATEWAY, warnings);
+  let port: number = CONFIG_DEFAULTS.port;
+  if (g.port !== undefined) {
+    const p = typeof g.port === "string" && /^\d+$/.test(g.port) ? Number(g.port) : g.port;
+    port = posInt(p, "gateway.port", 65_535);
+  }
+  const hostname = g.hostname === undefined ? CONFIG_DEFAULTS.hostname : str(g.hostname, "gateway.hostname");
+  // gh-aw-mcpg: `apiKey`, with the older `agentId` accepted as the same secret.
+  const keyRaw = g.apiKey ?? g.agentId;
+  const keyPath = g.apiKey !== undefined ? "gateway.apiKey" : "gateway.agentId";
+  const apiKey = keyRaw === undefined ? randomKey() : str(keyRaw, keyPath);
+  if (/[\0-\x1f\x7f]/.test(apiKey)) throw new ConfigError(keyPath, "must not contain control characters");
+  const toolTimeoutMs = g.toolTimeout === undefined
+    ? CONFIG_DEFAULTS.toolTimeoutSeconds * 1000
+    : posInt(g.toolTimeout, "gateway.toolTimeout", 86_400) * 1000;
+  const trustedBots = g.trustedBots === undefined
+    ? []
+    : strArray(g.trustedBots, "gateway.trustedBots", { nonEmpty: true });
+  const maxBodyBytes = g.maxBodyBytes === undefined
+    ? CONFIG_DEFAULTS.maxBodyBytes
+    : posInt(g.maxBodyBytes, "gateway.maxBodyBytes");
+  const allowedHosts = g.allowedHosts === undefined ? [] : strArray(g.allowedHosts, "gateway.allowedHosts");
+  const allowedOrigins = g.allowedOrigins === undefined
+    ? []
+    : strArray(g.allowedOrigins, "gateway.allowedOrigins");
+  const modeRaw = root.guardsMode ?? env.MCP_GATEWAY_GUARDS_MODE;
+  const mode = modeRaw === undefined
+    ? "strict"
+    : parseMode(modeRaw, root.guardsMode !== undefined ? "guardsMode" : "env MCP_GATEWAY_GUARDS_MODE");
+
+  let limits: GuardLimits;
+  const limitsRaw = root.limits === undefined ? {} : expectObj(root.limits, "limits");
+  const knownLimits = new Set(Object.keys(resolveLimits()));
+  for (const k of Object.keys(limitsRaw)) {
+    if (!knownLimits.has(k)) {
+      throw new ConfigError(`limits.${k}`, `unknown limit; known: ${[...knownLimits].join(", ")}`);
+    }
+  }
+  try {
+    limits = resolveLimits(limitsRaw as Partial<GuardLimits>);
+  } catch (e) {
+    const m = /^limits\.(\w+)/.exec((e as Error).message);
+    throw new ConfigError(m ? `limits.${m[1]}` : "limits", (e as Error).message.replace(/^limits\.\w+ /, ""));
+  }
+
+  return {
+    servers,
+    guards,
+    gateway: {
+      port,
+      hostname,
+      apiKey,
+      apiKeyGenerated: keyRaw === undefined,
+      toolTimeoutMs,
+      trustedBots,
+      mode,
+      maxBodyBytes,
+      allowedHosts,
+      allowedOrigins,
+    },
+    limits,
+    warnings,
+  };
+}
+
+/**
+ * Parses configuration JSON text, turning a syntax error into a {@link ConfigError} with the position.
+ */
+export function parseConfigText(
+  text: string,
+  env: Record<string, string | undefined> = {},
+  source = "config",
+): GatewayConfig {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError("(root)", `${source} is not valid JSON: ${(e as Error).message}`);
+  }
+  return parseConfig(value, env);
+}

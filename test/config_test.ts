@@ -1,0 +1,104 @@
+import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
+import { ConfigError, parseConfig, parseConfigText } from "../src/config.ts";
+
+const minimal = {
+  mcpServers: { gh: { type: "http", url: "http://127.0.0.1:3000/mcp" } },
+  gateway: { apiKey: "k" },
+};
+
+Deno.test("config: a gh-aw-mcpg http-only config loads unchanged, edge-irrelevant keys become warnings", () => {
+  const cfg = parseConfig({
+    mcpServers: {
+      github: {
+        type: "http",
+        url: "https://api.example.com/mcp",
+        headers: { Authorization: "Bearer ${API_TOKEN}" },
+        tools: ["get_issue", "list_issues"],
+        env: { X: "y" },
+        guard: "gh",
+        "guard-policies": { "allow-only": { repos: ["acme/*"], "min-integrity": "approved" } },
+      },
+    },
+    gateway: {
+      port: 8080,
+      domain: "localhost",
+      apiKey: "secret",
+      toolTimeout: 120,
+      trustedBots: ["bot[bot]"],
+    },
+    guards: { gh: { type: "wasm", path: "guards/github.wasm" } },
+  }, { API_TOKEN: "t0k" });
+  assertEquals(cfg.servers[0].headers.Authorization, "Bearer t0k");
+  assertEquals(cfg.servers[0].tools, ["get_issue", "list_issues"]);
+  assertEquals(cfg.gateway.toolTimeoutMs, 120_000);
+  assertEquals(cfg.gateway.apiKey, "secret");
+  assertEquals(cfg.gateway.trustedBots, ["bot[bot]"]);
+  assertEquals(cfg.guards.get("gh")?.type, "wasm");
+  assert(cfg.warnings.some((w) => w.startsWith("gateway.domain")));
+  assert(cfg.warnings.some((w) => w.startsWith("mcpServers.github.env")));
+});
+
+Deno.test("config: stdio servers get a clear not-available-at-the-edge error", () => {
+  const e = assertThrows(
+    () => parseConfig({ mcpServers: { x: { type: "stdio", container: "ghcr.io/a/b" } } }),
+    ConfigError,
+    "not available at the edge",
+  );
+  assertEquals(e.path, "mcpServers.x.type");
+  assertThrows(
+    () => parseConfig({ mcpServers: { x: { container: "img" } } }),
+    ConfigError,
+    "not available at the edge",
+  );
+});
+
+Deno.test("config: every error names the field path", () => {
+  const cases: [unknown, string][] = [
+    [{ mcpServers: { a: { type: "http" } } }, "mcpServers.a.url"],
+    [{ mcpServers: { a: { type: "http", url: "ftp://x" } } }, "mcpServers.a.url"],
+    [{ mcpServers: { a: { type: "http", url: "not a url" } } }, "mcpServers.a.url"],
+    [{ mcpServers: { a: { type: "grpc", url: "http://x" } } }, "mcpServers.a.type"],
+    [{ mcpServers: { a: { type: "http", url: "http://x", tools: "all" } } }, "mcpServers.a.tools"],
+    [{ mcpServers: { a: { type: "http", url: "http://x", tools: [1] } } }, "mcpServers.a.tools[0]"],
+    [{ mcpServers: { a: { type: "http", url: "http://x", guard: "nope" } } }, "mcpServers.a.guard"],
+    [
+      { mcpServers: { a: { type: "http", url: "http://x", headers: { "X-A": 1 } } } },
+      "mcpServers.a.headers.X-A",
+    ],
+    [{ mcpServers: { "a/b": { type: "http", url: "http://x" } } }, "mcpServers.a/b"],
+    [{ mcpServers: { a___b: { type: "http", url: "http://x" } } }, "mcpServers.a___b"],
+    [{ ...minimal, gateway: { port: 70000 } }, "gateway.port"],
+    [{ ...minimal, gateway: { toolTimeout: 0 } }, "gateway.toolTimeout"],
+    [{ ...minimal, gateway: { trustedBots: [] } }, "gateway.trustedBots"],
+    [{ ...minimal, guards: { g: { type: "lua", path: "x" } } }, "guards.g.type"],
+    [{ ...minimal, guards: { g: { type: "wasm", path: "x.txt" } } }, "guards.g.path"],
+    [{ ...minimal, limits: { fuel: -1 } }, "limits.fuel"],
+    [{ ...minimal, limits: { fuell: 5 } }, "limits.fuell"],
+    [{ ...minimal, guardsMode: "lenient" }, "guardsMode"],
+    [{ mcpServers: {} }, "mcpServers"],
+    [{ mcpServers: { a: { type: "http", url: "http://x/${NOPE}" } } }, "mcpServers.a.url"],
+  ];
+  for (const [input, path] of cases) {
+    const e = assertThrows(() => parseConfig(input, {}), ConfigError);
+    assertEquals(e.path, path, `for ${JSON.stringify(input)}: ${e.message}`);
+    assert(e.message.startsWith(`config ${path}:`));
+  }
+});
+
+Deno.test("config: defaults, generated key, env mode, limits override", () => {
+  const cfg = parseConfig({ mcpServers: minimal.mcpServers, limits: { fuel: 1234 } }, {
+    MCP_GATEWAY_GUARDS_MODE: "Filter",
+  });
+  assertEquals(cfg.gateway.port, 8080);
+  assertEquals(cfg.gateway.hostname, "127.0.0.1");
+  assertEquals(cfg.gateway.mode, "filter");
+  assert(cfg.gateway.apiKeyGenerated);
+  assertMatch(cfg.gateway.apiKey, /^[0-9a-f]{64}$/);
+  assertEquals(cfg.limits.fuel, 1234);
+  assertEquals(cfg.limits.maxMemoryPages, 512);
+  assertEquals(cfg.servers[0].tools, ["*"]);
+});
+
+Deno.test("config: JSON syntax errors are ConfigErrors", () => {
+  assertThrows(() => parseConfigText("{", {}, "config.json"), ConfigError, "config.json is not valid JSON");
+});
