@@ -347,6 +347,7 @@ export function parseConfig(input: unknown, env: Record<string, string | undefin
   const keyRaw = g.apiKey ?? g.agentId;
   const keyPath = g.apiKey !== undefined ? "gateway.apiKey" : "gateway.agentId";
   const apiKey = keyRaw === undefined ? randomKey() : str(keyRaw, keyPath);
+  // deno-lint-ignore no-control-regex
   if (/[\0-\x1f\x7f]/.test(apiKey)) throw new ConfigError(keyPath, "must not contain control characters");
   const toolTimeoutMs = g.toolTimeout === undefined
     ? CONFIG_DEFAULTS.toolTimeoutSeconds * 1000

@@ -91,7 +91,6 @@ export function assertLess(actual: number, expected: number, msg?: string): void
 
 /** Asserts that `actual` is an instance of `type`. */
 export function assertInstanceOf<T>(
-  // deno-lint-ignore no-explicit-any
   actual: unknown,
   // deno-lint-ignore no-explicit-any
   type: abstract new (...args: any[]) => T,
