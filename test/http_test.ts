@@ -1,0 +1,66 @@
+import { assertEquals, assertMatch, assertRejects, assertStringIncludes } from "@std/assert";
+import { authenticate, AuthError, constantTimeEqual, validateAgentId } from "../src/http/auth.ts";
+import { checkHostAndOrigin, hostName } from "../src/http/origin.ts";
+
+const h = (o: Record<string, string>) => new Headers(o);
+
+Deno.test("auth: raw key and Bearer key both accepted; agent id derived without revealing the key", async () => {
+  const a = await authenticate(h({ authorization: "s3cret" }), "s3cret");
+  const b = await authenticate(h({ authorization: "Bearer s3cret" }), "s3cret");
+  assertEquals(a, b);
+  assertMatch(a, /^key-[0-9a-f]{16}$/);
+  assertEquals(a.includes("s3cret"), false);
+  assertEquals(
+    await authenticate(h({ authorization: "s3cret", "x-agent-id": "agent-7" }), "s3cret"),
+    "agent-7",
+  );
+});
+
+Deno.test("auth: missing, wrong, control characters, bad agent ids", async () => {
+  const e1 = await assertRejects(() => authenticate(h({}), "k"), AuthError, "missing Authorization header");
+  assertEquals(e1.status, 401);
+  const e2 = await assertRejects(
+    () => authenticate(h({ authorization: "kk" }), "k"),
+    AuthError,
+    "invalid API key",
+  );
+  assertEquals(e2.status, 401);
+  await assertRejects(() => authenticate(h({ authorization: "Bearer " }), "k"), AuthError);
+  for (const bad of ["..", ".", "a/b", "a\\b", "", " ", "x".repeat(129), "-lead"]) {
+    const e = await assertRejects(
+      () => authenticate(h({ authorization: "k", "x-agent-id": bad }), "k"),
+      AuthError,
+    );
+    assertEquals(e.status, 400, bad);
+  }
+  assertEquals(validateAgentId("bot@acme:1"), "bot@acme:1");
+});
+
+Deno.test("auth: constantTimeEqual is plain equality", () => {
+  assertEquals(constantTimeEqual("abc", "abc"), true);
+  assertEquals(constantTimeEqual("abc", "abd"), false);
+  assertEquals(constantTimeEqual("", "a"), false);
+  assertEquals(constantTimeEqual("a", ""), false);
+  assertEquals(constantTimeEqual("abcd", "abc"), false);
+});
+
+Deno.test("origin: loopback hosts pass, foreign hosts and origins are refused with a reason", () => {
+  const opts = { allowedHosts: [] as string[], allowedOrigins: [] as string[] };
+  assertEquals(checkHostAndOrigin(h({ host: "127.0.0.1:8080" }), opts), null);
+  assertEquals(checkHostAndOrigin(h({ host: "localhost" }), opts), null);
+  assertEquals(checkHostAndOrigin(h({ host: "[::1]:9" }), opts), null);
+  assertStringIncludes(checkHostAndOrigin(h({ host: "evil.example:8080" }), opts)!, "DNS-rebinding");
+  assertEquals(checkHostAndOrigin(h({ host: "localhost", origin: "http://localhost:3000" }), opts), null);
+  assertStringIncludes(
+    checkHostAndOrigin(h({ host: "localhost", origin: "https://evil.example" }), opts)!,
+    "Origin",
+  );
+  assertStringIncludes(checkHostAndOrigin(h({ host: "localhost", origin: "null" }), opts)!, "Origin");
+  const open = { allowedHosts: ["*"], allowedOrigins: ["https://app.example"] };
+  assertEquals(
+    checkHostAndOrigin(h({ host: "gw.example.workers.dev", origin: "https://app.example" }), open),
+    null,
+  );
+  assertEquals(hostName("[::1]:80"), "[::1]");
+  assertEquals(hostName("Example.COM:1"), "example.com");
+});
