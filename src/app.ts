@@ -1,0 +1,194 @@
+/**
+ * The gateway as a Hono app: routes and wiring only.
+ *
+ * A request reads top to bottom: route → Host/Origin check → API key and agent identity → MCP proxy,
+ * whose tools/call hook runs the DIFC pipeline (label_agent → label_resource → coarse check →
+ * upstream → label_response → filtering) around the upstream call.
+ *
+ * Routes:
+ * - `GET /health` (no auth): overall and per-server status.
+ * - `GET /reflect` (auth): the calling agent's labels and each server's guard and policy.
+ * - `GET|POST|DELETE /mcp/:server` (routed) and `/mcp` (unified: `<server>___<tool>` names).
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import type { GatewayConfig } from "./config.ts";
+import { beginToolCall, DifcError } from "./difc/pipeline.ts";
+import type { AgentLabelStore } from "./difc/store.ts";
+import { authenticate, AuthError } from "./http/auth.ts";
+import { checkHostAndOrigin } from "./http/origin.ts";
+import { checkMethod, createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
+import type { ServerPlan } from "./registry.ts";
+import { ErrorCode } from "./mcp/jsonrpc.ts";
+
+/** A structured log sink: one JSON object per line. */
+export type LogSink = (record: Record<string, unknown>) => void;
+
+/** Everything the app needs; the entry points (Deno, Workers) build it. */
+export interface AppDeps {
+  config: GatewayConfig;
+  plans: Map<string, ServerPlan>;
+  store: AgentLabelStore;
+  log: LogSink;
+  /** Upstream fetch (tests and the embedded demo may route it in-process). Default: global fetch. */
+  fetch?: typeof fetch;
+}
+
+/** The app plus what its owner must close on shutdown. */
+export interface Gateway {
+  app: Hono;
+  fetch: (req: Request) => Response | Promise<Response>;
+  proxy: McpProxy;
+  /** Stops accepting MCP requests (503) and closes upstream sessions. */
+  close(): Promise<void>;
+}
+
+/** Package version reported by `/health` and `initialize`. */
+export const GATEWAY_VERSION = "0.1.0";
+
+/**
+ * Builds the gateway.
+ *
+ * @example
+ * ```ts
+ * const gw = createGateway({ config, plans, store: new MemoryAgentLabelStore(), log: console.log });
+ * Deno.serve({ port: config.gateway.port }, gw.fetch);
+ * ```
+ */
+export function createGateway(deps: AppDeps): Gateway {
+  const { config, plans, store, log } = deps;
+  const g = config.gateway;
+  const upstreams = new Map<string, Upstream>(
+    config.servers.map((s) => [s.id, { id: s.id, url: s.url, headers: s.headers, tools: s.tools }]),
+  );
+  let closing = false;
+
+  const hook: ToolCallHook = {
+    async begin(call) {
+      const plan = plans.get(call.upstream.id);
+      if (!plan) {
+        return {
+          block: { code: ErrorCode.InternalError, message: `no guard plan for server "${call.upstream.id}"` },
+        };
+      }
+      try {
+        const guarding = await beginToolCall(
+          {
+            serverId: call.upstream.id,
+            agentId: call.agentId,
+            toolName: call.name,
+            args: call.args,
+            policy: plan.policy?.policy ?? null,
+            trustedBots: g.trustedBots,
+            defaultMode: g.mode,
+          },
+          { guard: plan.guard, store, log },
+          {
+            signal: call.signal,
+            backend: call.backend,
+            log: (level, msg, fields) =>
+              log({ level, event: "guard_log", guard: plan.guard.name, msg, ...fields }),
+          },
+        );
+        return { guard: guarding };
+      } catch (e) {
+        if (e instanceof DifcError) return { block: { code: e.code, message: e.message, data: e.data } };
+        throw e;
+      }
+    },
+  };
+
+  const proxy = createMcpProxy({
+    upstreams,
+    hook,
+    maxBodyBytes: g.maxBodyBytes,
+    toolTimeoutMs: g.toolTimeoutMs,
+    fetch: deps.fetch,
+    log,
+  });
+
+  const app = new Hono();
+
+  app.get("/health", (c) => {
+    const servers: Record<string, unknown> = {};
+    for (const [id, p] of plans) {
+      servers[id] = {
+        status: "configured",
+        guard: { name: p.guard.name, type: p.guard.type },
+        policy: p.policy?.kind ?? null,
+      };
+    }
+    return c.json(
+      { status: closing ? "shutting_down" : "healthy", version: GATEWAY_VERSION, servers },
+      closing ? 503 : 200,
+    );
+  });
+
+  /** Host/Origin, then auth; resolves to the agent id or a ready error response. */
+  const admit = async (c: Context): Promise<string | Response> => {
+    const why = checkHostAndOrigin(c.req.raw.headers, g);
+    if (why) return c.json({ error: "forbidden", message: why }, 403);
+    try {
+      return await authenticate(c.req.raw.headers, g.apiKey);
+    } catch (e) {
+      if (e instanceof AuthError) return c.json({ error: e.code, message: e.message }, e.status);
+      throw e;
+    }
+  };
+
+  app.get("/reflect", async (c) => {
+    const agent = await admit(c);
+    if (agent instanceof Response) return agent;
+    const servers: Record<string, unknown> = {};
+    for (const [id, p] of plans) {
+      servers[id] = { guard: p.guard.name, type: p.guard.type, policy: p.policy?.policy ?? null };
+    }
+    return c.json({
+      agent: { id: agent, labels: await store.get(agent) },
+      defaultMode: g.mode,
+      servers,
+      timestamp: new Date().toISOString(),
+    });
+  });
+
+  const mcp = async (c: Context, serverId: string | null): Promise<Response> => {
+    const agent = await admit(c);
+    if (agent instanceof Response) return agent;
+    if (closing) return c.json({ error: "shutting_down", message: "Gateway is shutting down" }, 503);
+    const bad = checkMethod(c.req.raw);
+    if (bad) return bad;
+    if (serverId === null) return proxy.unified(c.req.raw, agent);
+    if (!upstreams.has(serverId)) {
+      return c.json({ error: "not_found", message: `unknown server "${serverId}"` }, 404);
+    }
+    return proxy.routed(c.req.raw, serverId, agent);
+  };
+
+  app.all("/mcp", (c) => mcp(c, null));
+  app.all("/mcp/", (c) => mcp(c, null));
+  app.all("/mcp/:server", (c) => mcp(c, c.req.param("server")));
+  app.all("/mcp/:server/", (c) => mcp(c, c.req.param("server")));
+
+  app.notFound((c) =>
+    c.json(
+      { error: "not_found", message: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` },
+      404,
+    )
+  );
+  app.onError((err, c) => {
+    log({ level: "error", event: "unhandled", message: err.message, stack: err.stack });
+    return c.json({ error: "internal", message: "internal gateway error" }, 500);
+  });
+
+  return {
+    app,
+    fetch: (req) => app.fetch(req),
+    proxy,
+    async close() {
+      closing = true;
+      await proxy.close();
+    },
+  };
+}

@@ -1,0 +1,190 @@
+/**
+ * Deno and Deno Deploy entry point.
+ *
+ * ```sh
+ * deno task start [--config FILE] [--port N] [--hostname H]
+ * ```
+ * Configuration comes from `--config FILE`, else from the JSON text in `MCP_EDGE_GUARD_CONFIG`, else
+ * the embedded default: the in-process demo upstream behind the demo guard, with a printed example.
+ *
+ * Guards are read, prepared and compiled once at cold start. Agent labels live in memory by default;
+ * `MCP_EDGE_GUARD_KV` selects Deno KV (`default` = `Deno.openKv()`, which on Deno Deploy is the
+ * managed database; anything else is a local path). On Deno Deploy (`DENO_DEPLOYMENT_ID` set) KV is
+ * the default and nothing is written to local files.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { createGateway, type Gateway } from "./app.ts";
+import { ConfigError, type GatewayConfig, parseConfig } from "./config.ts";
+import { createDemoUpstream } from "./demo/upstream.ts";
+import {
+  type AgentLabelStore,
+  DenoKvAgentLabelStore,
+  type KvLike,
+  MemoryAgentLabelStore,
+} from "./difc/store.ts";
+import { loadGuardModule } from "./guard/host.ts";
+import { assertJspi } from "./guard/jspi.ts";
+import { planServers } from "./registry.ts";
+
+/** The demo guard shipped in `guards/demo/`. */
+export const DEMO_GUARD_URL = new URL("../guards/demo/demo-guard.wasm", import.meta.url);
+/** The demo policy: the agent may read private `acme/web` data written by approved authors. */
+export const DEMO_POLICY = { "allow-only": { repos: ["acme/web"], "min-integrity": "approved" } };
+
+/** The embedded default configuration around a running demo upstream. */
+export function demoConfig(upstreamUrl: string, port: number, hostname: string): unknown {
+  return {
+    mcpServers: {
+      demo: { type: "http", url: upstreamUrl, guard: "demo", "guard-policies": DEMO_POLICY },
+    },
+    guards: { demo: { type: "wasm", path: DEMO_GUARD_URL.href } },
+    gateway: { port, hostname },
+  };
+}
+
+function parseJson(text: string, source: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError("(root)", `${source} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** One JSON log line on stderr. */
+function logLine(record: Record<string, unknown>): void {
+  console.error(JSON.stringify({ time: new Date().toISOString(), ...record }));
+}
+
+async function openStore(env: Record<string, string | undefined>): Promise<AgentLabelStore> {
+  const kv = env.MCP_EDGE_GUARD_KV ?? (env.DENO_DEPLOYMENT_ID ? "default" : undefined);
+  if (kv === undefined) return new MemoryAgentLabelStore();
+  // Deno.Kv keys may hold bigints and Uint8Arrays; the store only ever uses strings.
+  return new DenoKvAgentLabelStore(await Deno.openKv(kv === "default" ? undefined : kv) as unknown as KvLike);
+}
+
+/** Reads a guard file given as a path (relative to `base`) or a file: URL. */
+async function readGuard(path: string, base: URL): Promise<Uint8Array> {
+  const url = /^file:/.test(path) ? new URL(path) : new URL(path, base);
+  return await Deno.readFile(url);
+}
+
+/** Options of {@link startGateway}. */
+export interface StartOptions {
+  config?: GatewayConfig;
+  /** Where relative guard paths are resolved. */
+  configBase: URL;
+  env: Record<string, string | undefined>;
+  store?: AgentLabelStore;
+  signal?: AbortSignal;
+  onListen?: (addr: Deno.NetAddr) => void;
+}
+
+/**
+ * Loads guards and serves the gateway until `signal` aborts. Used by the CLI entry below and by tests.
+ */
+export async function startGateway(
+  config: GatewayConfig,
+  opts: StartOptions,
+): Promise<{ gateway: Gateway; server: Deno.HttpServer<Deno.NetAddr>; store: AgentLabelStore }> {
+  assertJspi();
+  const { plans, warnings } = await planServers(
+    config,
+    async (g) =>
+      loadGuardModule(await readGuard(g.path, opts.configBase), { name: g.name, limits: config.limits }),
+    opts.env.MCP_GATEWAY_GUARD_POLICY_JSON,
+  );
+  for (const w of [...config.warnings, ...warnings]) logLine({ level: "warn", event: "config", message: w });
+  const store = opts.store ?? await openStore(opts.env);
+  const gateway = createGateway({ config, plans, store, log: logLine });
+  const server = Deno.serve({
+    port: config.gateway.port,
+    hostname: config.gateway.hostname,
+    signal: opts.signal,
+    onListen: opts.onListen ?? (() => {}),
+  }, gateway.fetch);
+  server.finished.then(() => gateway.close());
+  return { gateway, server, store };
+}
+
+function banner(config: GatewayConfig, addr: Deno.NetAddr, demo: boolean): string {
+  const base = `http://${addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname}:${addr.port}`;
+  const lines = [
+    `mcp-edge-guard listening on ${base}`,
+    `  routed:  ${base}/mcp/<server>   unified: ${base}/mcp   health: ${base}/health`,
+    `  servers: ${config.servers.map((s) => s.id).join(", ")}`,
+    `  API key: ${config.gateway.apiKey}${
+      config.gateway.apiKeyGenerated ? "  (generated; set gateway.apiKey to fix it)" : ""
+    }`,
+  ];
+  if (demo) {
+    lines.push(
+      "",
+      "Embedded demo: upstream 'demo' (repos acme/web private, acme/public-site public) behind guards/demo,",
+      `policy ${JSON.stringify(DEMO_POLICY)}. Try it (Node >= 20 and npm are enough):`,
+      "",
+      `  node_modules/deno/deno run -A examples/demo-client.ts ${base}/mcp/demo ${config.gateway.apiKey}`,
+      "",
+      "It lists acme/web issues (issue #2, by an outside contributor, is filtered), creates an issue in",
+      "acme/web (allowed) and tries one in acme/public-site (blocked: the agent carries private:acme/web).",
+    );
+  }
+  return lines.join("\n");
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { config: { type: "string" }, port: { type: "string" }, hostname: { type: "string" } },
+    strict: true,
+  });
+  const env = Deno.env.toObject();
+  const controller = new AbortController();
+  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => controller.abort());
+  try {
+    const port = values.port === undefined ? undefined : Number(values.port);
+    if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+      throw new ConfigError(
+        "--port",
+        `must be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
+      );
+    }
+    let raw: unknown;
+    let base = new URL(`file://${Deno.cwd()}/`);
+    let demo = false;
+    if (values.config !== undefined) {
+      const file = new URL(values.config, base);
+      const text = await Deno.readTextFile(file).catch((e) => {
+        throw new ConfigError("--config", `cannot read ${values.config}: ${e.message}`);
+      });
+      raw = parseJson(text, values.config);
+      base = file;
+    } else if (env.MCP_EDGE_GUARD_CONFIG) {
+      raw = parseJson(env.MCP_EDGE_GUARD_CONFIG, "MCP_EDGE_GUARD_CONFIG");
+    } else {
+      demo = true;
+      const upstream = createDemoUpstream();
+      const up = Deno.serve(
+        { port: 0, hostname: "127.0.0.1", signal: controller.signal, onListen() {} },
+        upstream.fetch,
+      );
+      raw = demoConfig(`http://127.0.0.1:${up.addr.port}/mcp`, port ?? 8080, values.hostname ?? "127.0.0.1");
+    }
+    const config = parseConfig(raw, env);
+    if (port !== undefined) config.gateway.port = port;
+    if (values.hostname !== undefined) config.gateway.hostname = values.hostname;
+    await startGateway(config, {
+      configBase: base,
+      env,
+      signal: controller.signal,
+      onListen: (addr) => console.log(banner(config, addr, demo)),
+    });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`mcp-edge-guard: ${e.message}`);
+      Deno.exit(2);
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Which HTTP headers cross the gateway, in each direction, and how the 2026-07-28 request metadata
+ * headers (`Mcp-Method`, `Mcp-Name`) are derived from a body the gateway rewrote.
+ *
+ * Never forwarded upstream: the agent's `Authorization`, cookies and anything else not listed here
+ * (the spec forbids token passthrough; upstream credentials come from config only).
+ *
+ * @module
+ */
+import type { JsonRpcMessage } from "./jsonrpc.ts";
+
+/** What an SDK server requires on POST: both types, even when the agent sent a lenient Accept. */
+export const UPSTREAM_POST_ACCEPT = "application/json, text/event-stream";
+
+/** Agent headers copied verbatim to the upstream (lower case), besides `mcp-param-*`. */
+const FORWARDED_REQUEST_HEADERS = ["mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"];
+
+/** Upstream response headers copied to the agent (the session id is handled by the caller). */
+const FORWARDED_RESPONSE_HEADERS = ["content-type", "cache-control", "allow"];
+
+/** Prefix of the 2026-07-28 per-parameter headers (`Mcp-Param-{Name}`). */
+const PARAM_HEADER_PREFIX = "mcp-param-";
+
+/** Options for {@link upstreamRequestHeaders}. */
+export interface UpstreamHeaderOptions {
+  method: "POST" | "GET" | "DELETE";
+  /** Headers from config (credentials for the upstream). */
+  configured: Record<string, string>;
+  /** The agent's request headers, when forwarding an agent request. */
+  agent?: Headers;
+  /** The upstream session id to send (already mapped). */
+  sessionId?: string;
+  /** Overrides the agent's `MCP-Protocol-Version`. */
+  protocolVersion?: string;
+  /** The body sent upstream, when the gateway wrote or rewrote it: `Mcp-Method`/`Mcp-Name` follow it. */
+  rewrittenBody?: JsonRpcMessage;
+}
+
+/**
+ * Builds the headers of an upstream request.
+ *
+ * @example
+ * ```ts
+ * const h = upstreamRequestHeaders({ method: "POST", configured: { authorization: "Bearer cfg" }, agent: req.headers });
+ * ```
+ */
+export function upstreamRequestHeaders(o: UpstreamHeaderOptions): Headers {
+  const h = new Headers(o.configured);
+  if (o.method === "POST") {
+    h.set("content-type", "application/json");
+    h.set("accept", UPSTREAM_POST_ACCEPT);
+  } else if (o.method === "GET") {
+    h.set("accept", "text/event-stream");
+  }
+  if (o.agent) {
+    for (const name of FORWARDED_REQUEST_HEADERS) {
+      const v = o.agent.get(name);
+      if (v !== null) h.set(name, v);
+    }
+    for (const [k, v] of o.agent) if (k.startsWith(PARAM_HEADER_PREFIX)) h.set(k, v);
+  }
+  if (o.protocolVersion !== undefined) h.set("mcp-protocol-version", o.protocolVersion);
+  if (o.sessionId !== undefined) h.set("mcp-session-id", o.sessionId);
+  else h.delete("mcp-session-id");
+  if (o.rewrittenBody && "method" in o.rewrittenBody) {
+    const m = o.rewrittenBody;
+    const modern = h.has("mcp-method") || h.get("mcp-protocol-version") === MODERN_PROTOCOL_VERSION;
+    if (modern) {
+      h.set("mcp-method", m.method);
+      const name = metadataName(m);
+      if (name !== undefined) h.set("mcp-name", encodeHeaderValue(name));
+      else h.delete("mcp-name");
+    }
+  }
+  return h;
+}
+
+/** The first protocol revision with stateless HTTP and required `Mcp-Method`/`Mcp-Name` headers. */
+export const MODERN_PROTOCOL_VERSION = "2026-07-28";
+
+/** `params.name` (tools/call, prompts/get) or `params.uri` (resources/read): what `Mcp-Name` mirrors. */
+function metadataName(m: JsonRpcMessage & { method: string }): string | undefined {
+  const p = (m as { params?: Record<string, unknown> }).params;
+  if (!p) return undefined;
+  if (m.method === "tools/call" || m.method === "prompts/get") {
+    return typeof p.name === "string" ? p.name : undefined;
+  }
+  if (m.method === "resources/read") return typeof p.uri === "string" ? p.uri : undefined;
+  return undefined;
+}
+
+/**
+ * Encodes a header value: visible ASCII and spaces as is, anything else (or leading/trailing
+ * whitespace) in the Base64 sentinel form `=?base64?<utf-8 base64>?=` of 2026-07-28.
+ */
+export function encodeHeaderValue(v: string): string {
+  if (/^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(v)) return v;
+  const bytes = new TextEncoder().encode(v);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return `=?base64?${btoa(bin)}?=`;
+}
+
+/**
+ * Builds the agent-facing response headers from an upstream response. SSE replies get
+ * `X-Accel-Buffering: no` so that reverse proxies in front of the gateway do not buffer them.
+ */
+export function agentResponseHeaders(up: Headers, sessionId?: string): Headers {
+  const h = new Headers();
+  for (const name of FORWARDED_RESPONSE_HEADERS) {
+    const v = up.get(name);
+    if (v !== null) h.set(name, v);
+  }
+  if (isEventStream(up)) h.set("x-accel-buffering", "no");
+  if (sessionId !== undefined) h.set("mcp-session-id", sessionId);
+  return h;
+}
+
+/** True when the headers announce `text/event-stream`. */
+export function isEventStream(h: Headers): boolean {
+  return (h.get("content-type") ?? "").toLowerCase().startsWith("text/event-stream");
+}
+
+/** True when the headers announce JSON. */
+export function isJson(h: Headers): boolean {
+  const ct = (h.get("content-type") ?? "").toLowerCase();
+  return ct.startsWith("application/json") || /^application\/[a-z0-9.+-]*\+json/.test(ct);
+}
