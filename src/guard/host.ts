@@ -1,0 +1,750 @@
+/**
+ * The WebAssembly guard host: runs a prepared guard with gh-aw-mcpg's exact call protocol
+ * (`specs/guard-abi.md` §1) under hard limits.
+ *
+ * - A guard module is compiled (or verified) once per isolate by {@link loadGuardModule}.
+ * - Every {@link WasmGuard.open} creates one FRESH `WebAssembly.Instance`, so a guard that traps, runs
+ *   out of fuel or is aborted never affects another request, and no request's data reaches another.
+ * - Exports run through `WebAssembly.promising`; `env.call_backend` is a `WebAssembly.Suspending`
+ *   import, so the guard calls the upstream synchronously while the event loop keeps running.
+ * - The fuel check import (injected by the preparer) is also `Suspending`: it returns synchronously
+ *   on the fast path, yields a macrotask every `yieldIntervalMs`, and throws when the session's
+ *   signal fires, the per-call deadline passes or the fuel budget is spent.
+ *
+ * Knowing differences from the reference: instances are per request, not per server (so
+ * `label_agent` runs on each instance), and a trap kills only its own session; timeouts, aborts and
+ * limit hits also end the session. Negative guard codes, alloc failures and output-size errors do not
+ * (as in the reference).
+ *
+ * A start function runs inside `new WebAssembly.Instance`, where no `Suspending` import can be called
+ * (V8 throws `SuspendError` even for one that would return synchronously): it gets the fuel the
+ * preparer put in the global (1,000,000 units) and no `call_backend`; exceeding either fails the
+ * session with `GuardError("fuel")`.
+ *
+ * No Deno APIs here: this module also runs in workerd.
+ *
+ * @module
+ */
+import type { Guard, GuardContext, GuardSession, GuardUsage } from "../difc/guard.ts";
+import { assertJspi } from "./jspi.ts";
+import {
+  GuardError,
+  type GuardErrorKind,
+  type GuardLimits,
+  resolveLimits,
+  WASM_PAGE_BYTES,
+} from "./limits.ts";
+import {
+  FUEL_GLOBAL_EXPORT,
+  FUEL_IMPORT_MODULE,
+  FUEL_IMPORT_NAME,
+  inspectGuard,
+  type PreparedMark,
+  prepareGuard,
+  readPreparedMark,
+} from "./prepare.ts";
+import { createWasi, ProcExit, WASI_FUNCTION_NAMES } from "./wasi.ts";
+
+/** The value the preparer gives the fuel global; the budget of a start function's first slice. */
+const PREPARED_FUEL_INITIAL = 1_000_000;
+/** The three labeling exports, in the order the reference validates them. */
+const LABEL_EXPORTS = ["label_resource", "label_response", "label_agent"] as const;
+/** The label exports take (input_ptr, input_len, output_ptr, output_size). */
+const LABEL_EXPORT_ARITY = 4;
+/** Errors that end a session: the instance may be in any state afterwards. */
+const FATAL_KINDS: ReadonlySet<GuardErrorKind> = new Set([
+  "trap",
+  "fuel",
+  "timeout",
+  "aborted",
+  "memory",
+  "proc_exit",
+]);
+const HOST_LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+
+/** Options for {@link loadGuardModule} and {@link WasmGuard}. */
+export interface WasmGuardOptions {
+  /** Guard name used in logs and errors (the reference uses the server id). Default `"guard"`. */
+  name?: string;
+  /** Limits; missing fields take `DEFAULT_LIMITS`. */
+  limits?: Partial<GuardLimits>;
+  /**
+   * Require (and, when preparing bytes, inject) fuel metering. Default `true`. Without fuel a
+   * CPU-bound guard can only be stopped by the deadline check at `call_backend`, i.e. not at all.
+   */
+  fuel?: boolean;
+}
+
+/**
+ * Loads a guard once per isolate.
+ *
+ * - Bytes (Deno): if they already carry the preparer's mark they are compiled as they are;
+ *   otherwise they are prepared (ABI validation, memory cap, fuel injection) and then compiled.
+ * - A compiled `WebAssembly.Module` (Workers, where runtime compilation is forbidden): it must carry
+ *   the `mcp_edge_guard.prepared` custom section, prepared with fuel (unless `fuel: false`) and with
+ *   a memory cap no larger than `limits.maxMemoryPages`.
+ *
+ * @example
+ * ```ts
+ * const guard = await loadGuardModule(await Deno.readFile("guard.wasm"), { name: "github" });
+ * const session = guard.open({ signal, backend, log });
+ * const agent = await session.labelAgent(policyJson);
+ * ```
+ * @throws {GuardError} kind `"abi"` for unusable or unprepared modules, `"runtime"` without JSPI.
+ */
+export async function loadGuardModule(
+  source: Uint8Array | WebAssembly.Module,
+  opts: WasmGuardOptions = {},
+): Promise<WasmGuard> {
+  assertJspi();
+  const name = opts.name || "guard";
+  const limits = resolveLimits(opts.limits);
+  const wantFuel = opts.fuel ?? true;
+  if (source instanceof WebAssembly.Module) {
+    const mark = readPreparedMark(source);
+    checkMark(name, mark, limits, wantFuel);
+    return new WasmGuard(source, opts);
+  }
+  const info = inspectGuard(source);
+  if (info.abiError) throw new GuardError("abi", `guard '${name}': ${info.abiError}`);
+  let bytes: Uint8Array<ArrayBuffer>;
+  if (info.prepared) {
+    checkMark(name, info.prepared, limits, wantFuel);
+    bytes = new Uint8Array(source);
+  } else {
+    bytes = prepareGuard(source, { maxMemoryPages: limits.maxMemoryPages, fuel: wantFuel }).bytes;
+  }
+  let module: WebAssembly.Module;
+  try {
+    module = await WebAssembly.compile(bytes);
+  } catch (e) {
+    throw new GuardError("abi", `guard '${name}' does not compile: ${errorMessage(e)}`, { cause: e });
+  }
+  return new WasmGuard(module, opts);
+}
+
+function checkMark(name: string, mark: PreparedMark | null, limits: GuardLimits, wantFuel: boolean): void {
+  if (!mark) {
+    throw new GuardError(
+      "abi",
+      `guard '${name}' is not prepared: the module has no mcp_edge_guard.prepared section ` +
+        "(run the guard preparer at build time; a compiled module cannot be prepared at runtime)",
+    );
+  }
+  if (mark.maxMemoryPages > limits.maxMemoryPages) {
+    throw new GuardError(
+      "abi",
+      `guard '${name}' was prepared with a memory cap of ${mark.maxMemoryPages} pages, above ` +
+        `limits.maxMemoryPages=${limits.maxMemoryPages}: prepare it again with the configured cap`,
+      { limit: "maxMemoryPages", value: limits.maxMemoryPages },
+    );
+  }
+  if (wantFuel && !mark.fuel) {
+    throw new GuardError("abi", `guard '${name}' was prepared without fuel metering; prepare it with fuel`);
+  }
+}
+
+/** Checks export names/kinds and that every import is one the host provides. */
+function checkModuleShape(name: string, module: WebAssembly.Module): { metered: boolean } {
+  const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
+  if (!exports.has("label_resource") || !exports.has("label_response")) {
+    if (exports.has("_start") && !exports.has("label_resource")) {
+      throw new GuardError(
+        "abi",
+        `guard '${name}': WASM module exports _start but not label_resource; it was probably built with ` +
+          "standard Go instead of TinyGo (guards must be libraries exporting label_* functions)",
+      );
+    }
+    throw new GuardError(
+      "abi",
+      `guard '${name}': WASM module must export label_resource and label_response functions`,
+    );
+  }
+  if (!exports.has("label_agent")) {
+    throw new GuardError("abi", `guard '${name}': WASM module must export label_agent`);
+  }
+  for (const fn of LABEL_EXPORTS) {
+    if (exports.get(fn) !== "function") {
+      throw new GuardError("abi", `guard '${name}': export ${fn} must be a function, got ${exports.get(fn)}`);
+    }
+  }
+  let metered = false;
+  const wasi = new Set(WASI_FUNCTION_NAMES);
+  for (const imp of WebAssembly.Module.imports(module)) {
+    const ok = imp.kind === "function" && (
+      (imp.module === "env" && (imp.name === "call_backend" || imp.name === "host_log")) ||
+      (imp.module === "wasi_snapshot_preview1" && wasi.has(imp.name)) ||
+      (imp.module === FUEL_IMPORT_MODULE && imp.name === FUEL_IMPORT_NAME)
+    );
+    if (!ok) {
+      throw new GuardError(
+        "abi",
+        `guard '${name}' imports ${imp.kind} ${imp.module}.${imp.name}, which the host does not provide`,
+      );
+    }
+    if (imp.module === FUEL_IMPORT_MODULE) metered = true;
+  }
+  if (metered && exports.get(FUEL_GLOBAL_EXPORT) !== "global") {
+    throw new GuardError(
+      "abi",
+      `guard '${name}' imports the fuel check but does not export ${FUEL_GLOBAL_EXPORT}`,
+    );
+  }
+  return { metered };
+}
+
+/**
+ * A loaded guard: one compiled module, a fresh instance per {@link open}.
+ *
+ * The constructor trusts the module (use {@link loadGuardModule} to prepare or verify it); it still
+ * checks export names and imports, and every session checks the memory cap after each call.
+ *
+ * @example
+ * ```ts
+ * const guard = new WasmGuard(await WebAssembly.compile(preparedBytes), { name: "demo" });
+ * ```
+ */
+export class WasmGuard implements Guard {
+  readonly name: string;
+  readonly type = "wasm";
+  readonly module: WebAssembly.Module;
+  readonly limits: Readonly<GuardLimits>;
+  /** True when the module carries the fuel check (prepared with fuel). */
+  readonly metered: boolean;
+
+  constructor(module: WebAssembly.Module, opts: WasmGuardOptions = {}) {
+    this.name = opts.name || "guard";
+    this.module = module;
+    this.limits = Object.freeze(resolveLimits(opts.limits));
+    this.metered = checkModuleShape(this.name, module).metered;
+  }
+
+  /**
+   * Opens a session on a fresh instance. Never throws: an instantiation failure (start function
+   * trap, fuel, abort) is reported by the session's first call.
+   */
+  open(ctx: GuardContext): GuardSession {
+    return new WasmGuardSession(this, ctx);
+  }
+}
+
+/** State of the export call in progress. */
+interface CallState {
+  backendCalls: number;
+  fuelSpent: number;
+  /** Value last written into the fuel global. */
+  refill: number;
+  deadline: number;
+  lastYield: number;
+  /** Aborted by the session signal or the deadline; passed to `call_backend`. */
+  abort: AbortController;
+}
+
+type Exported = (...args: number[]) => Promise<number | undefined>;
+
+class WasmGuardSession implements GuardSession {
+  readonly #guard: WasmGuard;
+  readonly #ctx: GuardContext;
+  readonly #limits: Readonly<GuardLimits>;
+  #instance: WebAssembly.Instance | undefined;
+  #memory: WebAssembly.Memory | undefined;
+  #fuelGlobal: WebAssembly.Global | undefined;
+  #fns = new Map<string, Exported>();
+  #dead: GuardError | undefined;
+  #busy = false;
+  #closed = false;
+  #call: CallState | undefined;
+  #usage: GuardUsage = { fuel: 0, backendCalls: 0, memoryPages: 0, ms: 0 };
+  readonly #encoder = new TextEncoder();
+  readonly #decoder = new TextDecoder();
+
+  constructor(guard: WasmGuard, ctx: GuardContext) {
+    this.#guard = guard;
+    this.#ctx = ctx;
+    this.#limits = guard.limits;
+    const t0 = performance.now();
+    this.#call = this.#newCall(PREPARED_FUEL_INITIAL);
+    try {
+      if (ctx.signal.aborted) throw this.#abortError();
+      const instance = new WebAssembly.Instance(guard.module, this.#imports());
+      this.#instance = instance;
+      this.#memory = findMemory(instance.exports);
+      const g = instance.exports[FUEL_GLOBAL_EXPORT];
+      if (g instanceof WebAssembly.Global) {
+        this.#call.fuelSpent = this.#call.refill - (g.value as number);
+        this.#fuelGlobal = g;
+      }
+      this.#checkMemory();
+      for (const fn of [...LABEL_EXPORTS, "alloc", "dealloc"]) {
+        const f = instance.exports[fn];
+        if (typeof f === "function") this.#fns.set(fn, WebAssembly.promising(f as () => number) as Exported);
+      }
+      for (const fn of LABEL_EXPORTS) {
+        const f = instance.exports[fn] as { length: number };
+        if (f.length !== LABEL_EXPORT_ARITY) {
+          throw new GuardError(
+            "abi",
+            `WASM module function ${fn} must have signature (i32,i32,i32,i32)->i32, got ${f.length} parameters`,
+          );
+        }
+      }
+    } catch (e) {
+      this.#dead = isSuspendError(e) ? startFunctionOutOfFuel() : this.#classify(e, "instantiation");
+      this.#log("error", `guard instantiation failed: ${this.#dead.message}`, { kind: this.#dead.kind });
+    } finally {
+      this.#usage.fuel += this.#call.fuelSpent;
+      this.#usage.ms += performance.now() - t0;
+      this.#call.abort.abort();
+      this.#call = undefined;
+    }
+  }
+
+  labelAgent(inputJson: string): Promise<string> {
+    return this.#invoke("label_agent", inputJson);
+  }
+  labelResource(inputJson: string): Promise<string> {
+    return this.#invoke("label_resource", inputJson);
+  }
+  labelResponse(inputJson: string): Promise<string> {
+    return this.#invoke("label_response", inputJson);
+  }
+
+  usage(): GuardUsage {
+    return { ...this.#usage };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#call?.abort.abort(new GuardError("aborted", `guard '${this.#guard.name}' session closed`));
+    this.#instance = undefined;
+    this.#memory = undefined;
+    this.#fuelGlobal = undefined;
+    this.#fns.clear();
+  }
+
+  // ---- the call protocol (guard-abi.md §1.2-1.3) ----
+
+  async #invoke(fn: string, input: string): Promise<string> {
+    const name = this.#guard.name;
+    if (this.#closed) throw new GuardError("guard_error", `guard '${name}' session is closed`);
+    if (this.#dead) {
+      throw new GuardError(
+        this.#dead.kind,
+        `WASM guard '${name}' is unavailable after a previous failure: ${this.#dead.message}`,
+        { limit: this.#dead.limit, value: this.#dead.value, cause: this.#dead },
+      );
+    }
+    if (this.#busy) {
+      throw new GuardError(
+        "guard_error",
+        `guard '${name}' session is busy: calls on one session are serialized (no re-entrant ${fn})`,
+      );
+    }
+    const inBytes = this.#encoder.encode(input);
+    if (inBytes.length > this.#limits.maxInputBytes) {
+      throw new GuardError(
+        "input_size",
+        `input too large: ${inBytes.length} bytes (max ${this.#limits.maxInputBytes})`,
+        { limit: "maxInputBytes", value: this.#limits.maxInputBytes },
+      );
+    }
+    this.#busy = true;
+    const t0 = performance.now();
+    const call = this.#newCall(Math.min(this.#limits.fuelSlice, this.#limits.fuel));
+    this.#call = call;
+    if (this.#fuelGlobal) this.#fuelGlobal.value = call.refill;
+    const onAbort = () => call.abort.abort(this.#abortError());
+    this.#ctx.signal.addEventListener("abort", onAbort, { once: true });
+    const timer = setTimeout(() => call.abort.abort(this.#timeoutError()), this.#limits.timeoutMs);
+    try {
+      if (this.#ctx.signal.aborted) throw this.#abortError();
+      if (!this.#memory) throw new GuardError("memory", "WASM module has no memory");
+      return await this.#withRetries(fn, inBytes);
+    } catch (e) {
+      const err = this.#classify(e, fn);
+      if (FATAL_KINDS.has(err.kind)) {
+        this.#dead = err;
+        this.#log("error", `WASM guard failure: guard=${name}, func=${fn}, error=${err.message}`, {
+          kind: err.kind,
+        });
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.#ctx.signal.removeEventListener("abort", onAbort);
+      if (this.#fuelGlobal) call.fuelSpent += call.refill - (this.#fuelGlobal.value as number);
+      this.#usage.fuel += call.fuelSpent;
+      this.#usage.ms += performance.now() - t0;
+      if (this.#memory) this.#usage.memoryPages = this.#memory.buffer.byteLength / WASM_PAGE_BYTES;
+      call.abort.abort();
+      this.#call = undefined;
+      this.#busy = false;
+    }
+  }
+
+  async #withRetries(fn: string, input: Uint8Array): Promise<string> {
+    const { initialOutputBytes, maxOutputBytes, maxOutputAttempts } = this.#limits;
+    let size = initialOutputBytes;
+    for (let attempt = 1;; attempt++) {
+      const r = await this.#attempt(fn, input, size);
+      if (typeof r === "string") return r;
+      const next = r > 0 ? r : size * 2;
+      if (next > maxOutputBytes) {
+        throw new GuardError(
+          "output_size",
+          `guard requires buffer of ${next} bytes which exceeds maximum of ${maxOutputBytes} bytes`,
+          { limit: "maxOutputBytes", value: maxOutputBytes },
+        );
+      }
+      size = next;
+      if (attempt >= maxOutputAttempts) {
+        throw new GuardError(
+          "output_size",
+          `failed after ${maxOutputAttempts} attempts, buffer size ${size} still insufficient`,
+          { limit: "maxOutputAttempts", value: maxOutputAttempts },
+        );
+      }
+      this.#log("debug", `${fn} returned -2, retrying with a ${size}-byte output buffer`);
+    }
+  }
+
+  /** One attempt: the output text, or the size hint (0 = none) when the guard returned -2. */
+  async #attempt(fn: string, input: Uint8Array, size: number): Promise<string | number> {
+    const alloc = this.#fns.get("alloc");
+    const dealloc = this.#fns.get("dealloc");
+    let inPtr = 0, outPtr = 0;
+    try {
+      if (alloc && dealloc) {
+        inPtr = await this.#alloc(alloc, input.length);
+        outPtr = await this.#alloc(alloc, size);
+      } else {
+        [inPtr, outPtr] = this.#directLayout(input.length, size);
+      }
+      this.#write(inPtr, input);
+      const rc = await this.#fns.get(fn)!(inPtr, input.length, outPtr, size);
+      this.#checkMemory();
+      if (typeof rc !== "number") throw new GuardError("guard_error", "WASM function returned no results");
+      if (rc === -2) return size >= 4 ? this.#view().getUint32(outPtr, true) : 0;
+      if (rc < 0) {
+        throw new GuardError("guard_error", `WASM function returned error code: ${rc}`, { value: rc });
+      }
+      if (rc === 0) return "";
+      const buf = this.#memory!.buffer;
+      if (outPtr + rc > buf.byteLength) {
+        throw new GuardError("guard_error", `failed to read output from WASM memory (len=${rc})`);
+      }
+      return this.#decoder.decode(new Uint8Array(buf, outPtr, rc));
+    } finally {
+      if (alloc && dealloc && !this.#dead && this.#call?.abort.signal.aborted === false) {
+        await this.#free(dealloc, outPtr, size);
+        await this.#free(dealloc, inPtr, input.length);
+      }
+    }
+  }
+
+  async #alloc(alloc: Exported, size: number): Promise<number> {
+    const p = await alloc(size);
+    this.#checkMemory();
+    if (typeof p !== "number" || p === 0) throw new GuardError("guard_error", "alloc returned null pointer");
+    return p >>> 0;
+  }
+
+  async #free(dealloc: Exported, ptr: number, size: number): Promise<void> {
+    if (ptr === 0 || size === 0) return;
+    try {
+      await dealloc(ptr, size);
+    } catch (e) {
+      const err = this.#classify(e, "dealloc");
+      if (FATAL_KINDS.has(err.kind)) this.#dead = err;
+      this.#log("warn", `dealloc(${ptr}, ${size}) failed: ${err.message}`, { kind: err.kind });
+    }
+  }
+
+  /** Host-managed layout: output at the end of memory, input right before it (grows if needed). */
+  #directLayout(inLen: number, size: number): [number, number] {
+    const mem = this.#memory!;
+    const required = inLen + size + WASM_PAGE_BYTES;
+    const have = mem.buffer.byteLength;
+    if (have < required) {
+      const pages = Math.ceil((required - have) / WASM_PAGE_BYTES);
+      const cap = this.#limits.maxMemoryPages;
+      if (have / WASM_PAGE_BYTES + pages > cap) {
+        throw new GuardError(
+          "memory",
+          `failed to grow WASM memory from ${have} to ${have + pages * WASM_PAGE_BYTES} bytes: ` +
+            `above limits.maxMemoryPages=${cap}`,
+          { limit: "maxMemoryPages", value: cap },
+        );
+      }
+      try {
+        mem.grow(pages);
+      } catch (e) {
+        throw new GuardError(
+          "memory",
+          `failed to grow WASM memory from ${have} to ${have + pages * WASM_PAGE_BYTES} bytes: ${
+            errorMessage(e)
+          }`,
+          { limit: "maxMemoryPages", value: cap, cause: e },
+        );
+      }
+    }
+    const end = mem.buffer.byteLength;
+    const outPtr = end - size;
+    return [outPtr - inLen, outPtr];
+  }
+
+  #write(ptr: number, data: Uint8Array): void {
+    const buf = this.#memory!.buffer;
+    if (ptr + data.length > buf.byteLength) {
+      throw new GuardError(
+        "guard_error",
+        `input buffer at ${ptr} (+${data.length} bytes) is outside WASM memory`,
+      );
+    }
+    new Uint8Array(buf, ptr, data.length).set(data);
+  }
+
+  #view(): DataView {
+    return new DataView(this.#memory!.buffer);
+  }
+
+  /** Second line of defence behind the prepared maximum: memory above the cap kills the session. */
+  #checkMemory(): void {
+    const mem = this.#memory;
+    if (!mem) return;
+    const pages = mem.buffer.byteLength / WASM_PAGE_BYTES;
+    const cap = this.#limits.maxMemoryPages;
+    if (pages > cap) {
+      throw new GuardError(
+        "memory",
+        `guard memory is ${pages} pages, above limits.maxMemoryPages=${cap}`,
+        { limit: "maxMemoryPages", value: cap },
+      );
+    }
+  }
+
+  // ---- imports ----
+
+  #imports(): WebAssembly.Imports {
+    return {
+      env: {
+        call_backend: new WebAssembly.Suspending(this.#callBackend.bind(this)),
+        host_log: this.#hostLog.bind(this),
+      },
+      wasi_snapshot_preview1: createWasi({
+        log: (level, msg, fields) => this.#log(level, msg, fields),
+        memory: () => this.#memory,
+      }),
+      [FUEL_IMPORT_MODULE]: { [FUEL_IMPORT_NAME]: new WebAssembly.Suspending(this.#fuelCheck.bind(this)) },
+    };
+  }
+
+  /** The slow path of fuel metering: budget, deadline, abort, and a periodic yield. */
+  #fuelCheck(): Promise<void> | void {
+    const call = this.#call;
+    if (!call) throw new GuardError("trap", "fuel check outside a guard call");
+    const g = this.#fuelGlobal;
+    if (!g) throw new GuardError("trap", "fuel check before the fuel global is reachable");
+    const value = g.value as number;
+    call.fuelSpent += call.refill - value;
+    call.refill = value; // accounted: the final tally adds nothing for it
+    this.#checkLive(call);
+    call.refill = Math.min(this.#limits.fuelSlice, this.#limits.fuel - call.fuelSpent);
+    g.value = call.refill;
+    const now = performance.now();
+    if (now - call.lastYield < this.#limits.yieldIntervalMs) return;
+    return new Promise<void>((resolve) => setTimeout(resolve, 0)).then(() => {
+      call.lastYield = performance.now();
+      this.#checkLive(call);
+    });
+  }
+
+  /** Throws when the call must stop: fuel spent, signal aborted, deadline passed. */
+  #checkLive(call: CallState): void {
+    if (call.fuelSpent > this.#limits.fuel) {
+      throw new GuardError(
+        "fuel",
+        `guard '${this.#guard.name}' ran out of fuel: limits.fuel=${this.#limits.fuel} units spent`,
+        { limit: "fuel", value: this.#limits.fuel },
+      );
+    }
+    if (this.#ctx.signal.aborted) throw this.#abortError();
+    if (call.abort.signal.aborted) throw call.abort.signal.reason;
+    if (performance.now() > call.deadline) throw this.#timeoutError();
+  }
+
+  async #callBackend(
+    namePtr: number,
+    nameLen: number,
+    argsPtr: number,
+    argsLen: number,
+    resPtr: number,
+    resSize: number,
+  ): Promise<number> {
+    const call = this.#call;
+    if (!call) return -1;
+    call.backendCalls++;
+    this.#usage.backendCalls++;
+    if (call.backendCalls > this.#limits.maxBackendCalls) {
+      this.#log("warn", `call_backend limit reached: limits.maxBackendCalls=${this.#limits.maxBackendCalls}`);
+      return -1;
+    }
+    const toolName = this.#readText(namePtr, nameLen);
+    if (toolName === null) return -1;
+    let args: unknown = null;
+    if (argsLen >>> 0 !== 0) {
+      const text = this.#readText(argsPtr, argsLen);
+      if (text === null) return -1;
+      try {
+        args = JSON.parse(text);
+      } catch {
+        this.#log("warn", `call_backend(${toolName}): args are not valid JSON`);
+        return -1;
+      }
+    }
+    const signal = call.abort.signal;
+    if (signal.aborted) throw signal.reason;
+    let result: unknown;
+    try {
+      result = await raceSignal(this.#ctx.backend(toolName, args, signal), signal);
+    } catch (e) {
+      if (signal.aborted) throw signal.reason; // deadline / abort: ends the export call
+      this.#log("debug", `call_backend(${toolName}) failed: ${errorMessage(e)}`);
+      return -1;
+    }
+    if (this.#call !== call) return -1;
+    const json = this.#encoder.encode(JSON.stringify(result) ?? "null");
+    const size = resSize >>> 0, ptr = resPtr >>> 0;
+    const mem = this.#memory;
+    if (!mem) return -1;
+    if (json.length > size) {
+      if (size >= 4) {
+        if (ptr + 4 > mem.buffer.byteLength) return -1;
+        new DataView(mem.buffer).setUint32(ptr, json.length, true);
+      }
+      return -2;
+    }
+    if (ptr + json.length > mem.buffer.byteLength) return -1;
+    new Uint8Array(mem.buffer, ptr, json.length).set(json);
+    return json.length;
+  }
+
+  #hostLog(level: number, ptr: number, len: number): void {
+    const msg = this.#readText(ptr, len);
+    if (msg === null) return;
+    this.#log(HOST_LOG_LEVELS[level] ?? "debug", msg, { source: "host_log" });
+  }
+
+  /** UTF-8 text from guard memory, or null when the range is outside memory. */
+  #readText(ptr: number, len: number): string | null {
+    const mem = this.#memory;
+    const p = ptr >>> 0, l = len >>> 0;
+    if (!mem || p + l > mem.buffer.byteLength) return null;
+    return this.#decoder.decode(new Uint8Array(mem.buffer, p, l));
+  }
+
+  // ---- helpers ----
+
+  #newCall(refill: number): CallState {
+    const now = performance.now();
+    return {
+      backendCalls: 0,
+      fuelSpent: 0,
+      refill,
+      deadline: now + this.#limits.timeoutMs,
+      lastYield: now,
+      abort: new AbortController(),
+    };
+  }
+
+  #abortError(): GuardError {
+    const reason = this.#ctx.signal.reason;
+    return new GuardError(
+      "aborted",
+      `guard '${this.#guard.name}' call aborted: ${
+        reason === undefined ? "signal aborted" : errorMessage(reason)
+      }`,
+      { cause: reason },
+    );
+  }
+
+  #timeoutError(): GuardError {
+    return new GuardError(
+      "timeout",
+      `guard '${this.#guard.name}' call exceeded limits.timeoutMs=${this.#limits.timeoutMs}`,
+      { limit: "timeoutMs", value: this.#limits.timeoutMs },
+    );
+  }
+
+  /** Maps anything thrown out of wasm or the protocol to a GuardError. */
+  #classify(e: unknown, fn: string): GuardError {
+    if (e instanceof GuardError) return e;
+    if (e instanceof ProcExit) {
+      return new GuardError("proc_exit", `guard '${this.#guard.name}' ${fn}: ${e.message}`, {
+        value: e.code,
+        cause: e,
+      });
+    }
+    if (e instanceof WebAssembly.LinkError || e instanceof WebAssembly.CompileError) {
+      return new GuardError("abi", `guard '${this.#guard.name}': ${e.message}`, { cause: e });
+    }
+    // RuntimeError (unreachable, out of bounds, ...), RangeError (stack overflow), SuspendError.
+    return new GuardError("trap", `WASM guard trap in ${fn}: ${errorMessage(e)}`, { cause: e });
+  }
+
+  #log(level: "debug" | "info" | "warn" | "error", msg: string, fields: Record<string, unknown> = {}): void {
+    try {
+      this.#ctx.log(level, msg, { guard: this.#guard.name, ...fields });
+    } catch {
+      // a broken logger must not break the guard call
+    }
+  }
+}
+
+function findMemory(exports: WebAssembly.Exports): WebAssembly.Memory | undefined {
+  if (exports.memory instanceof WebAssembly.Memory) return exports.memory;
+  return Object.values(exports).find((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory);
+}
+
+/**
+ * A start function runs inside `new WebAssembly.Instance`, outside any `promising` context, and V8
+ * refuses every call of a `Suspending` import there (even one that would return synchronously). So
+ * a start function has exactly the fuel the preparer put in the global (1,000,000 units) and cannot
+ * use `call_backend`; reaching either ends instantiation with a `SuspendError`.
+ */
+function startFunctionOutOfFuel(): GuardError {
+  return new GuardError(
+    "fuel",
+    `the start function ran out of its instantiation fuel (${PREPARED_FUEL_INITIAL} units) or called ` +
+      "call_backend, which cannot run before the instance exists",
+    { limit: "fuel", value: PREPARED_FUEL_INITIAL },
+  );
+}
+
+function isSuspendError(e: unknown): boolean {
+  const ctor = (WebAssembly as unknown as { SuspendError?: ErrorConstructor }).SuspendError;
+  return typeof ctor === "function" && e instanceof ctor;
+}
+
+/** Settles like `p`, or rejects with the signal's reason as soon as it aborts. */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    Promise.resolve(p).then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

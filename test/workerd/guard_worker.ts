@@ -1,0 +1,72 @@
+/**
+ * A tiny Worker that runs prepared guards through the real host in workerd (test/workerd/
+ * guard_workerd_test.ts bundles it with esbuild and runs it under Miniflare).
+ *
+ * Routes: `/backend` (JSPI call_backend), `/spin` (fuel budget), `/grow` (memory cap). Each answers
+ * JSON: the guard output or `{kind, limit, value, message}` of the GuardError.
+ */
+// @deno-types="./guard_modules.d.ts"
+import { backend, grow, spin } from "./guard_modules.js";
+import { loadGuardModule } from "../../src/guard/host.ts";
+import { GuardError } from "../../src/guard/limits.ts";
+
+const noLog = () => {};
+
+async function route(path: string): Promise<unknown> {
+  const signal = new AbortController().signal;
+  if (path === "/backend") {
+    const guard = await loadGuardModule(backend, { name: "backend" });
+    const session = guard.open({
+      signal,
+      log: noLog,
+      backend: async (tool, args) => {
+        await new Promise((r) => setTimeout(r, 5)); // a real suspension
+        return { tool, args };
+      },
+    });
+    return { output: JSON.parse(await session.labelResource('{"q":1}')), usage: session.usage() };
+  }
+  if (path === "/spin") {
+    const guard = await loadGuardModule(spin, { name: "spin", limits: { fuel: 20_000_000 } });
+    const session = guard.open({ signal, log: noLog, backend: () => Promise.reject(new Error("none")) });
+    const other = guard.open({ signal, log: noLog, backend: () => Promise.reject(new Error("none")) });
+    const [spun, ok] = await Promise.allSettled([session.labelAgent("{}"), other.labelResponse("{}")]);
+    return { spun: spun.status === "rejected" ? spun.reason : spun.value, other: ok };
+  }
+  if (path === "/grow") {
+    const guard = await loadGuardModule(grow, { name: "grow", limits: { maxMemoryPages: 80 } });
+    const session = guard.open({ signal, log: noLog, backend: () => Promise.reject(new Error("none")) });
+    await session.labelAgent("{}");
+    let rejected: unknown = null;
+    try {
+      await loadGuardModule(grow, { name: "grow", limits: { maxMemoryPages: 64 } });
+    } catch (e) {
+      rejected = e;
+    }
+    return { memoryPages: session.usage().memoryPages, smallerCap: rejected };
+  }
+  return { error: `no route ${path}` };
+}
+
+function toJson(v: unknown): unknown {
+  if (v instanceof GuardError) return { kind: v.kind, limit: v.limit, value: v.value, message: v.message };
+  if (v && typeof v === "object" && "status" in v) {
+    const s = v as PromiseSettledResult<unknown>;
+    return s.status === "fulfilled" ? { value: s.value } : { error: toJson(s.reason) };
+  }
+  return v;
+}
+
+export default {
+  async fetch(request: Request): Promise<Response> {
+    try {
+      const body = await route(new URL(request.url).pathname);
+      const out = Object.fromEntries(
+        Object.entries(body as Record<string, unknown>).map(([k, v]) => [k, toJson(v)]),
+      );
+      return Response.json(out);
+    } catch (e) {
+      return Response.json({ thrown: toJson(e) ?? String(e) }, { status: 500 });
+    }
+  },
+};
