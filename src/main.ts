@@ -15,7 +15,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { createGateway, type Gateway } from "./app.ts";
+import { createGateway, type Gateway, type LogSink } from "./app.ts";
 import { ConfigError, type GatewayConfig, parseConfig } from "./config.ts";
 import { createDemoUpstream } from "./demo/upstream.ts";
 import {
@@ -79,6 +79,8 @@ export interface StartOptions {
   store?: AgentLabelStore;
   signal?: AbortSignal;
   onListen?: (addr: Deno.NetAddr) => void;
+  /** Structured log sink; one JSON line on stderr by default. */
+  log?: LogSink;
 }
 
 /**
@@ -89,15 +91,16 @@ export async function startGateway(
   opts: StartOptions,
 ): Promise<{ gateway: Gateway; server: Deno.HttpServer<Deno.NetAddr>; store: AgentLabelStore }> {
   assertJspi();
+  const log = opts.log ?? logLine;
   const { plans, warnings } = await planServers(
     config,
     async (g) =>
       loadGuardModule(await readGuard(g.path, opts.configBase), { name: g.name, limits: config.limits }),
     opts.env.MCP_GATEWAY_GUARD_POLICY_JSON,
   );
-  for (const w of [...config.warnings, ...warnings]) logLine({ level: "warn", event: "config", message: w });
+  for (const w of [...config.warnings, ...warnings]) log({ level: "warn", event: "config", message: w });
   const store = opts.store ?? await openStore(opts.env);
-  const gateway = createGateway({ config, plans, store, log: logLine });
+  const gateway = createGateway({ config, plans, store, log });
   const server = Deno.serve({
     port: config.gateway.port,
     hostname: config.gateway.hostname,
