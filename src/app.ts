@@ -18,6 +18,7 @@ import type { GatewayConfig } from "./config.ts";
 import { beginToolCall, DifcError } from "./difc/pipeline.ts";
 import type { AgentLabelStore } from "./difc/store.ts";
 import { authenticate, AuthError } from "./http/auth.ts";
+import { createHealthProber } from "./http/health.ts";
 import { checkHostAndOrigin } from "./http/origin.ts";
 import { checkMethod, createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
 import type { ServerPlan } from "./registry.ts";

@@ -1,6 +1,7 @@
 import { assertEquals, assertMatch, assertRejects, assertStringIncludes } from "@std/assert";
 import { authenticate, AuthError, constantTimeEqual, validateAgentId } from "../src/http/auth.ts";
 import { checkHostAndOrigin, hostName } from "../src/http/origin.ts";
+import { createHealthProber, HEALTH_CACHE_MS } from "../src/http/health.ts";
 
 const h = (o: Record<string, string>) => new Headers(o);
 
@@ -63,4 +64,35 @@ Deno.test("origin: loopback hosts pass, foreign hosts and origins are refused wi
   );
   assertEquals(hostName("[::1]:80"), "[::1]");
   assertEquals(hostName("Example.COM:1"), "example.com");
+});
+
+Deno.test("health: up for any HTTP answer below 500, down for 5xx and dead ports, cached", async () => {
+  let hits = 0;
+  const ac = new AbortController();
+  const srv = Deno.serve({ port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} }, (req) => {
+    hits++;
+    return new Response("no session", { status: new URL(req.url).pathname === "/bad" ? 503 : 400 });
+  });
+  const dead = Deno.listen({ port: 0, hostname: "127.0.0.1" });
+  const deadPort = (dead.addr as Deno.NetAddr).port;
+  dead.close();
+  try {
+    let t = 0;
+    const probe = createHealthProber(fetch, () => t);
+    const base = `http://127.0.0.1:${srv.addr.port}`;
+    const up = await probe({ id: "a", url: `${base}/mcp`, headers: {} });
+    assertEquals([up.status, up.httpStatus], ["up", 400]);
+    assertEquals((await probe({ id: "b", url: `${base}/bad`, headers: {} })).status, "down");
+    const d = await probe({ id: "c", url: `http://127.0.0.1:${deadPort}/mcp`, headers: {} });
+    assertEquals(d.status, "down");
+    assertStringIncludes(d.error!, "Error");
+    await probe({ id: "a", url: `${base}/mcp`, headers: {} });
+    assertEquals(hits, 2, "second probe of 'a' within the cache window is not sent");
+    t += HEALTH_CACHE_MS;
+    await probe({ id: "a", url: `${base}/mcp`, headers: {} });
+    assertEquals(hits, 3);
+  } finally {
+    ac.abort();
+    await srv.finished;
+  }
 });
