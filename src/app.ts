@@ -112,19 +112,19 @@ export function createGateway(deps: AppDeps): Gateway {
 
   const app = new Hono();
 
-  app.get("/health", (c) => {
+  const probe = createHealthProber(deps.fetch);
+  app.get("/health", async (c) => {
     const servers: Record<string, unknown> = {};
-    for (const [id, p] of plans) {
+    await Promise.all([...plans].map(async ([id, p]) => {
       servers[id] = {
-        status: "configured",
+        ...await probe(upstreams.get(id)!),
         guard: { name: p.guard.name, type: p.guard.type },
         policy: p.policy?.kind ?? null,
       };
-    }
-    return c.json(
-      { status: closing ? "shutting_down" : "healthy", version: GATEWAY_VERSION, servers },
-      closing ? 503 : 200,
-    );
+    }));
+    const down = Object.values(servers).some((s) => (s as { status: string }).status === "down");
+    const status = closing ? "shutting_down" : down ? "degraded" : "healthy";
+    return c.json({ status, version: GATEWAY_VERSION, servers }, closing ? 503 : 200);
   });
 
   /** Host/Origin, then auth; resolves to the agent id or a ready error response. */
