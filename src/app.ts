@@ -15,7 +15,9 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import type { GatewayConfig } from "./config.ts";
-import { beginToolCall, DifcError } from "./difc/pipeline.ts";
+import { buildLabelAgentPayload } from "./difc/payload.ts";
+import { beginToolCall, DIFC_ERROR_CODES, DifcError } from "./difc/pipeline.ts";
+import { ToolCallLimiter } from "./difc/tool_limits.ts";
 import type { AgentLabelStore } from "./difc/store.ts";
 import { authenticate, AuthError } from "./http/auth.ts";
 import { createHealthProber } from "./http/health.ts";
@@ -65,6 +67,14 @@ export function createGateway(deps: AppDeps): Gateway {
     config.servers.map((s) => [s.id, { id: s.id, url: s.url, headers: s.headers, tools: s.tools }]),
   );
   let closing = false;
+  // allow-only.tool-call-limits per server (validated at startup by planServers).
+  const toolLimits = new Map<string, Record<string, number>>();
+  for (const [id, p] of plans) {
+    if (p.policy?.kind === "allow-only") {
+      toolLimits.set(id, buildLabelAgentPayload(p.policy.policy).toolCallLimits);
+    }
+  }
+  const limiter = new ToolCallLimiter();
 
   const hook: ToolCallHook = {
     async begin(call) {
@@ -73,6 +83,18 @@ export function createGateway(deps: AppDeps): Gateway {
         return {
           block: { code: ErrorCode.InternalError, message: `no guard plan for server "${call.upstream.id}"` },
         };
+      }
+      const limit = toolLimits.get(call.upstream.id);
+      const refused = limit ? limiter.take(call.agentId, call.upstream.id, call.name, limit) : null;
+      if (refused) {
+        log({
+          event: "tool_call",
+          agent: call.agentId,
+          server: call.upstream.id,
+          tool: call.name,
+          decision: "limit",
+        });
+        return { block: { code: DIFC_ERROR_CODES.TOOL_CALL_LIMIT, message: refused } };
       }
       try {
         const guarding = await beginToolCall(
@@ -129,7 +151,7 @@ export function createGateway(deps: AppDeps): Gateway {
 
   /** Host/Origin, then auth; resolves to the agent id or a ready error response. */
   const admit = async (c: Context): Promise<string | Response> => {
-    const why = checkHostAndOrigin(c.req.raw.headers, g);
+    const why = checkHostAndOrigin(c.req.raw.headers, g, new URL(c.req.url).host);
     if (why) return c.json({ error: "forbidden", message: why }, 403);
     try {
       return await authenticate(c.req.raw.headers, g.apiKey);

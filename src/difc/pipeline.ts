@@ -81,6 +81,8 @@ export const DIFC_ERROR_CODES = Object.freeze({
   GUARD_FAILURE: -32002,
   /** The agent label store could not be read or updated: fail closed. */
   LABEL_STORE_FAILURE: -32003,
+  /** `allow-only.tool-call-limits` reached for this agent, server and tool. */
+  TOOL_CALL_LIMIT: -32004,
 });
 
 /** A JSON-RPC error to send to the client instead of a result. */

@@ -24,7 +24,8 @@ export function hostName(host: string): string {
 }
 
 /**
- * Returns `null` when the request may proceed, or the reason it may not.
+ * Returns `null` when the request may proceed, or the reason it may not. `urlHost` (the request URL's
+ * host) stands in for a missing `Host` header.
  *
  * @example
  * ```ts
@@ -35,9 +36,12 @@ export function hostName(host: string): string {
 export function checkHostAndOrigin(
   headers: Headers,
   opts: { allowedHosts: readonly string[]; allowedOrigins: readonly string[] },
+  urlHost?: string,
 ): string | null {
   const anyHost = opts.allowedHosts.includes("*");
-  const host = headers.get("host");
+  // HTTP servers (Deno.serve, workerd) always give a Host; a Request built in-process has none, and its
+  // URL's host is then what the caller addressed.
+  const host = headers.get("host") ?? urlHost ?? null;
   if (!anyHost) {
     if (host === null) return "missing Host header";
     const name = hostName(host);

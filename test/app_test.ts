@@ -1,0 +1,93 @@
+/**
+ * In-process gateway tests: the SDK client talks to `createGateway(...).fetch` directly (no sockets),
+ * the gateway reaches the demo upstream through `deps.fetch`, and the demo guard runs in the real host.
+ */
+import { assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
+// @ts-types="@modelcontextprotocol/sdk/client/index"
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+// @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { createGateway } from "../src/app.ts";
+import { parseConfig } from "../src/config.ts";
+import { createDemoUpstream } from "../src/demo/upstream.ts";
+import { MemoryAgentLabelStore } from "../src/difc/store.ts";
+import { loadGuardModule } from "../src/guard/host.ts";
+import { DEMO_GUARD_URL } from "../src/main.ts";
+import { planServers } from "../src/registry.ts";
+
+const KEY = "test-key";
+
+async function setup(policy: unknown) {
+  const demo = createDemoUpstream();
+  const config = parseConfig({
+    mcpServers: {
+      demo: { type: "http", url: "http://demo.internal/mcp", guard: "demo", "guard-policies": policy },
+    },
+    guards: { demo: { type: "wasm", path: "demo.wasm" } },
+    gateway: { apiKey: KEY },
+  });
+  const bytes = await Deno.readFile(DEMO_GUARD_URL);
+  const { plans } = await planServers(
+    config,
+    (g) => loadGuardModule(bytes, { name: g.name, limits: config.limits }),
+  );
+  const logs: Record<string, unknown>[] = [];
+  const gw = createGateway({
+    config,
+    plans,
+    store: new MemoryAgentLabelStore(),
+    log: (r) => logs.push(r),
+    fetch: (input, init) => demo.fetch(new Request(input, init)),
+  });
+  const connect = async (agent: string) => {
+    const client = new Client({ name: "t", version: "1" });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL("http://127.0.0.1/mcp/demo"), {
+        fetch: async (input, init) => await gw.fetch(new Request(input, init)),
+        requestInit: { headers: { authorization: KEY, "x-agent-id": agent } },
+      }),
+    );
+    return client;
+  };
+  return {
+    demo,
+    gw,
+    logs,
+    connect,
+    async [Symbol.asyncDispose]() {
+      await gw.close();
+      await demo.close();
+    },
+  };
+}
+
+Deno.test("app: tool-call-limits from allow-only are enforced per agent and never reach the guard", async () => {
+  await using t = await setup({
+    "allow-only": {
+      repos: ["acme/web"],
+      "min-integrity": "approved",
+      "tool-call-limits": { create_issue: 1 },
+    },
+  });
+  const a = await t.connect("agent-a");
+  const ok = await a.callTool({
+    name: "create_issue",
+    arguments: { repo: "acme/web", title: "x", body: "y" },
+  });
+  assertEquals(ok.isError, undefined);
+  const err = await assertRejects(() =>
+    a.callTool({ name: "create_issue", arguments: { repo: "acme/web", title: "x", body: "y" } })
+  );
+  assertStringIncludes(err.message, 'tool call limit reached for "create_issue" (max: 1)');
+  assertStringIncludes(err.message, "-32004");
+  assertEquals(t.demo.stats().create_issue, 1, "the refused call never reached the upstream");
+  const b = await t.connect("agent-b");
+  await b.callTool({ name: "create_issue", arguments: { repo: "acme/web", title: "x", body: "y" } });
+  assertEquals(t.demo.stats().create_issue, 2, "another agent has its own budget");
+  // Reads are unlimited and still filtered by the guard (the limits were stripped before label_agent).
+  const read = await a.callTool({ name: "list_issues", arguments: { repo: "acme/web" } });
+  const text = (read.content as { text: string }[])[0].text;
+  assertEquals(JSON.parse(text).items.map((i: { number: number }) => i.number), [1, 3]);
+  await a.close();
+  await b.close();
+});
