@@ -1,0 +1,231 @@
+/**
+ * `deno task build [--config FILE] [--out DIR]`: the Cloudflare Workers build.
+ * Without `--config`, the file named by `MCP_EDGE_GUARD_BUILD_CONFIG` is used if set (so that
+ * `deno task deploy:workers` can build a chosen config), else the demo configuration.
+ *
+ * 1. Reads the gateway configuration (default: the embedded demo's shape, i.e. the guard
+ *    `guards/demo/demo-guard.wasm`) and prepares every `wasm` guard with src/guard/prepare.ts
+ *    (ABI validation, memory cap = `limits.maxMemoryPages`, fuel injection). Already prepared
+ *    guards are checked and copied unchanged. Each lands in `<out>/guards/<name>.wasm`.
+ * 2. Generates `<out>/worker_guards.js`: one `import source` per guard (a compiled
+ *    `WebAssembly.Module` in workerd, no runtime compilation) and `export const guards = {name: module}`.
+ * 3. Bundles src/worker.ts (Hono + the gateway) with esbuild into `<out>/worker.js`; the guard module
+ *    and the `.wasm` files stay external, so wrangler uploads them as separate modules.
+ *
+ * The output depends only on the inputs (sorted guard names, no timestamps, paths relative to the
+ * repository), so the same sources and config give the same bytes. The Worker itself only reads the
+ * preparation mark (`WebAssembly.Module.customSections`); the build fails if the bundle contains the
+ * wasm preparer or a runtime wasm compilation call.
+ *
+ * @module
+ */
+import * as esbuild from "esbuild";
+import { parseArgs } from "node:util";
+import { resolveLimits } from "../src/guard/limits.ts";
+import { inspectGuard, prepareGuard } from "../src/guard/prepare.ts";
+import { demoConfig } from "../src/main.ts";
+
+/** Repository root: esbuild runs from here so that the bundle holds no machine-specific paths. */
+const REPO_ROOT = new URL("../", import.meta.url);
+const WORKER_ENTRY = "src/worker.ts";
+/** Specifier of the generated guard module as src/worker.ts imports it (kept external). */
+const GUARDS_SPECIFIER = "./worker_guards.js";
+/** Guard names become file names in the bundle. */
+const GUARD_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** Oldest JS syntax workerd must understand; it tracks current V8. */
+const TARGET = "es2024";
+/**
+ * Text that must not appear in the bundle: runtime wasm compilation (forbidden in Workers) and the
+ * preparer's entry points (build-time only). `WebAssembly.Instance` is fine: it takes a Module.
+ */
+const FORBIDDEN_IN_BUNDLE: readonly RegExp[] = [
+  /WebAssembly\.(compile|compileStreaming|instantiate|instantiateStreaming)\b/,
+  /new WebAssembly\.Module\(/,
+  /\bprepareGuard\b/,
+  /\brewriteModule\b/,
+];
+
+/** A configuration problem found by the build; names the field. */
+export class BuildError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BuildError";
+  }
+}
+
+/** Options of {@link buildWorker}. */
+export interface BuildOptions {
+  /** The configuration value (JSON-decoded). Default: the demo configuration. */
+  config?: unknown;
+  /** Where relative guard paths in `config` resolve (the config file's URL). Default: the repository. */
+  configBase?: URL;
+  /** Output directory (created). Default: `dist/` in the repository. */
+  outDir?: URL;
+}
+
+/** What the build wrote. */
+export interface BuildResult {
+  outDir: URL;
+  /** Bundle bytes (`worker.js`, without guards). */
+  bundleBytes: number;
+  /** The same, gzip-compressed (what Workers' size limit counts). */
+  bundleGzipBytes: number;
+  guards: { name: string; file: string; bytesIn: number; bytesOut: number }[];
+}
+
+/** Gzip-compressed size of `bytes`. */
+export async function gzipSize(bytes: Uint8Array<ArrayBuffer>): Promise<number> {
+  const stream = new Blob([bytes]).stream().pipeThrough(new CompressionStream("gzip"));
+  return (await new Response(stream).arrayBuffer()).byteLength;
+}
+
+/** The `wasm` guards of a raw configuration, sorted by name, with their source URL. */
+function wasmGuards(config: unknown, base: URL): { name: string; url: URL }[] {
+  const guards = (config as { guards?: unknown })?.guards ?? {};
+  if (typeof guards !== "object" || guards === null || Array.isArray(guards)) {
+    throw new BuildError("config guards: must be an object");
+  }
+  const out: { name: string; url: URL }[] = [];
+  for (const [name, g] of Object.entries(guards as Record<string, { type?: unknown; path?: unknown }>)) {
+    if (g?.type !== "wasm") continue;
+    if (!GUARD_NAME.test(name)) {
+      throw new BuildError(`config guards.${name}: guard names must match ${GUARD_NAME} to be bundled`);
+    }
+    if (typeof g.path !== "string" || !/\.wasm$/i.test(g.path)) {
+      throw new BuildError(`config guards.${name}.path: must name a .wasm file`);
+    }
+    out.push({ name, url: new URL(g.path, base) });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** The generated module: `import source` per guard and the name → Module map. */
+export function guardModuleSource(names: readonly string[]): string {
+  const lines = ["// Generated by scripts/build.ts: prepared guards as compiled WebAssembly.Module imports."];
+  names.forEach((n, i) => lines.push(`import source g${i} from "./guards/${n}.wasm";`));
+  lines.push(`export const guards = Object.freeze({`);
+  names.forEach((n, i) => lines.push(`  ${JSON.stringify(n)}: g${i},`));
+  lines.push("});", "");
+  return lines.join("\n");
+}
+
+/**
+ * Runs the build.
+ *
+ * @example
+ * ```ts
+ * const r = await buildWorker({ outDir: new URL("./dist/", import.meta.url) });
+ * console.log(r.bundleGzipBytes);
+ * ```
+ * @throws {BuildError} for a bad guard entry or a bundle that would compile wasm at runtime;
+ *   {@link GuardError} from the preparer for a guard that violates the ABI or the memory cap.
+ */
+export async function buildWorker(opts: BuildOptions = {}): Promise<BuildResult> {
+  const outDir = opts.outDir ?? new URL("dist/", REPO_ROOT);
+  const config = opts.config ?? demoConfig("http://127.0.0.1:8080/mcp", 8080, "127.0.0.1");
+  const base = opts.configBase ?? REPO_ROOT;
+  const rawLimits = (config as { limits?: { maxMemoryPages?: number } })?.limits ?? {};
+  const { maxMemoryPages } = resolveLimits(
+    rawLimits.maxMemoryPages === undefined ? {} : { maxMemoryPages: rawLimits.maxMemoryPages },
+  );
+
+  await Deno.remove(new URL("guards/", outDir), { recursive: true }).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+  await Deno.mkdir(new URL("guards/", outDir), { recursive: true });
+
+  const guards: BuildResult["guards"] = [];
+  for (const g of wasmGuards(config, base)) {
+    const source = await Deno.readFile(g.url).catch((e) => {
+      throw new BuildError(`config guards.${g.name}.path: cannot read ${g.url.href}: ${e.message}`);
+    });
+    const info = inspectGuard(source);
+    if (info.abiError) throw new BuildError(`guard "${g.name}": ${info.abiError}`);
+    let prepared: Uint8Array;
+    if (info.prepared) {
+      if (info.prepared.maxMemoryPages > maxMemoryPages || !info.prepared.fuel) {
+        throw new BuildError(
+          `guard "${g.name}" is already prepared with ${
+            info.prepared.fuel ? `a memory cap of ${info.prepared.maxMemoryPages} pages` : "no fuel"
+          }; use the unprepared .wasm (limit maxMemoryPages=${maxMemoryPages}, fuel required)`,
+        );
+      }
+      prepared = source;
+    } else {
+      prepared = prepareGuard(source, { maxMemoryPages, fuel: true }).bytes;
+    }
+    const file = `guards/${g.name}.wasm`;
+    await Deno.writeFile(new URL(file, outDir), prepared);
+    guards.push({ name: g.name, file, bytesIn: source.length, bytesOut: prepared.length });
+  }
+  await Deno.writeTextFile(
+    new URL(GUARDS_SPECIFIER, outDir),
+    guardModuleSource(guards.map((g) => g.name)),
+  );
+
+  const outfile = new URL("worker.js", outDir);
+  try {
+    await esbuild.build({
+      absWorkingDir: REPO_ROOT.pathname,
+      entryPoints: [WORKER_ENTRY],
+      bundle: true,
+      format: "esm",
+      platform: "neutral",
+      target: TARGET,
+      conditions: ["workerd", "worker", "browser"],
+      mainFields: ["module", "main"],
+      external: ["*.wasm", GUARDS_SPECIFIER],
+      outfile: outfile.pathname,
+      minifySyntax: true,
+      minifyWhitespace: true,
+      legalComments: "none",
+      charset: "utf8",
+      logLevel: "error",
+    });
+  } finally {
+    await esbuild.stop();
+  }
+  const bundle = await Deno.readFile(outfile);
+  const text = new TextDecoder().decode(bundle);
+  for (const re of FORBIDDEN_IN_BUNDLE) {
+    const m = re.exec(text);
+    if (m) {
+      throw new BuildError(
+        `the Worker bundle contains "${m[0]}": runtime wasm compilation or the preparer must stay out of it`,
+      );
+    }
+  }
+  return { outDir, bundleBytes: bundle.length, bundleGzipBytes: await gzipSize(bundle), guards };
+}
+
+function kib(n: number): string {
+  return `${(n / 1024).toFixed(1)} KiB`;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { config: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
+  const cwd = new URL(`file://${Deno.cwd()}/`);
+  let config: unknown;
+  let configBase: URL | undefined;
+  const configPath = values.config ?? Deno.env.get("MCP_EDGE_GUARD_BUILD_CONFIG");
+  if (configPath) {
+    configBase = new URL(configPath, cwd);
+    config = JSON.parse(await Deno.readTextFile(configBase));
+  }
+  const outDir = values.out === undefined ? undefined : new URL(values.out.replace(/\/?$/, "/"), cwd);
+  try {
+    const r = await buildWorker({ config, configBase, outDir });
+    console.log(`built ${r.outDir.pathname}`);
+    console.log(`  worker.js  ${kib(r.bundleBytes)} raw, ${kib(r.bundleGzipBytes)} gzipped (without guards)`);
+    for (const g of r.guards) {
+      console.log(`  ${g.file}  ${kib(g.bytesIn)} -> ${kib(g.bytesOut)} prepared`);
+    }
+  } catch (e) {
+    console.error(`build failed: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

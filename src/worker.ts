@@ -1,0 +1,170 @@
+/**
+ * Cloudflare Workers entry point (bundled by `deno task build` into `dist/worker.js`).
+ *
+ * - Configuration: the JSON text of the `MCP_EDGE_GUARD_CONFIG` var or secret (same shape as on
+ *   Deno). `${VAR}` in it expands from the Worker's other string vars and secrets.
+ * - Guards: workerd forbids compiling wasm at runtime, so the build prepares every configured WASM
+ *   guard (validation, memory cap, fuel) and the generated `worker_guards.js` imports each one as a
+ *   compiled `WebAssembly.Module` (`import source`). A guard is found by its name in `guards`; its
+ *   `path` only matters to the build. The host checks the preparation mark of each module.
+ * - The gateway is built once per isolate, on the first request, and reused.
+ * - Agent labels live in the `AGENT_LABELS` Durable Object namespace (one object per agent); without
+ *   that binding they stay in isolate memory (a warning is logged).
+ * - Host validation: requests arrive for the Worker's public hostname, so list it (or `"*"`) in
+ *   `gateway.allowedHosts`; `gateway.port`/`hostname` mean nothing here.
+ * - A spinning guard is bounded by fuel, not time: Workers freeze `Date.now()` during execution, so
+ *   `limits.fuel` is the budget that stops it (`limits.timeoutMs` still covers time spent waiting).
+ *
+ * @module
+ */
+import { createGateway, type Gateway, type LogSink } from "./app.ts";
+import { ConfigError, parseConfigText } from "./config.ts";
+import {
+  AgentLabelsObject,
+  DurableObjectAgentLabelStore,
+  type DurableObjectNamespaceLike,
+} from "./difc/store_do.ts";
+import { type AgentLabelStore, MemoryAgentLabelStore } from "./difc/store.ts";
+import { WasmGuard } from "./guard/host.ts";
+import { GuardError, type GuardLimits } from "./guard/limits.ts";
+import { readPreparedMark } from "./guard/prepare.ts";
+import { assertJspi } from "./guard/jspi.ts";
+import { planServers } from "./registry.ts";
+// @ts-types="./worker_guards.d.ts"
+import { guards as bundledGuards } from "./worker_guards.js";
+
+/** The bindings this Worker reads; every other string binding is available to `${VAR}` expansion. */
+export interface WorkerEnv {
+  /** The gateway configuration as JSON text (a var or, when it holds keys, a secret). */
+  MCP_EDGE_GUARD_CONFIG?: string;
+  /** Durable Object namespace of {@link AgentLabels}. */
+  AGENT_LABELS?: DurableObjectNamespaceLike;
+  [binding: string]: unknown;
+}
+
+/** The part of the Workers `ExecutionContext` this entry uses (nothing yet). */
+export type WorkerContext = unknown;
+
+/** The Durable Object class holding one agent's labels (bound as `AGENT_LABELS` in wrangler.toml). */
+export class AgentLabels extends AgentLabelsObject {}
+
+/** One JSON log line; Workers collect console output as logs. */
+const log: LogSink = (record) => console.log(JSON.stringify(record));
+
+/** The gateway of this isolate, built on first use. */
+let gateway: Promise<Gateway> | undefined;
+
+/** A startup failure answered to every request until one succeeds. */
+class StartupError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = "StartupError";
+  }
+}
+
+/** Worker env → the string record `${VAR}` expansion reads (bindings that are not strings are skipped). */
+function stringVars(env: WorkerEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (typeof v === "string") out[k] = v;
+  return out;
+}
+
+/**
+ * A bundled guard, after checking the build's preparation mark against the configured limits.
+ *
+ * This is `loadGuardModule`'s compiled-Module path. It is done here, with `WasmGuard` and
+ * `readPreparedMark` only, so that the bundle leaves out the byte path (the preparer and
+ * `WebAssembly.compile`, which Workers forbid): esbuild drops what the Worker does not reference.
+ */
+function bundledGuard(name: string, module: WebAssembly.Module, limits: GuardLimits): WasmGuard {
+  const mark = readPreparedMark(module);
+  const rebuild = "run `deno task build` with the deployed configuration";
+  if (!mark) {
+    throw new GuardError(
+      "abi",
+      `guard '${name}' is not prepared (no mcp_edge_guard.prepared section): ${rebuild}`,
+    );
+  }
+  if (mark.maxMemoryPages > limits.maxMemoryPages) {
+    throw new GuardError(
+      "abi",
+      `guard '${name}' was prepared with a memory cap of ${mark.maxMemoryPages} pages, above ` +
+        `limits.maxMemoryPages=${limits.maxMemoryPages}: ${rebuild}`,
+      { limit: "maxMemoryPages", value: limits.maxMemoryPages },
+    );
+  }
+  if (!mark.fuel) {
+    throw new GuardError("abi", `guard '${name}' was prepared without fuel metering: ${rebuild}`);
+  }
+  return new WasmGuard(module, { name, limits });
+}
+
+async function buildGateway(env: WorkerEnv): Promise<Gateway> {
+  if (typeof env.MCP_EDGE_GUARD_CONFIG !== "string" || env.MCP_EDGE_GUARD_CONFIG.trim() === "") {
+    throw new StartupError(
+      "config",
+      "MCP_EDGE_GUARD_CONFIG is not set: put the gateway configuration JSON in this var or secret " +
+        "(wrangler secret put MCP_EDGE_GUARD_CONFIG)",
+    );
+  }
+  const vars = stringVars(env);
+  const config = parseConfigText(env.MCP_EDGE_GUARD_CONFIG, vars, "MCP_EDGE_GUARD_CONFIG");
+  const { plans, warnings } = await planServers(config, (g) => {
+    const module = bundledGuards[g.name];
+    if (!module) {
+      const known = Object.keys(bundledGuards).join(", ") || "none";
+      throw new Error(
+        `guard "${g.name}" is not in this Worker bundle (bundled: ${known}); ` +
+          "run `deno task build --config <this config>` and deploy again",
+      );
+    }
+    return Promise.resolve(bundledGuard(g.name, module, config.limits));
+  }, vars.MCP_GATEWAY_GUARD_POLICY_JSON);
+  for (const w of [...config.warnings, ...warnings]) log({ level: "warn", event: "config", message: w });
+  let store: AgentLabelStore;
+  if (env.AGENT_LABELS) {
+    store = new DurableObjectAgentLabelStore(env.AGENT_LABELS);
+  } else {
+    log({
+      level: "warn",
+      event: "config",
+      message: "no AGENT_LABELS Durable Object binding: agent labels live in isolate memory only",
+    });
+    store = new MemoryAgentLabelStore();
+  }
+  return createGateway({ config, plans, store, log });
+}
+
+function startupFailure(e: unknown): Response {
+  const code = e instanceof StartupError ? e.code : e instanceof ConfigError ? "config" : "startup";
+  const message = (e as Error)?.message ?? String(e);
+  log({ level: "error", event: "startup", code, message });
+  return Response.json({ error: code, message: `mcp-edge-guard cannot start: ${message}` }, { status: 500 });
+}
+
+export default {
+  /**
+   * Serves one request: JSPI check, lazy gateway construction, then the Hono app.
+   *
+   * @example
+   * ```ts
+   * const res = await worker.fetch(new Request("https://gw.example.workers.dev/health"), env, ctx);
+   * ```
+   */
+  async fetch(request: Request, env: WorkerEnv, _ctx?: WorkerContext): Promise<Response> {
+    try {
+      assertJspi();
+    } catch (e) {
+      return startupFailure(new StartupError("runtime", (e as Error).message));
+    }
+    let gw: Gateway;
+    try {
+      gateway ??= buildGateway(env);
+      gw = await gateway;
+    } catch (e) {
+      gateway = undefined; // a fixed secret or redeploy should not need a new isolate
+      return startupFailure(e);
+    }
+    return await gw.fetch(request);
+  },
+};
