@@ -550,13 +550,18 @@ class WasmGuardSession implements GuardSession {
     call.fuelSpent += call.refill - value;
     call.refill = value; // accounted: the final tally adds nothing for it
     this.#checkLive(call);
-    call.refill = Math.min(this.#limits.fuelSlice, this.#limits.fuel - call.fuelSpent);
-    g.value = call.refill;
+    // Refill only once the call may go on: after a throw the counter stays negative, so every later
+    // fuel point reaches the check (and throws) again, even in a guard that catches the exception.
+    const refill = () => {
+      call.refill = Math.min(this.#limits.fuelSlice, this.#limits.fuel - call.fuelSpent);
+      g.value = call.refill;
+    };
     const now = performance.now();
-    if (now - call.lastYield < this.#limits.yieldIntervalMs) return;
+    if (now - call.lastYield < this.#limits.yieldIntervalMs) return refill();
     return new Promise<void>((resolve) => setTimeout(resolve, 0)).then(() => {
       call.lastYield = performance.now();
       this.#checkLive(call);
+      refill();
     });
   }
 
@@ -587,7 +592,13 @@ class WasmGuardSession implements GuardSession {
     call.backendCalls++;
     this.#usage.backendCalls++;
     if (call.backendCalls > this.#limits.maxBackendCalls) {
-      this.#log("warn", `call_backend limit reached: limits.maxBackendCalls=${this.#limits.maxBackendCalls}`);
+      // Logged once per export call: a guard that ignores the -1 must not flood the log.
+      if (call.backendCalls === this.#limits.maxBackendCalls + 1) {
+        this.#log(
+          "warn",
+          `call_backend limit reached: limits.maxBackendCalls=${this.#limits.maxBackendCalls}`,
+        );
+      }
       return -1;
     }
     const toolName = this.#readText(namePtr, nameLen);

@@ -12,10 +12,11 @@
 import { GuardError } from "./limits.ts";
 import { ENV_MODULE, ENV_SIGNATURES, WASI_MODULE, WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
 import { type ExternKind, formatFuncType, funcTypeOf, type ModuleInfo, parseModule } from "./wasm/module.ts";
-import { rewriteModule } from "./wasm/rewrite.ts";
+import { type FuelScheme, rewriteModule } from "./wasm/rewrite.ts";
 import { sha256Hex } from "./wasm/sha256.ts";
 
 export { WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
+export type { FuelScheme } from "./wasm/rewrite.ts";
 
 /** Import module of the injected fuel check. */
 export const FUEL_IMPORT_MODULE = "mcp_edge_guard";
@@ -35,6 +36,9 @@ const FUEL_INITIAL = 1_000_000;
 /** Version of the `PreparedMark` format. */
 const MARK_VERSION = 1;
 
+/** Fuel shapes a mark may name (see `wasm/rewrite.ts`). */
+const FUEL_SCHEMES: readonly FuelScheme[] = ["cached", "global"];
+
 /** What preparation recorded in the module. */
 export interface PreparedMark {
   v: 1;
@@ -42,6 +46,11 @@ export interface PreparedMark {
   maxMemoryPages: number;
   sourceSha256: string;
   sourceBytes: number;
+  /**
+   * With fuel: how fuel points reach the counter. Absent in marks written before the cached shape
+   * existed, which means "global". The host protocol is the same for both.
+   */
+  fuelScheme?: FuelScheme;
 }
 
 /** Preparation options. */
@@ -50,6 +59,12 @@ export interface PrepareOptions {
   maxMemoryPages?: number;
   /** Inject fuel metering (default true). */
   fuel?: boolean;
+  /**
+   * Fuel shape (default "cached": a counter local in functions with loops and no exception
+   * handling, the global shape elsewhere). "global" puts the global shape everywhere; both spend
+   * exactly the same units at the same points.
+   */
+  fuelScheme?: FuelScheme;
 }
 
 /** One import of a guard. `type` is set for functions and tags, e.g. `(i32,i32)->(i32)`. */
@@ -82,15 +97,19 @@ export interface PrepareReport {
   functions: number;
   /** Injected fuel decrement sites (function entries + loop headers). */
   fuelPoints: number;
+  /** Functions metered through a cached counter local. */
+  fuelCachedFunctions: number;
   /** Custom sections removed. */
   strippedSections: string[];
 }
 
 /** What `inspectGuard` reports. */
-export type GuardInspection = Omit<PrepareReport, "bytesOut" | "fuelPoints" | "strippedSections"> & {
-  abiError: string | null;
-  prepared: PreparedMark | null;
-};
+export type GuardInspection =
+  & Omit<PrepareReport, "bytesOut" | "fuelPoints" | "fuelCachedFunctions" | "strippedSections">
+  & {
+    abiError: string | null;
+    prepared: PreparedMark | null;
+  };
 
 /** The three label exports and the signature the reference requires of each. */
 const LABEL_EXPORTS = ["label_resource", "label_response", "label_agent"] as const;
@@ -241,13 +260,15 @@ function parseMark(data: Uint8Array | ArrayBuffer): PreparedMark | null {
       Number.isSafeInteger(m.maxMemoryPages) && typeof m.sourceSha256 === "string" &&
       Number.isSafeInteger(m.sourceBytes)
     ) {
-      return {
+      const mark: PreparedMark = {
         v: MARK_VERSION,
         fuel: m.fuel,
         maxMemoryPages: m.maxMemoryPages,
         sourceSha256: m.sourceSha256,
         sourceBytes: m.sourceBytes,
       };
+      if (FUEL_SCHEMES.includes(m.fuelScheme)) mark.fuelScheme = m.fuelScheme;
+      return mark;
     }
   } catch {
     // Not JSON: not our mark.
@@ -258,6 +279,14 @@ function parseMark(data: Uint8Array | ArrayBuffer): PreparedMark | null {
 function markOf(info: ModuleInfo): PreparedMark | null {
   const s = info.sections.find((s) => s.id === 0 && s.name === PREPARED_SECTION);
   return s === undefined ? null : parseMark(info.bytes.subarray(s.start, s.end));
+}
+
+function resolveScheme(opts: PrepareOptions): FuelScheme {
+  const scheme = opts.fuelScheme ?? "cached";
+  if (!FUEL_SCHEMES.includes(scheme)) {
+    throw new RangeError(`fuelScheme must be one of ${FUEL_SCHEMES.join(", ")}, got ${String(scheme)}`);
+  }
+  return scheme;
 }
 
 function resolveCap(opts: PrepareOptions): number {
@@ -271,8 +300,10 @@ function resolveCap(opts: PrepareOptions): number {
 /**
  * Prepares a guard module for this host: validates the ABI, clamps every defined memory's maximum to
  * `maxMemoryPages` (a missing maximum becomes the cap), injects fuel metering (import
- * `mcp_edge_guard.fuel_check`, exported counter `__mcp_edge_guard_fuel`, a decrement at every
- * function entry and loop header), strips debug sections and appends the `PreparedMark`.
+ * `mcp_edge_guard.fuel_check`, exported counter `__mcp_edge_guard_fuel`, one unit spent at every
+ * function entry and loop header; functions with loops and no exception handling keep the counter
+ * in a local and write it back before calls and exits), strips debug sections and appends the
+ * `PreparedMark`.
  *
  * @example
  * ```ts
@@ -281,7 +312,7 @@ function resolveCap(opts: PrepareOptions): number {
  * ```
  * @throws {GuardError} "abi" for ABI violations, malformed input, unsupported opcodes or an already
  *   prepared module; "memory" (limit `maxMemoryPages`) when a memory's minimum exceeds the cap.
- * @throws {RangeError} for a bad `maxMemoryPages`.
+ * @throws {RangeError} for a bad `maxMemoryPages` or `fuelScheme`.
  */
 export function prepareGuard(
   bytes: Uint8Array,
@@ -290,6 +321,7 @@ export function prepareGuard(
   const t0 = performance.now();
   const cap = resolveCap(opts);
   const fuel = opts.fuel ?? true;
+  const fuelScheme = resolveScheme(opts);
   const info = parseModule(bytes);
   if (info.sections.some((s) => s.id === 0 && s.name === PREPARED_SECTION)) {
     throw new GuardError("abi", `already prepared: the module has a "${PREPARED_SECTION}" custom section`);
@@ -310,6 +342,7 @@ export function prepareGuard(
     sourceSha256: sha256Hex(bytes),
     sourceBytes: bytes.length,
   };
+  if (fuel) mark.fuelScheme = fuelScheme;
   const out = rewriteModule(info, {
     maxMemoryPages: cap,
     fuel: fuel
@@ -318,6 +351,7 @@ export function prepareGuard(
         importName: FUEL_IMPORT_NAME,
         globalExport: FUEL_GLOBAL_EXPORT,
         initial: FUEL_INITIAL,
+        scheme: fuelScheme,
       }
       : null,
     appendCustom: [{ name: PREPARED_SECTION, data: new TextEncoder().encode(JSON.stringify(mark)) }],
@@ -332,6 +366,7 @@ export function prepareGuard(
     allocDealloc: hasFunctionExport(exports, "alloc") && hasFunctionExport(exports, "dealloc"),
     functions: info.funcTypes.length,
     fuelPoints: out.fuelPoints,
+    fuelCachedFunctions: out.cachedFunctions,
     strippedSections: out.strippedSections,
   };
   return { bytes: out.bytes, report };

@@ -1,7 +1,8 @@
 /**
  * Every WebAssembly feature real toolchains emit survives preparation: each fixture is compiled by
  * wabt, prepared, validated, instantiated and run; results must equal the original's, also when the
- * fuel counter runs out at every single fuel point.
+ * fuel counter runs out at every single fuel point, and the cached-counter and global fuel shapes
+ * reach the check equally often and leave the same counter.
  */
 import { assert, assertEquals, assertGreater } from "@std/assert";
 import wabtInit from "wabt";
@@ -53,6 +54,8 @@ const HOST = { env: { call_backend: (x: number) => x + 100 } };
 interface Run {
   result: unknown;
   checks: number;
+  /** Counter after the run. */
+  final: number;
 }
 
 function runOriginal(bytes: Uint8Array): unknown {
@@ -77,7 +80,7 @@ function runPrepared(bytes: Uint8Array, refill: number): Run {
   const fuel = box.fuel = inst.exports[FUEL_GLOBAL_EXPORT] as WebAssembly.Global;
   fuel.value = 0;
   const result = (inst.exports.run as () => unknown)();
-  return { result, checks };
+  return { result, checks, final: fuel.value as number };
 }
 
 const CASES: [string, unknown][] = [
@@ -108,5 +111,10 @@ for (const [file, expected] of CASES) {
     assertEquals(starved.result, want);
     assertGreater(starved.checks, 0, "a counter refilled to 1 must reach the check");
     assertGreater(report.fuelPoints, report.functions - 1);
+    // The global shape everywhere spends the same units at the same points.
+    const global = prepareGuard(original, { fuelScheme: "global" });
+    assertEquals(global.report.fuelPoints, report.fuelPoints);
+    assertEquals(runPrepared(global.bytes, 1_000_000), fast);
+    assertEquals(runPrepared(global.bytes, 1), starved);
   });
 }

@@ -416,7 +416,14 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
   const { bytes, report } = prepareGuard(source, { maxMemoryPages: 64 });
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", source));
   const sha = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
-  const mark = { v: 1, fuel: true, maxMemoryPages: 64, sourceSha256: sha, sourceBytes: source.length };
+  const mark = {
+    v: 1,
+    fuel: true,
+    maxMemoryPages: 64,
+    sourceSha256: sha,
+    sourceBytes: source.length,
+    fuelScheme: "cached",
+  };
   assertEquals(readPreparedMark(new WebAssembly.Module(bytes)), mark);
   assertEquals(readPreparedMark(new WebAssembly.Module(source)), null);
   assertEquals(report.bytesIn, source.length);

@@ -3,9 +3,21 @@
  * function indices and strips debug sections. It knows nothing about the guard ABI, so it also
  * serves for non-guard modules (tests on real toolchain output).
  *
- * Fuel shape (per function entry and loop header):
- * `global.get F; i32.const 1; i32.sub; global.set F; global.get F; i32.const 0; i32.lt_s;
- *  if; call CHECK; end` — the host's CHECK import refills F (or throws to stop the guard).
+ * Fuel points sit at every function entry and loop header; each spends one unit of the exported
+ * counter F and calls the host's CHECK import when F drops below zero (CHECK refills F, or throws to
+ * stop the guard). Two shapes, chosen per function, spend exactly the same units at the same points:
+ *
+ * - global (functions with exception handling, or without loops):
+ *   `global.get F; i32.const 1; i32.sub; global.set F; global.get F; i32.const 0; i32.lt_s;
+ *    if; call CHECK; end`.
+ * - cached counter (all other functions, which is where loops run): one appended i32 local L holds
+ *   the counter. Entry: `global.get F; i32.const 1; i32.sub; local.tee L; i32.const 0; i32.lt_s;
+ *   if; SYNC; call CHECK; RELOAD; end`; loop header: the same from `local.get L`. SYNC
+ *   (`local.get L; global.set F`) precedes every call, tail call, `return`, branch to the function's
+ *   label and the final `end`; RELOAD (`global.get F; local.set L`) follows every call. So F is exact
+ *   whenever other code can see it (callees, CHECK, the host after an export returns, a handler
+ *   catching an exception thrown by a callee), and no function can hand itself fuel back. A trap
+ *   may leave F above the true count; the host discards a trapped instance.
  *
  * @module
  */
@@ -33,15 +45,22 @@ export interface RewriteOptions {
     globalExport: string;
     /** Initial counter value, so a start function can run before the host sets it. */
     initial: number;
+    /** Fuel shape: "cached" (default) picks per function; "global" uses the global shape everywhere. */
+    scheme?: FuelScheme;
   } | null;
   /** Custom sections appended at the end of the output. */
   appendCustom?: { name: string; data: Uint8Array }[];
 }
 
+/** How fuel points reach the counter: see the module documentation. */
+export type FuelScheme = "cached" | "global";
+
 /** What the rewrite did. */
 export interface RewriteResult {
   bytes: Uint8Array<ArrayBuffer>;
   fuelPoints: number;
+  /** Functions metered through a cached counter local (the rest use the global shape). */
+  cachedFunctions: number;
   strippedSections: string[];
 }
 
@@ -50,10 +69,19 @@ export function isDebugSection(name: string): boolean {
   return name.startsWith(".debug_") || name === "sourceMappingURL" || name === "external_debug_info";
 }
 
+/**
+ * V8 rejects a function with more than 50,000 parameters and locals (`kV8MaxWasmFunctionLocals`);
+ * a function that has no room for the counter local keeps the global shape.
+ */
+const MAX_FUNCTION_LOCALS = 50_000;
+
 const OP = {
   if: 0x04,
   end: 0x0b,
   call: 0x10,
+  localGet: 0x20,
+  localSet: 0x21,
+  localTee: 0x22,
   globalGet: 0x23,
   globalSet: 0x24,
   i32Const: 0x41,
@@ -67,7 +95,7 @@ const OP = {
   kindGlobal: 0x03,
 } as const;
 
-/** The bytes inserted at every fuel point. */
+/** The bytes inserted at every fuel point of a global-shape function. */
 export function fuelSequence(globalIndex: number, checkFunc: number): Uint8Array {
   const w = new Writer(32);
   w.u8(OP.globalGet);
@@ -90,6 +118,59 @@ export function fuelSequence(globalIndex: number, checkFunc: number): Uint8Array
   return w.finish();
 }
 
+/** The sequences of a cached-counter function whose counter is local `local`. */
+export interface CachedSequences {
+  /** Function entry: reads F, spends one unit into L. */
+  entry: Uint8Array;
+  /** Loop header: spends one unit of L. */
+  loop: Uint8Array;
+  /** L to F. */
+  sync: Uint8Array;
+  /** F to L. */
+  reload: Uint8Array;
+}
+
+/** Builds the cached-counter sequences for counter local `local`. */
+export function cachedFuelSequences(globalIndex: number, checkFunc: number, local: number): CachedSequences {
+  const sync = new Writer(16);
+  sync.u8(OP.localGet);
+  sync.u32(local);
+  sync.u8(OP.globalSet);
+  sync.u32(globalIndex);
+  const reload = new Writer(16);
+  reload.u8(OP.globalGet);
+  reload.u32(globalIndex);
+  reload.u8(OP.localSet);
+  reload.u32(local);
+  const point = (load: number, index: number) => {
+    const w = new Writer(48);
+    w.u8(load);
+    w.u32(index);
+    w.u8(OP.i32Const);
+    w.s32(1);
+    w.u8(OP.i32Sub);
+    w.u8(OP.localTee);
+    w.u32(local);
+    w.u8(OP.i32Const);
+    w.s32(0);
+    w.u8(OP.i32LtS);
+    w.u8(OP.if);
+    w.u8(OP.emptyBlock);
+    w.bytes(sync.view());
+    w.u8(OP.call);
+    w.u32(checkFunc);
+    w.bytes(reload.view());
+    w.u8(OP.end);
+    return w.finish();
+  };
+  return {
+    entry: point(OP.globalGet, globalIndex),
+    loop: point(OP.localGet, local),
+    sync: sync.finish(),
+    reload: reload.finish(),
+  };
+}
+
 /** Rejects a memory minimum above the cap and returns the limits with the maximum clamped. */
 function clampLimits(l: Limits, cap: number, index: number): { flags: number; min: number; max: number } {
   if (l.min > cap) {
@@ -107,16 +188,19 @@ interface FuelPlan {
   appendType: boolean;
   checkFunc: number;
   globalIndex: number;
+  /** The global-shape point. */
   sequence: Uint8Array;
+  scheme: FuelScheme;
 }
 
-function planFuel(info: ModuleInfo): FuelPlan {
+function planFuel(info: ModuleInfo, scheme: FuelScheme): FuelPlan {
   let checkType = info.types.findIndex((t) => t !== null && t.params.length === 0 && t.results.length === 0);
   const appendType = checkType < 0;
   if (appendType) checkType = info.types.length;
   const checkFunc = info.importedFuncs;
   const globalIndex = info.importedGlobals + info.globals;
-  return { checkType, appendType, checkFunc, globalIndex, sequence: fuelSequence(globalIndex, checkFunc) };
+  const sequence = fuelSequence(globalIndex, checkFunc);
+  return { checkType, appendType, checkFunc, globalIndex, sequence, scheme };
 }
 
 /** Writes one section (id, size, content). */
@@ -134,15 +218,17 @@ function emitSection(out: Writer, id: number, content: Uint8Array): void {
  */
 export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteResult {
   const bytes = info.bytes;
-  const fuel = opts.fuel === null ? null : planFuel(info);
+  const fuel = opts.fuel === null ? null : planFuel(info, opts.fuel.scheme ?? "cached");
+  // Constant expressions: renumbering only.
   const edit: CodeEdit = fuel === null
-    ? { shiftFrom: Infinity, shift: 0, fuel: null }
-    : { shiftFrom: info.importedFuncs, shift: 1, fuel: fuel.sequence };
+    ? { shiftFrom: Infinity, shift: 0, loopPoint: null, cache: null }
+    : { shiftFrom: info.importedFuncs, shift: 1, loopPoint: null, cache: null };
   const shiftFunc = (i: number) => (i >= edit.shiftFrom ? i + edit.shift : i);
   const out = new Writer(bytes.length + (bytes.length >> 3) + 256);
   out.bytes(bytes.subarray(0, 8));
   const stripped: string[] = [];
   let fuelPoints = 0;
+  let cachedFunctions = 0;
 
   const present = new Set(info.sections.map((s) => s.id));
   // Sections the fuel rewrite needs even when the input has none.
@@ -235,7 +321,7 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
         return w.view();
       case SectionId.code:
         if (fuel === null) return raw(s!);
-        fuelPoints += rewriteCode(r!, w, edit, info.funcTypes.length);
+        ({ points: fuelPoints, cached: cachedFunctions } = rewriteCode(r!, w, info, edit, fuel));
         return w.view();
       default:
         return raw(s!);
@@ -266,7 +352,7 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
   }
   emitSynthesized(Infinity);
   for (const c of opts.appendCustom ?? []) emitCustom(out, c.name, c.data);
-  return { bytes: out.finish(), fuelPoints, strippedSections: stripped };
+  return { bytes: out.finish(), fuelPoints, cachedFunctions, strippedSections: stripped };
 
   function raw(s: Section): Uint8Array {
     return bytes.subarray(s.start, s.end);
@@ -308,36 +394,73 @@ function rewriteElements(r: Reader, w: Writer, edit: CodeEdit, shiftFunc: (i: nu
   if (!r.done) malformed("trailing bytes in element section", r.pos);
 }
 
-/** Rewrites every function body; returns the fuel points inserted. */
-function rewriteCode(r: Reader, w: Writer, edit: CodeEdit, expected: number): number {
+/**
+ * Rewrites every function body with fuel points: the cached-counter shape for a function with at
+ * least one loop, no exception handling and room for one more local; the global shape otherwise (a
+ * function without loops runs its single point once per call, so a cached copy would only add
+ * write-backs around its calls). Returns the fuel points inserted and the cached-shape functions.
+ */
+function rewriteCode(
+  r: Reader,
+  w: Writer,
+  info: ModuleInfo,
+  renumber: CodeEdit,
+  fuel: FuelPlan,
+): { points: number; cached: number } {
   const n = r.u32();
+  const expected = info.funcTypes.length;
   if (n !== expected) malformed(`code section has ${n} bodies for ${expected} functions`, r.pos);
   w.u32(n);
   const body = new Writer(4096);
+  const globalEdit: CodeEdit = { ...renumber, loopPoint: fuel.sequence, cache: null };
+  const sequences = new Map<number, CachedSequences>();
   let points = 0;
+  let cached = 0;
   for (let i = 0; i < n; i++) {
     const size = r.u32();
     const start = r.pos;
     const end = start + size;
     if (end > r.end) malformed(`function body ${i} runs past the code section`, start);
     const br = new Reader(r.buf, start, end);
-    for (let groups = br.u32(); groups > 0; groups--) {
-      br.u32();
+    const groups = br.u32();
+    const groupsStart = br.pos;
+    let locals = 0;
+    for (let g = groups; g > 0; g--) {
+      locals += br.u32();
       readValType(br);
     }
+    const code = br.pos;
     body.len = 0;
-    body.bytes(r.buf.subarray(start, br.pos));
-    if (edit.fuel !== null) {
-      body.bytes(edit.fuel);
-      points++;
+    body.bytes(r.buf.subarray(start, code));
+    body.bytes(fuel.sequence);
+    const global = copyInstructions(br, body, globalEdit, false);
+    const params = info.types[info.funcTypes[i]]?.params.length;
+    const counter = params === undefined ? MAX_FUNCTION_LOCALS : params + locals;
+    if (
+      fuel.scheme === "cached" && global.loops > 0 && !global.exceptions && counter < MAX_FUNCTION_LOCALS
+    ) {
+      let seq = sequences.get(counter);
+      if (seq === undefined) {
+        seq = cachedFuelSequences(fuel.globalIndex, fuel.checkFunc, counter);
+        sequences.set(counter, seq);
+      }
+      body.len = 0;
+      body.u32(groups + 1);
+      body.bytes(r.buf.subarray(groupsStart, code));
+      body.u8(1);
+      body.u8(OP.i32);
+      body.bytes(seq.entry);
+      br.pos = code;
+      copyInstructions(br, body, { ...renumber, loopPoint: seq.loop, cache: seq }, false);
+      cached++;
     }
-    points += copyInstructions(br, body, edit, false);
+    points += 1 + global.loops;
     w.u32(body.len);
     w.bytes(body.view());
     r.pos = end;
   }
   if (!r.done) malformed("trailing bytes in code section", r.pos);
-  return points;
+  return { points, cached };
 }
 
 /** Name subsections whose entries are keyed by function index. */
