@@ -25,9 +25,7 @@ import {
   type DurableObjectNamespaceLike,
 } from "./difc/store_do.ts";
 import { type AgentLabelStore, MemoryAgentLabelStore } from "./difc/store.ts";
-import { WasmGuard } from "./guard/host.ts";
-import { GuardError, type GuardLimits } from "./guard/limits.ts";
-import { readPreparedMark } from "./guard/prepare.ts";
+import { guardFromPreparedModule } from "./guard/host.ts";
 import { assertJspi } from "./guard/jspi.ts";
 import { planServers } from "./registry.ts";
 // @ts-types="./worker_guards.d.ts"
@@ -69,36 +67,6 @@ function stringVars(env: WorkerEnv): Record<string, string> {
   return out;
 }
 
-/**
- * A bundled guard, after checking the build's preparation mark against the configured limits.
- *
- * This is `loadGuardModule`'s compiled-Module path. It is done here, with `WasmGuard` and
- * `readPreparedMark` only, so that the bundle leaves out the byte path (the preparer and
- * `WebAssembly.compile`, which Workers forbid): esbuild drops what the Worker does not reference.
- */
-function bundledGuard(name: string, module: WebAssembly.Module, limits: GuardLimits): WasmGuard {
-  const mark = readPreparedMark(module);
-  const rebuild = "run `deno task build` with the deployed configuration";
-  if (!mark) {
-    throw new GuardError(
-      "abi",
-      `guard '${name}' is not prepared (no mcp_edge_guard.prepared section): ${rebuild}`,
-    );
-  }
-  if (mark.maxMemoryPages > limits.maxMemoryPages) {
-    throw new GuardError(
-      "abi",
-      `guard '${name}' was prepared with a memory cap of ${mark.maxMemoryPages} pages, above ` +
-        `limits.maxMemoryPages=${limits.maxMemoryPages}: ${rebuild}`,
-      { limit: "maxMemoryPages", value: limits.maxMemoryPages },
-    );
-  }
-  if (!mark.fuel) {
-    throw new GuardError("abi", `guard '${name}' was prepared without fuel metering: ${rebuild}`);
-  }
-  return new WasmGuard(module, { name, limits });
-}
-
 async function buildGateway(env: WorkerEnv): Promise<Gateway> {
   if (typeof env.MCP_EDGE_GUARD_CONFIG !== "string" || env.MCP_EDGE_GUARD_CONFIG.trim() === "") {
     throw new StartupError(
@@ -118,7 +86,13 @@ async function buildGateway(env: WorkerEnv): Promise<Gateway> {
           "run `deno task build --config <this config>` and deploy again",
       );
     }
-    return Promise.resolve(bundledGuard(g.name, module, config.limits));
+    return Promise.resolve(
+      guardFromPreparedModule(
+        module,
+        { name: g.name, limits: config.limits },
+        "run `deno task build` with the deployed configuration",
+      ),
+    );
   }, vars.MCP_GATEWAY_GUARD_POLICY_JSON);
   for (const w of [...config.warnings, ...warnings]) log({ level: "warn", event: "config", message: w });
   let store: AgentLabelStore;

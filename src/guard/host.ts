@@ -96,15 +96,11 @@ export async function loadGuardModule(
   source: Uint8Array | WebAssembly.Module,
   opts: WasmGuardOptions = {},
 ): Promise<WasmGuard> {
+  if (source instanceof WebAssembly.Module) return guardFromPreparedModule(source, opts);
   assertJspi();
   const name = opts.name || "guard";
   const limits = resolveLimits(opts.limits);
   const wantFuel = opts.fuel ?? true;
-  if (source instanceof WebAssembly.Module) {
-    const mark = readPreparedMark(source);
-    checkMark(name, mark, limits, wantFuel);
-    return new WasmGuard(source, opts);
-  }
   const info = inspectGuard(source);
   if (info.abiError) throw new GuardError("abi", `guard '${name}': ${info.abiError}`);
   let bytes: Uint8Array<ArrayBuffer>;
@@ -123,24 +119,57 @@ export async function loadGuardModule(
   return new WasmGuard(module, opts);
 }
 
-function checkMark(name: string, mark: PreparedMark | null, limits: GuardLimits, wantFuel: boolean): void {
+/**
+ * The Workers path of {@link loadGuardModule}, synchronous and free of the preparer and of runtime
+ * compilation (so a bundle that uses only this function contains neither): checks the prepared mark
+ * of an already compiled module against the limits and wraps it.
+ *
+ * @param remedy what the operator should do when the mark is missing or too permissive.
+ * @example
+ * ```ts
+ * import source mod from "./guard.wasm";
+ * const guard = guardFromPreparedModule(mod, { name: "github" }, "run `deno task build`");
+ * ```
+ */
+export function guardFromPreparedModule(
+  module: WebAssembly.Module,
+  opts: WasmGuardOptions = {},
+  remedy = "run the guard preparer at build time; a compiled module cannot be prepared at runtime",
+): WasmGuard {
+  assertJspi();
+  checkMark(
+    opts.name || "guard",
+    readPreparedMark(module),
+    resolveLimits(opts.limits),
+    opts.fuel ?? true,
+    remedy,
+  );
+  return new WasmGuard(module, opts);
+}
+
+function checkMark(
+  name: string,
+  mark: PreparedMark | null,
+  limits: GuardLimits,
+  wantFuel: boolean,
+  remedy = "prepare it again with the configured limits",
+): void {
   if (!mark) {
     throw new GuardError(
       "abi",
-      `guard '${name}' is not prepared: the module has no mcp_edge_guard.prepared section ` +
-        "(run the guard preparer at build time; a compiled module cannot be prepared at runtime)",
+      `guard '${name}' is not prepared: the module has no mcp_edge_guard.prepared section (${remedy})`,
     );
   }
   if (mark.maxMemoryPages > limits.maxMemoryPages) {
     throw new GuardError(
       "abi",
       `guard '${name}' was prepared with a memory cap of ${mark.maxMemoryPages} pages, above ` +
-        `limits.maxMemoryPages=${limits.maxMemoryPages}: prepare it again with the configured cap`,
+        `limits.maxMemoryPages=${limits.maxMemoryPages} (${remedy})`,
       { limit: "maxMemoryPages", value: limits.maxMemoryPages },
     );
   }
   if (wantFuel && !mark.fuel) {
-    throw new GuardError("abi", `guard '${name}' was prepared without fuel metering; prepare it with fuel`);
+    throw new GuardError("abi", `guard '${name}' was prepared without fuel metering (${remedy})`);
   }
 }
 
