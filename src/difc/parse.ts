@@ -142,16 +142,22 @@ export interface LabelResourceOutput {
   operation: Operation;
 }
 
-/** String elements of a tag array, others skipped (the reference's lenient resource decoding). */
-function lenientTags(v: unknown): string[] {
-  return Array.isArray(v) ? tagSet(v.filter((t): t is string => typeof t === "string")) : [];
+/**
+ * String elements of a tag array, others skipped (the reference's lenient resource decoding); a
+ * missing or null list is empty. A list that is not an array at all (`"secrecy": "private:x"`) is an
+ * error: reading it as empty would label the resource public, so we fail closed.
+ */
+function lenientTags(v: unknown, field: string): string[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new GuardOutputError(`${field} must be an array of strings, got ${kindOf(v)}`);
+  return tagSet(v.filter((t): t is string => typeof t === "string"));
 }
 
 function lenientResource(o: Obj, fallbackDescription = ""): LabeledResource {
   return {
     description: typeof o.description === "string" ? o.description : fallbackDescription,
-    secrecy: lenientTags(o.secrecy),
-    integrity: lenientTags(o.integrity),
+    secrecy: lenientTags(o.secrecy, "secrecy"),
+    integrity: lenientTags(o.integrity, "integrity"),
   };
 }
 

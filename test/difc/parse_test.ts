@@ -69,7 +69,7 @@ Deno.test("label_resource: operation default write; exact values only", () => {
 
 Deno.test("label_resource: lenient tags (non-strings skipped, not trimmed), description optional", () => {
   const r = parseLabelResourceOutput(
-    J({ resource: { secrecy: ["b", 1, " a "], integrity: "x" }, operation: "read" }),
+    J({ resource: { secrecy: ["b", 1, " a "], integrity: null }, operation: "read" }),
   );
   assertEquals(r.resource, { description: "", secrecy: [" a ", "b"], integrity: [] });
 });
@@ -295,4 +295,20 @@ Deno.test("label_response: undecodable path labels", () => {
     { labeled_paths: [], default_labels: { description: 3 } },
     "default_labels.description must be a string",
   );
+});
+
+Deno.test("label_resource / legacy items: a tag list that is not an array fails closed (never read as public)", () => {
+  assertThrows(
+    () => parseLabelResourceOutput('{"resource":{"secrecy":"private:acme","integrity":[]},"operation":"read"}'),
+    GuardOutputError,
+    "secrecy must be an array of strings, got string",
+  );
+  assertThrows(
+    () => parseLabelResponseOutput('{"items":[{"data":1,"labels":{"secrecy":{"a":1},"integrity":[]}}]}', {}),
+    GuardOutputError,
+    "secrecy must be an array",
+  );
+  // Missing or null lists are empty, and non-string elements are skipped, as in the reference.
+  const r = parseLabelResourceOutput('{"resource":{"secrecy":null,"integrity":["a",1]},"operation":"read"}');
+  assertEquals([r.resource.secrecy, r.resource.integrity], [[], ["a"]]);
 });
