@@ -191,11 +191,22 @@ function checkKeys(o: Obj, path: string, known: Set<string>, ignored: Set<string
   }
 }
 
+/** Deepest nesting a config may have: real configs are under ten levels; this bounds recursion. */
+export const MAX_CONFIG_DEPTH = 64;
+
 /**
  * Expands `${VAR}` in every string of a JSON value. `$${` is not special; an undefined variable is an
- * error naming the field and the variable.
+ * error naming the field and the variable; nesting deeper than {@link MAX_CONFIG_DEPTH} is an error.
  */
-export function expandEnv(value: unknown, env: Record<string, string | undefined>, path = ""): unknown {
+export function expandEnv(
+  value: unknown,
+  env: Record<string, string | undefined>,
+  path = "",
+  depth = 0,
+): unknown {
+  if (depth > MAX_CONFIG_DEPTH && typeof value === "object" && value !== null) {
+    throw new ConfigError(path || "(root)", `nesting deeper than ${MAX_CONFIG_DEPTH} levels`);
+  }
   if (typeof value === "string") {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
       const v = env[name];
@@ -203,10 +214,12 @@ export function expandEnv(value: unknown, env: Record<string, string | undefined
       return v;
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${path}[${i}]`));
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${path}[${i}]`, depth + 1));
   if (isObj(value)) {
     const out: Obj = {};
-    for (const [k, v] of Object.entries(value)) out[k] = expandEnv(v, env, path ? `${path}.${k}` : k);
+    for (const [k, v] of Object.entries(value)) {
+      out[k] = expandEnv(v, env, path ? `${path}.${k}` : k, depth + 1);
+    }
     return out;
   }
   return value;

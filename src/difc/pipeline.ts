@@ -27,8 +27,10 @@
  *    as the one text block; `structuredContent` is replaced by the same rebuilt value when it equalled
  *    the unwrapped JSON, and dropped otherwise, so no filtered item leaks through it. Path labels on the
  *    raw result (no JSON text) are applied to a copy of the result itself. Legacy `items` and
- *    whole-result labels give the reference's text array of accessible `data`. `isError` and other
- *    sibling fields are kept. The `[Filtered]` notice block is appended as in the reference.
+ *    whole-result labels give the reference's text array of accessible `data` and keep only
+ *    `isError` of the upstream result (its other fields may hold the filtered data itself); path
+ *    labels keep `isError` and other sibling fields. The `[Filtered]` notice block is appended as
+ *    in the reference.
  * 4. Fail closed on guard bugs: an item with no labels (legacy item without `labels`, path entry
  *    without `labels`, unmatched item with no `default_labels`), a non-object `label_response` output,
  *    and a bad JSON Pointer escape are errors (`response labeling failed: ...`). The reference panics,
@@ -586,8 +588,12 @@ function rebuildResult(
   notice: string,
 ): unknown {
   const accessible = labels.items.filter((_, i) => keep[i]).map((it) => it.data);
-  const base: Obj = isObject(upstream) ? { ...upstream } : {};
   const loc = labels.format === "path" ? labels.location : null;
+  const base: Obj = {};
+  if (isObject(upstream)) {
+    if (loc?.kind === "array") Object.assign(base, upstream);
+    else if (upstream.isError !== undefined) base.isError = upstream.isError;
+  }
 
   if (loc && loc.kind === "array" && !loc.unwrapped) {
     // Path labels applied to the raw result object: filter in place.

@@ -321,15 +321,15 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
   /** Rewrites one upstream message for the agent; `undefined` withholds it. */
   async function outgoing(msg: JsonRpcMessage, ex: Exchange): Promise<JsonRpcMessage | undefined> {
     if (isResponse(msg)) {
-      if (msg.id === null) return msg;
-      const k = idKey(msg.id);
+      // Only an error may carry a null id (the request could not be read); a result never does.
+      if (msg.id === null && isErrorResponse(msg)) return msg;
+      const k = msg.id === null ? "" : idKey(msg.id);
       const exp = ex.pending.get(k);
       if (!exp) {
-        if (ex.isGet) {
-          log({ event: "mcp_withheld_response", upstream: ex.upstream.id, id: msg.id });
-          return undefined;
-        }
-        return msg;
+        // Each pending request is answered once, through its guard. A duplicate or stray response
+        // (or any response on a GET stream) could carry data no guard has seen: withheld.
+        log({ event: "mcp_withheld_response", upstream: ex.upstream.id, id: msg.id });
+        return undefined;
       }
       ex.pending.delete(k);
       ex.gw?.inflight.delete(k);
@@ -358,6 +358,11 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       }
       return msg;
     }
+    if (!isRequest(msg) && !isNotification(msg)) {
+      // Neither request, notification nor response: nothing a client needs, nothing a guard checked.
+      log({ event: "mcp_withheld_message", upstream: ex.upstream.id });
+      return undefined;
+    }
     if (ex.gw) {
       if (isRequest(msg)) {
         return { ...msg, id: ex.gw.mapServerRequest(ex.upstream.id, msg.id) };
@@ -376,7 +381,9 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     try {
       parsed = JSON.parse(b.data);
     } catch {
-      return b;
+      // Data that is not JSON cannot be guarded: withheld (fail closed); the event's id/retry stay.
+      log({ event: "mcp_withheld_block", upstream: ex.upstream.id, reason: "data is not JSON" });
+      parsed = [];
     }
     const msgs = Array.isArray(parsed) ? parsed : [parsed];
     const out: JsonRpcMessage[] = [];
