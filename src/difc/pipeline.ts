@@ -151,6 +151,37 @@ async function sha256Hex(text: string): Promise<string> {
   return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/**
+ * Per policy object (config policies are long-lived constants), the `label_agent` input and its
+ * once-key, computed once instead of on every call: validation, canonical JSON and SHA-256 were a
+ * measurable share of a guarded call's CPU.
+ */
+const labelAgentInputs = new WeakMap<object, Map<string, Promise<{ json: string; onceKey: string }>>>();
+
+function labelAgentInput(
+  req: ToolCallRequest,
+  guardType: string,
+): Promise<{ json: string; onceKey: string }> {
+  const compute = async () => {
+    const json = guardType === "wasm"
+      ? buildLabelAgentPayload(req.policy, req.trustedBots ?? []).json
+      : canonicalJson(req.policy);
+    return { json, onceKey: await sha256Hex(`${req.serverId}\n${json}`) };
+  };
+  if (typeof req.policy !== "object" || req.policy === null) return compute();
+  let byKey = labelAgentInputs.get(req.policy);
+  if (!byKey) labelAgentInputs.set(req.policy, byKey = new Map());
+  const key = `${guardType}\n${req.serverId}\n${(req.trustedBots ?? []).join("\n")}`;
+  let input = byKey.get(key);
+  if (!input) {
+    const cache = byKey;
+    input = compute();
+    cache.set(key, input);
+    input.catch(() => cache.delete(key)); // an invalid policy is re-validated (and fails) every time
+  }
+  return input;
+}
+
 function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -275,16 +306,14 @@ export async function beginToolCall(
   try {
     if (req.policy !== null && req.policy !== undefined) {
       let agentOut;
-      let labelAgentInput: string;
+      let onceKey: string;
       try {
-        labelAgentInput = deps.guard.type === "wasm"
-          ? buildLabelAgentPayload(req.policy, req.trustedBots ?? []).json
-          : canonicalJson(req.policy);
-        agentOut = parseLabelAgentOutput(await session.labelAgent(labelAgentInput));
+        const input = await labelAgentInput(req, deps.guard.type);
+        onceKey = input.onceKey;
+        agentOut = parseLabelAgentOutput(await session.labelAgent(input.json));
       } catch (e) {
         throw guardFailure("guard session initialization failed: LabelAgent failed: ", "label_agent", e);
       }
-      const onceKey = await sha256Hex(`${req.serverId}\n${labelAgentInput}`);
       await storeOp(() => deps.store.addLabels(req.agentId, agentOut, onceKey));
       mode = agentOut.mode;
       record.fields.mode = mode;

@@ -674,3 +674,21 @@ Deno.test("demo guard: rebuilding from source gives the committed bytes", async 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("demo guard: visibility learned in label_resource is reused by label_response on the same instance", async () => {
+  const g = await guardWithPolicy();
+  await g.json("label_resource", resourceInput("list_issues", { repo: "acme/web" }));
+  await g.json("label_response", responseInput("list_issues", { repo: "acme/web" }, listIssues("acme/web")));
+  assertEquals(g.backendCalls.map((c) => [c.tool, c.args]), [["get_repo", { repo: "acme/web" }]]);
+  // Another repository is asked for once too.
+  await g.json("label_resource", resourceInput("list_issues", { repo: "acme/public-site" }));
+  await g.json("label_resource", resourceInput("get_repo", { repo: "acme/public-site" }));
+  assertEquals(g.backendCalls.length, 2);
+  // A failed lookup is not remembered: the next call asks again (and still treats the repo as private).
+  const failing = await guardWithPolicy(() => {
+    throw new Error("upstream down");
+  });
+  await failing.json("label_resource", resourceInput("list_issues", { repo: "acme/web" }));
+  await failing.json("label_resource", resourceInput("list_issues", { repo: "acme/web" }));
+  assertEquals(failing.backendCalls.map((c) => c.rc), [-1, -1]);
+});

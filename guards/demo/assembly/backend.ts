@@ -7,6 +7,7 @@
 import { call_backend } from "./env";
 import { jsonError, jsonObject, jsonString, JsonValue, parseJson, parseJsonString, writeJson } from "./json";
 import { log, LOG_DEBUG, LOG_WARN } from "./log";
+import { cachedVisibility, rememberVisibility } from "./state";
 
 /** First result buffer: a get_repo result is ~150 bytes, so one call normally suffices. */
 export const BACKEND_INITIAL_BYTES: i32 = 4096;
@@ -86,10 +87,12 @@ export function isErrorResult(result: JsonValue): bool {
 }
 
 /**
- * Asks the upstream's `get_repo` whether `repo` is public. Any failure (call refused, error result,
+ * Asks the upstream's `get_repo` whether `repo` is public (once per repository and instance). Any failure (call refused, error result,
  * unexpected shape) answers false: an unknown repository is treated as private.
  */
 export function repoIsPublic(repo: string): bool {
+  const known = cachedVisibility(repo);
+  if (known >= 0) return known == 1;
   const result = callBackend("get_repo", jsonObject().set("repo", jsonString(repo)));
   if (result === null || !result.isObject()) {
     log(LOG_WARN, "visibility of " + repo + " unknown (call_backend failed); treating it as private");
@@ -105,5 +108,7 @@ export function repoIsPublic(repo: string): bool {
     return false;
   }
   const visibility = payload.getString("visibility");
-  return visibility !== null && visibility == "public";
+  const isPublic = visibility !== null && visibility == "public";
+  rememberVisibility(repo, isPublic);
+  return isPublic;
 }
