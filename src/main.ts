@@ -52,8 +52,13 @@ function parseJson(text: string, source: string): unknown {
   }
 }
 
-/** One JSON log line on stderr. */
+const LOG_LEVELS = ["debug", "info", "warn", "error"];
+/** Records below this level are dropped (`MCP_EDGE_GUARD_LOG_LEVEL`, default `info`). */
+const minLogLevel = Math.max(0, LOG_LEVELS.indexOf(Deno.env.get("MCP_EDGE_GUARD_LOG_LEVEL") ?? "info"));
+
+/** One JSON log line on stderr; records without a level (decision records) are always written. */
 function logLine(record: Record<string, unknown>): void {
+  if (typeof record.level === "string" && LOG_LEVELS.indexOf(record.level) < minLogLevel) return;
   console.error(JSON.stringify({ time: new Date().toISOString(), ...record }));
 }
 

@@ -61,6 +61,11 @@ const FATAL_KINDS: ReadonlySet<GuardErrorKind> = new Set([
   "proc_exit",
 ]);
 const HOST_LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+/**
+ * Reason for the end-of-call abort that releases anything still tied to a finished call. One shared
+ * instance: `abort()` without a reason builds a DOMException with a stack trace on every call.
+ */
+const CALL_ENDED = new GuardError("aborted", "guard call ended");
 
 /** Options for {@link loadGuardModule} and {@link WasmGuard}. */
 export interface WasmGuardOptions {
@@ -323,7 +328,7 @@ class WasmGuardSession implements GuardSession {
     } finally {
       this.#usage.fuel += this.#call.fuelSpent;
       this.#usage.ms += performance.now() - t0;
-      this.#call.abort.abort();
+      this.#call.abort.abort(CALL_ENDED);
       this.#call = undefined;
     }
   }
@@ -406,7 +411,7 @@ class WasmGuardSession implements GuardSession {
       this.#usage.fuel += call.fuelSpent;
       this.#usage.ms += performance.now() - t0;
       if (this.#memory) this.#usage.memoryPages = this.#memory.buffer.byteLength / WASM_PAGE_BYTES;
-      call.abort.abort();
+      call.abort.abort(CALL_ENDED);
       this.#call = undefined;
       this.#busy = false;
     }

@@ -264,7 +264,7 @@ Deno.test("demo guard: label_agent answers agent labels, filter mode and the nor
   );
   assertEquals(rc, new TextEncoder().encode(text).length);
   assertEquals(g.backendCalls.length, 0);
-  assert(g.logs.some((l) => l.level === 1 && l.msg.includes("min-integrity approved")));
+  assert(g.logs.some((l) => l.level === 0 && l.msg.includes("min-integrity approved")));
 });
 
 Deno.test("demo guard: label_agent with several repos is Composite; levels and keys are normalized", async () => {

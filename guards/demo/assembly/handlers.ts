@@ -17,7 +17,7 @@ import {
   WRITE_TOOLS,
   writeIntegrity,
 } from "./labels";
-import { log, LOG_ERROR, LOG_INFO } from "./log";
+import { log, LOG_DEBUG, LOG_ERROR } from "./log";
 import { integrityTags, LEVEL_NAMES, parsePolicy, Policy, policyError, privateTag, scopeOf } from "./policy";
 import { loadPolicy, POLICY_CAPACITY, storePolicy } from "./state";
 
@@ -75,7 +75,7 @@ export function labelAgent(input: JsonValue): Outcome {
     for (let j = 0; j < tags.length; j++) integrity.push(tags[j]);
   }
   const level = LEVEL_NAMES[p.minLevel];
-  log(LOG_INFO, "policy: " + p.repos.length.toString() + " repo scope(s), min-integrity " + level);
+  log(LOG_DEBUG, "policy: " + p.repos.length.toString() + " repo scope(s), min-integrity " + level);
   const agent = jsonObject().set("secrecy", jsonStringArray(secrecy)).set(
     "integrity",
     jsonStringArray(integrity),
