@@ -275,6 +275,7 @@ interface CallState {
 }
 
 type Exported = (...args: number[]) => Promise<number | undefined>;
+type RawExport = (...args: number[]) => number | undefined;
 
 class WasmGuardSession implements GuardSession {
   readonly #guard: WasmGuard;
@@ -284,6 +285,7 @@ class WasmGuardSession implements GuardSession {
   #memory: WebAssembly.Memory | undefined;
   #fuelGlobal: WebAssembly.Global | undefined;
   #fns = new Map<string, Exported>();
+  #allocator?: { alloc: RawExport; dealloc: RawExport };
   #dead: GuardError | undefined;
   #busy = false;
   #closed = false;
@@ -309,9 +311,15 @@ class WasmGuardSession implements GuardSession {
         this.#fuelGlobal = g;
       }
       this.#checkMemory();
-      for (const fn of [...LABEL_EXPORTS, "alloc", "dealloc"]) {
+      for (const fn of LABEL_EXPORTS) {
         const f = instance.exports[fn];
         if (typeof f === "function") this.#fns.set(fn, WebAssembly.promising(f as () => number) as Exported);
+      }
+      // alloc/dealloc are called directly: they never need call_backend, and a JSPI stack switch
+      // (promise + suspension) for each of the four calls per attempt is measurable on the hot path.
+      const alloc = instance.exports.alloc, dealloc = instance.exports.dealloc;
+      if (typeof alloc === "function" && typeof dealloc === "function") {
+        this.#allocator = { alloc: alloc as RawExport, dealloc: dealloc as RawExport };
       }
       for (const fn of LABEL_EXPORTS) {
         const f = instance.exports[fn] as { length: number };
@@ -445,13 +453,12 @@ class WasmGuardSession implements GuardSession {
 
   /** One attempt: the output text, or the size hint (0 = none) when the guard returned -2. */
   async #attempt(fn: string, input: Uint8Array, size: number): Promise<string | number> {
-    const alloc = this.#fns.get("alloc");
-    const dealloc = this.#fns.get("dealloc");
+    const allocator = this.#allocator;
     let inPtr = 0, outPtr = 0;
     try {
-      if (alloc && dealloc) {
-        inPtr = await this.#alloc(alloc, input.length);
-        outPtr = await this.#alloc(alloc, size);
+      if (allocator) {
+        inPtr = this.#alloc(allocator.alloc, input.length);
+        outPtr = this.#alloc(allocator.alloc, size);
       } else {
         [inPtr, outPtr] = this.#directLayout(input.length, size);
       }
@@ -470,24 +477,50 @@ class WasmGuardSession implements GuardSession {
       }
       return this.#decoder.decode(new Uint8Array(buf, outPtr, rc));
     } finally {
-      if (alloc && dealloc && !this.#dead && this.#call?.abort.signal.aborted === false) {
-        await this.#free(dealloc, outPtr, size);
-        await this.#free(dealloc, inPtr, input.length);
+      if (allocator && !this.#dead && this.#call?.abort.signal.aborted === false) {
+        this.#free(allocator.dealloc, outPtr, size);
+        this.#free(allocator.dealloc, inPtr, input.length);
       }
     }
   }
 
-  async #alloc(alloc: Exported, size: number): Promise<number> {
-    const p = await alloc(size);
+  /**
+   * Runs alloc/dealloc directly, outside JSPI. V8 refuses any call to a `Suspending` import outside
+   * `promising` (even one that would return at once), so the fuel check must not be reached: the
+   * counter is topped up to a full slice first, and an allocator that burns a whole slice or calls
+   * `call_backend` fails the call as a trap.
+   */
+  #direct(fn: "alloc" | "dealloc", f: RawExport, ...args: number[]): number | undefined {
+    const g = this.#fuelGlobal, call = this.#call;
+    if (g && call) {
+      call.fuelSpent += call.refill - (g.value as number);
+      call.refill = Math.min(this.#limits.fuelSlice, this.#limits.fuel - call.fuelSpent);
+      g.value = call.refill;
+    }
+    try {
+      return f(...args);
+    } catch (e) {
+      if (!isSuspendError(e)) throw e;
+      throw new GuardError(
+        "trap",
+        `guard '${this.#guard.name}' ${fn} called call_backend or ran longer than one fuel slice ` +
+          `(limits.fuelSlice=${this.#limits.fuelSlice}); alloc and dealloc must be short and self-contained`,
+        { cause: e },
+      );
+    }
+  }
+
+  #alloc(alloc: RawExport, size: number): number {
+    const p = this.#direct("alloc", alloc, size);
     this.#checkMemory();
     if (typeof p !== "number" || p === 0) throw new GuardError("guard_error", "alloc returned null pointer");
     return p >>> 0;
   }
 
-  async #free(dealloc: Exported, ptr: number, size: number): Promise<void> {
+  #free(dealloc: RawExport, ptr: number, size: number): void {
     if (ptr === 0 || size === 0) return;
     try {
-      await dealloc(ptr, size);
+      this.#direct("dealloc", dealloc, ptr, size);
     } catch (e) {
       const err = this.#classify(e, "dealloc");
       if (FATAL_KINDS.has(err.kind)) this.#dead = err;

@@ -509,3 +509,27 @@ Deno.test("WASI: stdin is empty, no args or env, stdout/stderr go to the logger"
     ["warn", "oops", "stderr"],
   ]);
 });
+
+Deno.test("alloc/dealloc run directly: calling call_backend or spinning in them fails the call as a trap", async () => {
+  const guard = await load("hostile_alloc", {
+    limits: { fuel: 5_000_000, fuelSlice: 10_000, initialOutputBytes: 64 },
+  });
+  let backendCalls = 0;
+  const { ctx } = context({ backend: () => (backendCalls++, Promise.resolve({})) });
+  await rejectsKind(
+    guard.open(ctx).labelAgent("x"),
+    "trap",
+    "alloc called call_backend or ran longer than one fuel slice",
+  );
+  assertEquals(backendCalls, 0, "the backend is never reached from alloc");
+  await rejectsKind(guard.open(ctx).labelAgent("xy"), "trap", "limits.fuelSlice=10000");
+  assertEquals(await guard.open(ctx).labelAgent("xyz"), "", "a fresh session is unaffected");
+});
+
+Deno.test("alloc/dealloc near the end of a fuel slice still run (the host tops the counter up first)", async () => {
+  const guard = await load("busy_free", { limits: { fuelSlice: 100, initialOutputBytes: 64 } });
+  const { ctx } = context();
+  const s = guard.open(ctx);
+  for (let i = 0; i < 5; i++) assertEquals(await s.labelAgent("{}"), "");
+  assertGreaterOrEqual(s.usage().fuel, 5 * 95, "fuel spent in label_agent and dealloc is still counted");
+});
