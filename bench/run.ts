@@ -8,6 +8,11 @@
 /** Benchmark modules, relative to this file. */
 const BENCHES: readonly string[] = [
   "./guard_bench.ts",
+  "./gateway_bench.ts",
+  "./model_bench.ts",
+  "./fuel_bench.ts",
+  "./coldstart_bench.ts",
+  "./workers_bench.ts",
 ];
 
 for (const path of BENCHES) {

@@ -1,0 +1,245 @@
+/**
+ * Instance model benchmark: our fresh-instance-per-request model against gh-aw-mcpg's model (ONE
+ * guard instance per server, every call serialized behind a mutex, `label_agent` run once), both on
+ * the real demo guard through the real host, in one process, side by side.
+ *
+ * 1. Throughput at concurrency 32 when the guard's `label_resource` (list_issues acme/web) makes one
+ *    `call_backend` (get_repo) that takes 20 ms: ours / serialized (target ≥ 20×).
+ * 2. The per-call price of a fresh instance: (open + label_agent + label_resource + label_response)
+ *    vs (label_resource + label_response on a reused instance), with an instant backend, interleaved
+ *    sample by sample. Reported as a share of the fresh call's guard time (target ≤ 25 %).
+ *
+ * ```sh
+ * deno run -A bench/model_bench.ts          # full
+ * BENCH_QUICK=1 deno run -A bench/model_bench.ts
+ * ```
+ * Raw samples: bench/results/model.json.
+ *
+ * @module
+ */
+import type { BackendCaller, GuardContext, GuardSession } from "../src/difc/guard.ts";
+import { buildLabelAgentPayload, canonicalJson } from "../src/difc/payload.ts";
+import { DEMO_ISSUES, DEMO_REPOS } from "../src/demo/upstream.ts";
+import { loadGuardModule, type WasmGuard } from "../src/guard/host.ts";
+import { DEMO_GUARD_URL, DEMO_POLICY } from "../src/main.ts";
+import {
+  type BenchOptions,
+  type BenchReport,
+  closedLoop,
+  finish,
+  fmt,
+  isQuick,
+  type LoopResult,
+  median,
+  Mutex,
+  ratio,
+  summarize,
+  target,
+} from "./lib.ts";
+
+/** The concurrency of the throughput comparison (the brief's: a busy agent fleet on one isolate). */
+const CONCURRENCY = 32;
+/** Latency of the simulated `call_backend` upstream (a GitHub API call is tens of ms). */
+const BACKEND_MS = 20;
+/** Targets. */
+const THROUGHPUT_RATIO_TARGET = 20;
+const INSTANCING_SHARE_TARGET = 25;
+
+interface Plan {
+  /** Length of one throughput round per model, ms. */
+  roundMs: number;
+  /** Rounds per model, interleaved ours/serialized. */
+  rounds: number;
+  /** Interleaved fresh/reused samples of the instancing cost. */
+  costSamples: number;
+  warmup: number;
+}
+const FULL: Plan = { roundMs: 4000, rounds: 3, costSamples: 2000, warmup: 200 };
+const QUICK: Plan = { roundMs: 600, rounds: 1, costSamples: 150, warmup: 20 };
+
+const toolResult = (value: unknown) => ({
+  content: [{ type: "text", text: JSON.stringify(value) }],
+  structuredContent: value,
+});
+
+/** get_repo from the demo data, after `delayMs` (0 = an already settled promise). */
+function demoBackend(delayMs: number): BackendCaller {
+  return (tool, args, signal) => {
+    const repo = DEMO_REPOS.find((r) => r.full_name === (args as { repo?: string })?.repo);
+    if (tool !== "get_repo" || !repo) return Promise.reject(new Error(`unexpected backend call ${tool}`));
+    const result = toolResult(repo);
+    if (delayMs === 0) return Promise.resolve(result);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => resolve(result), delayMs);
+      signal.addEventListener("abort", () => {
+        clearTimeout(t);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  };
+}
+
+const ctx = (backend: BackendCaller): GuardContext => ({
+  signal: new AbortController().signal,
+  backend,
+  log: () => {},
+});
+
+/** The inputs the pipeline builds for list_issues acme/web under the demo policy. */
+function inputs() {
+  const args = { repo: "acme/web" };
+  const items = DEMO_ISSUES["acme/web"];
+  return {
+    agent: buildLabelAgentPayload(DEMO_POLICY).json,
+    resource: canonicalJson({ capabilities: {}, tool_args: args, tool_name: "list_issues" }),
+    response: canonicalJson({
+      capabilities: {},
+      tool_args: args,
+      tool_name: "list_issues",
+      tool_result: toolResult({ repo: "acme/web", total_count: items.length, items }),
+    }),
+  };
+}
+
+/** Checks once that the guard labels the call as expected and made exactly one backend call. */
+async function sanityCheck(guard: WasmGuard, io: ReturnType<typeof inputs>): Promise<void> {
+  const s = guard.open(ctx(demoBackend(0)));
+  try {
+    await s.labelAgent(io.agent);
+    const out = await s.labelResource(io.resource);
+    if (!out.includes("private:acme/web") || s.usage().backendCalls !== 1) {
+      throw new Error(`demo guard did not label list_issues as expected: ${out} (${s.usage().backendCalls})`);
+    }
+  } finally {
+    s.close();
+  }
+}
+
+/** Runs the instance-model benchmark; prints tables, writes bench/results/model.json. */
+export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
+  const plan = isQuick(opts) ? QUICK : FULL;
+  const guard = await loadGuardModule(await Deno.readFile(DEMO_GUARD_URL), { name: "demo" });
+  const io = inputs();
+  await sanityCheck(guard, io);
+
+  // 1. Throughput at c=32 with a 20 ms call_backend.
+  const slow = demoBackend(BACKEND_MS);
+  const ours = async () => {
+    const s = guard.open(ctx(slow));
+    try {
+      await s.labelAgent(io.agent);
+      await s.labelResource(io.resource);
+    } finally {
+      s.close();
+    }
+  };
+  const shared: GuardSession = guard.open(ctx(slow));
+  await shared.labelAgent(io.agent);
+  const mutex = new Mutex();
+  const serialized = () => mutex.run(() => shared.labelResource(io.resource)).then(() => {});
+  const oursRounds: LoopResult[] = [];
+  const serialRounds: LoopResult[] = [];
+  for (let r = 0; r < plan.rounds; r++) {
+    // Alternate which model goes first so slow drift of the machine hits both alike.
+    const order = r % 2 === 0 ? [ours, serialized] : [serialized, ours];
+    for (const fn of order) {
+      const res = await closedLoop(CONCURRENCY, plan.roundMs, fn);
+      if (res.errors) throw new Error(`model bench: ${res.errors} calls failed: ${res.firstError}`);
+      (fn === ours ? oursRounds : serialRounds).push(res);
+    }
+  }
+  shared.close();
+  const tput = (rs: LoopResult[]) => median(rs.map((r) => r.ops / (r.elapsedMs / 1000)));
+  const lat = (rs: LoopResult[]) => summarize(rs.flatMap((r) => r.latencies));
+  const oursTput = tput(oursRounds), serialTput = tput(serialRounds);
+  const oursLat = lat(oursRounds), serialLat = lat(serialRounds);
+  const tputRatio = ratio(oursTput, serialTput);
+
+  // 2. Instancing cost, instant backend, interleaved fresh/reused samples.
+  const fast = demoBackend(0);
+  const reused = guard.open(ctx(fast));
+  await reused.labelAgent(io.agent);
+  const freshOpen: number[] = [], freshAgent: number[] = [], freshTotal: number[] = [];
+  const reusedTotal: number[] = [];
+  for (let i = 0; i < plan.warmup + plan.costSamples; i++) {
+    const t0 = performance.now();
+    const s = guard.open(ctx(fast));
+    const t1 = performance.now();
+    await s.labelAgent(io.agent);
+    const t2 = performance.now();
+    await s.labelResource(io.resource);
+    await s.labelResponse(io.response);
+    s.close();
+    const t3 = performance.now();
+    await reused.labelResource(io.resource);
+    await reused.labelResponse(io.response);
+    const t4 = performance.now();
+    if (i < plan.warmup) continue;
+    freshOpen.push(t1 - t0);
+    freshAgent.push(t2 - t1);
+    freshTotal.push(t3 - t0);
+    reusedTotal.push(t4 - t3);
+  }
+  reused.close();
+  const instancingMs = median(freshTotal) - median(reusedTotal);
+  const instancingShare = ratio(instancingMs, median(freshTotal)) * 100;
+  // The same cost against a realistic guarded call: the fresh call's p50 at c=32 with the slow backend.
+  const realisticShare = ratio(instancingMs, oursLat.p50) * 100;
+
+  const us = (ms: number) => `${fmt(ms * 1000, 0)} µs`;
+  const tables = [
+    {
+      title: `throughput at concurrency ${CONCURRENCY}, call_backend ${BACKEND_MS} ms (label_agent + ` +
+        `label_resource per request; ${plan.rounds} x ${plan.roundMs} ms rounds each, interleaved)`,
+      header: ["model", "req/s (median round)", "p50 ms", "p99 ms"],
+      rows: [
+        ["ours: fresh instance per request", fmt(oursTput, 1), fmt(oursLat.p50), fmt(oursLat.p99)],
+        [
+          "reference: one instance, mutex, label_agent once",
+          fmt(serialTput, 1),
+          fmt(serialLat.p50),
+          fmt(serialLat.p99),
+        ],
+        ["ratio ours / reference", `${fmt(tputRatio, 1)}x`, "", ""],
+      ],
+    },
+    {
+      title: `per-call instancing cost, instant backend, ${plan.costSamples} interleaved samples (medians)`,
+      header: ["step", "time"],
+      rows: [
+        ["fresh: new instance (open)", us(median(freshOpen))],
+        ["fresh: label_agent", us(median(freshAgent))],
+        ["fresh: open + label_agent + label_resource + label_response", us(median(freshTotal))],
+        ["reused: label_resource + label_response", us(median(reusedTotal))],
+        ["instancing cost (fresh - reused)", us(instancingMs)],
+        ["share of the fresh call's guard time", `${fmt(instancingShare, 1)} %`],
+        [
+          `share of a guarded call with a ${BACKEND_MS} ms backend (p50 above)`,
+          `${fmt(realisticShare, 2)} %`,
+        ],
+      ],
+    },
+  ];
+  const targets = [
+    target(`throughput ours / serialized at c=${CONCURRENCY}`, tputRatio, ">=", THROUGHPUT_RATIO_TARGET, "x"),
+    target(
+      "instancing cost share of guard time (instant backend)",
+      instancingShare,
+      "<=",
+      INSTANCING_SHARE_TARGET,
+      " %",
+    ),
+  ];
+  return await finish("model", opts, tables, targets, {
+    concurrency: CONCURRENCY,
+    backendMs: BACKEND_MS,
+    plan,
+    throughput: {
+      ours: oursRounds.map((r) => ({ ops: r.ops, elapsedMs: r.elapsedMs, latenciesMs: r.latencies })),
+      serialized: serialRounds.map((r) => ({ ops: r.ops, elapsedMs: r.elapsedMs, latenciesMs: r.latencies })),
+    },
+    instancingMs: { freshOpen, freshAgent, freshTotal, reusedTotal },
+  });
+}
+
+if (import.meta.main) await run();
