@@ -416,7 +416,13 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     const message = (m: JsonRpcMessage) =>
       enc.encode(serializeSseBlock({ event: "message", data: JSON.stringify(m) }));
     let finished = false;
+    let onClose: (() => void) | undefined;
+    const unlisten = () => {
+      if (onClose) life.signal.removeEventListener("abort", onClose);
+    };
     const end = (ctl: ReadableStreamDefaultController<Uint8Array>, why: string) => {
+      if (finished) return;
+      unlisten();
       const err = failure() ?? {
         code: ErrorCode.ConnectionClosed,
         message: `upstream "${ex.upstream.id}" ${why} before sending the response`,
@@ -429,18 +435,30 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     return new ReadableStream<Uint8Array>({
       start(ctl) {
         for (const m of prefix) ctl.enqueue(message(m));
+        // close() ends the stream even when nothing is reading it (a graceful server shutdown
+        // waits for every open response body).
+        onClose = () => {
+          end(ctl, "was closed by the gateway");
+          reader.cancel(life.signal.reason).catch(() => {});
+        };
+        if (life.signal.aborted) onClose();
+        else life.signal.addEventListener("abort", onClose, { once: true });
       },
       async pull(ctl) {
         for (;;) {
+          if (finished) return;
           let r: ReadableStreamReadResult<SseBlock>;
           try {
             r = await reader.read();
+            if (finished) return;
           } catch (e) {
+            if (finished) return;
             log({ event: "mcp_upstream_stream_failed", upstream: ex.upstream.id, error: String(e) });
             return end(ctl, `stream failed (${e instanceof Error ? e.message : String(e)})`);
           }
           if (r.done) return end(ctl, "closed the stream");
           const out = await outgoingBlock(r.value, ex);
+          if (finished) return;
           if (out) {
             const s = serializeSseBlock(out);
             if (s !== "") {
@@ -453,6 +471,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       async cancel(reason) {
         if (finished) return;
         finished = true;
+        unlisten();
         ex.abortAll(reason ?? "agent disconnected");
         done();
         await reader.cancel(reason).catch(() => {});
@@ -514,12 +533,17 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       ac.abort(p.req.signal.reason ?? new DOMException("agent disconnected", "AbortError"));
     if (p.req.signal.aborted) onAgentAbort();
     else p.req.signal.addEventListener("abort", onAgentAbort, { once: true });
+    // close() ends POST streams still open (their pending requests get a JSON-RPC error).
+    const onClose = () => ac.abort(life.signal.reason);
+    if (life.signal.aborted) onClose();
+    else life.signal.addEventListener("abort", onClose, { once: true });
     let timer: ReturnType<typeof setTimeout> | undefined;
     let timedOut = false;
     const cleanup = () => {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
       p.req.signal.removeEventListener("abort", onAgentAbort);
+      life.signal.removeEventListener("abort", onClose);
     };
     const hasCall = p.messages.some((m) => isRequest(m) && m.method === "tools/call");
     if (hasCall) {
@@ -891,7 +915,8 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       up = await doFetch(upstream.url, {
         method: req.method,
         headers,
-        signal: req.signal,
+        // close() must end open GET streams too, or a graceful server shutdown waits for them forever.
+        signal: AbortSignal.any([req.signal, life.signal]),
         redirect: "manual",
       });
     } catch (e) {
