@@ -64,7 +64,13 @@ export function createGateway(deps: AppDeps): Gateway {
   const { config, plans, store, log } = deps;
   const g = config.gateway;
   const upstreams = new Map<string, Upstream>(
-    config.servers.map((s) => [s.id, { id: s.id, url: s.url, headers: s.headers, tools: s.tools }]),
+    config.servers.map((s) => [s.id, {
+      id: s.id,
+      url: s.url,
+      headers: s.headers,
+      tools: s.tools,
+      toolTimeoutMs: s.toolTimeoutMs ?? undefined,
+    }]),
   );
   let closing = false;
   // allow-only.tool-call-limits per server (validated at startup by planServers).

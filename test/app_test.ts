@@ -91,3 +91,37 @@ Deno.test("app: tool-call-limits from allow-only are enforced per agent and neve
   await a.close();
   await b.close();
 });
+
+Deno.test("app: a server's own toolTimeout bounds its tools/call", async () => {
+  // A real loopback upstream: an in-process fetch would not see the abort the deadline sends.
+  const demo = createDemoUpstream();
+  const ac = new AbortController();
+  const up = Deno.serve({ port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} }, demo.fetch);
+  const config = parseConfig({
+    mcpServers: { quick: { type: "http", url: `http://127.0.0.1:${up.addr.port}/mcp`, toolTimeout: 1 } },
+    gateway: { apiKey: KEY, toolTimeout: 60 },
+  });
+  const { plans } = await planServers(config, () => Promise.reject(new Error("no wasm guards here")));
+  const gw = createGateway({ config, plans, store: new MemoryAgentLabelStore(), log: () => {} });
+  const client = new Client({ name: "t", version: "1" });
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL("http://127.0.0.1/mcp/quick"), {
+      fetch: async (input, init) => await gw.fetch(new Request(input, init)),
+      requestInit: { headers: { authorization: KEY } },
+    }),
+  );
+  try {
+    const t0 = performance.now();
+    const err = await assertRejects(() =>
+      client.callTool({ name: "slow_echo", arguments: { text: "x", ms: 5000 } })
+    );
+    assertStringIncludes(err.message, "timed out after 1000 ms");
+    assertEquals(performance.now() - t0 < 4000, true, "answered at the server's deadline, not the gateway's");
+  } finally {
+    await client.close();
+    await gw.close();
+    await demo.close();
+    ac.abort();
+    await up.finished;
+  }
+});

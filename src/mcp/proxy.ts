@@ -74,6 +74,8 @@ export interface Upstream {
   headers: Record<string, string>;
   /** Allowed tool names; `["*"]` allows all. */
   tools: string[];
+  /** This upstream's tools/call deadline in ms; default {@link ProxyOptions.toolTimeoutMs}. */
+  toolTimeoutMs?: number;
 }
 
 /** Where a guard's `call_backend` goes: an upstream and, when it has one, the session to use. */
@@ -546,17 +548,18 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       life.signal.removeEventListener("abort", onClose);
     };
     const hasCall = p.messages.some((m) => isRequest(m) && m.method === "tools/call");
+    const deadlineMs = p.upstream.toolTimeoutMs ?? opts.toolTimeoutMs;
     if (hasCall) {
       timer = setTimeout(() => {
         timedOut = true;
-        ac.abort(new DOMException(`tools/call timed out after ${opts.toolTimeoutMs} ms`, "TimeoutError"));
-      }, opts.toolTimeoutMs);
+        ac.abort(new DOMException(`tools/call timed out after ${deadlineMs} ms`, "TimeoutError"));
+      }, deadlineMs);
     }
     const timeoutError = (): JsonRpcErrorObject | undefined =>
       timedOut
         ? {
           code: ErrorCode.RequestTimeout,
-          message: `upstream "${p.upstream.id}" tools/call timed out after ${opts.toolTimeoutMs} ms`,
+          message: `upstream "${p.upstream.id}" tools/call timed out after ${deadlineMs} ms`,
         }
         : undefined;
 
