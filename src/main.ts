@@ -135,7 +135,7 @@ function banner(config: GatewayConfig, addr: Deno.NetAddr, demo: boolean): strin
       `  node_modules/deno/deno run -A examples/demo-client.ts ${base}/mcp/demo ${config.gateway.apiKey}`,
       "",
       "It lists acme/web issues (issue #2, by an outside contributor, is filtered), creates an issue in",
-      "acme/web (allowed) and tries one in acme/public-site (blocked: the agent carries private:acme/web).",
+      "acme/web (allowed) and tries one in acme/public-site (blocked: outside the agent's policy scope).",
     );
   }
   return lines.join("\n");
