@@ -25,9 +25,9 @@ import { checkHostAndOrigin } from "./http/origin.ts";
 import { checkMethod, createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
 import type { ServerPlan } from "./registry.ts";
 import { ErrorCode } from "./mcp/jsonrpc.ts";
+import type { LogSink } from "./log.ts";
 
-/** A structured log sink: one JSON object per line. */
-export type LogSink = (record: Record<string, unknown>) => void;
+export type { LogSink } from "./log.ts";
 
 /** Everything the app needs; the entry points (Deno, Workers) build it. */
 export interface AppDeps {

@@ -26,6 +26,7 @@ import {
 } from "./difc/store.ts";
 import { loadGuardModule } from "./guard/host.ts";
 import { assertJspi } from "./guard/jspi.ts";
+import { jsonLogSink } from "./log.ts";
 import { planServers } from "./registry.ts";
 
 /** The demo guard shipped in `guards/demo/`. */
@@ -52,15 +53,11 @@ function parseJson(text: string, source: string): unknown {
   }
 }
 
-const LOG_LEVELS = ["debug", "info", "warn", "error"];
-/** Records below this level are dropped (`MCP_EDGE_GUARD_LOG_LEVEL`, default `info`). */
-const minLogLevel = Math.max(0, LOG_LEVELS.indexOf(Deno.env.get("MCP_EDGE_GUARD_LOG_LEVEL") ?? "info"));
-
-/** One JSON log line on stderr; records without a level (decision records) are always written. */
-function logLine(record: Record<string, unknown>): void {
-  if (typeof record.level === "string" && LOG_LEVELS.indexOf(record.level) < minLogLevel) return;
-  console.error(JSON.stringify({ time: new Date().toISOString(), ...record }));
-}
+/** One JSON log line on stderr per record (`MCP_EDGE_GUARD_LOG_LEVEL`, default `info`). */
+const logLine = jsonLogSink(
+  (line) => console.error(line),
+  Deno.env.get("MCP_EDGE_GUARD_LOG_LEVEL") ?? "info",
+);
 
 async function openStore(env: Record<string, string | undefined>): Promise<AgentLabelStore> {
   const kv = env.MCP_EDGE_GUARD_KV ?? (env.DENO_DEPLOYMENT_ID ? "default" : undefined);

@@ -17,7 +17,8 @@
  *
  * @module
  */
-import { createGateway, type Gateway, type LogSink } from "./app.ts";
+import { createGateway, type Gateway } from "./app.ts";
+import { jsonLogSink, type LogSink } from "./log.ts";
 import { ConfigError, parseConfigText } from "./config.ts";
 import {
   AgentLabelsObject,
@@ -46,8 +47,8 @@ export type WorkerContext = unknown;
 /** The Durable Object class holding one agent's labels (bound as `AGENT_LABELS` in wrangler.toml). */
 export class AgentLabels extends AgentLabelsObject {}
 
-/** One JSON log line; Workers collect console output as logs. */
-const log: LogSink = (record) => console.log(JSON.stringify(record));
+/** One JSON log line per record; Workers collect console output as logs. */
+let log: LogSink = jsonLogSink((line) => console.log(line));
 
 /** The gateway of this isolate, built on first use. */
 let gateway: Promise<Gateway> | undefined;
@@ -76,6 +77,7 @@ async function buildGateway(env: WorkerEnv): Promise<Gateway> {
     );
   }
   const vars = stringVars(env);
+  log = jsonLogSink((line) => console.log(line), vars.MCP_EDGE_GUARD_LOG_LEVEL ?? "info");
   const config = parseConfigText(env.MCP_EDGE_GUARD_CONFIG, vars, "MCP_EDGE_GUARD_CONFIG");
   const { plans, warnings } = await planServers(config, (g) => {
     const module = bundledGuards[g.name];

@@ -1,0 +1,16 @@
+import { assertEquals, assertThrows } from "@std/assert";
+import { jsonLogSink } from "../src/log.ts";
+
+Deno.test("log: records below the minimum level are dropped; decision records (no level) always kept", () => {
+  const lines: string[] = [];
+  const log = jsonLogSink((l) => lines.push(l), "warn");
+  log({ level: "debug", msg: "a" });
+  log({ level: "info", msg: "b" });
+  log({ level: "warn", msg: "c" });
+  log({ level: "error", msg: "d" });
+  log({ event: "tool_call", decision: "allow" });
+  const parsed = lines.map((l) => JSON.parse(l));
+  assertEquals(parsed.map((r) => r.msg ?? r.event), ["c", "d", "tool_call"]);
+  assertEquals(typeof parsed[0].time, "string");
+  assertThrows(() => jsonLogSink(() => {}, "verbose"), RangeError, "log level must be one of");
+});
