@@ -1,34 +1,47 @@
 /**
- * Gateway overhead benchmark: a guarded `tools/call` (demo guard, `list_issues {repo: "acme/web"}`)
- * through the gateway vs the same call straight to the demo upstream, over loopback, side by side.
+ * Gateway overhead benchmark: a guarded `tools/call` (`list_issues {repo: "acme/web"}`) through the
+ * gateway vs the same call straight to the demo upstream, over loopback, side by side.
  *
  * Setup (fairness): the demo upstream and the gateway run together in ONE child process, exactly as
  * `deno task start` runs the embedded demo; the load generator runs in this process. A separate
  * client process keeps the client's JSON and HTTP work off the server's event loop. On a 2-core VM
  * the client and the server each get about one core; the direct path then measures the upstream
  * alone in the same process that, for the gateway path, also runs the gateway, so both paths pay the
- * same client cost and differ only by the gateway. The gateway path does three upstream tools/calls
- * per request (the call itself and one `call_backend` get_repo each for label_resource and
- * label_response) plus the guard: that is what the ratio prices. Logging stays on (one JSON line per
- * call to stderr, discarded), as in production.
+ * same client cost and differ only by the gateway. Logging stays on (one JSON line per call to
+ * stderr, discarded), as in production.
+ *
+ * Two guarded targets per run:
+ * - `demo`: the demo guard (`guards/demo`), which asks the upstream `get_repo` once per request
+ *   (`call_backend`), so a guarded call is TWO sequential upstream tools/calls plus the guard;
+ * - `no-backend`: `test/fixtures/wat/bench/no_backend_guard.wat` (filter mode, empty labels, a read,
+ *   no fine-grained response labels, no `call_backend`), so the call prices the gateway, a fresh
+ *   instance and three guard calls only.
+ *
+ * The upstream answers every tools/call after a simulated latency of 0, 5 and 20 ms
+ * (`createDemoUpstream({ latencyMs })`; one server child per latency). 0 ms is the worst case for the
+ * ratios (an upstream answering from memory); with latency L the demo guard's path needs two
+ * sequential round trips, so its p50 ratio tends to 2 as L grows.
  *
  * Client: our own bounded HTTP client over `fetch` (one HTTP/1.1 connection per worker, a timeout
  * and a response size cap per request) driving raw JSON-RPC POSTs: each worker runs `initialize`
  * and `notifications/initialized` once on its own MCP session, then `tools/call` in a closed loop.
- * Concurrency 1, 8 and 64; direct and gateway rounds are interleaved (the order alternates) to cancel
- * drift. Targets: p50 ratio ≤ 1.25 at every concurrency, throughput ratio ≥ 0.8 at c=64.
+ * Concurrency 1, 8 and 64; the rounds of the three targets are interleaved (the order reverses every
+ * round) to cancel drift. Targets (demo guard, every latency): p50 ratio ≤ 1.25 at every concurrency,
+ * throughput ratio ≥ 0.8 at c=64.
  *
  * ```sh
  * deno run -A bench/gateway_bench.ts
  * BENCH_QUICK=1 deno run -A bench/gateway_bench.ts
+ * deno run -A bench/gateway_bench.ts --serve --latency-ms 20   # the server child alone
  * ```
  * Raw samples: bench/results/gateway.json.
  *
  * @module
  */
+import wabtInit from "wabt";
 import { parseConfig } from "../src/config.ts";
 import { createDemoUpstream } from "../src/demo/upstream.ts";
-import { demoConfig, startGateway } from "../src/main.ts";
+import { DEMO_POLICY, demoConfig, startGateway } from "../src/main.ts";
 import {
   type BenchOptions,
   type BenchReport,
@@ -45,6 +58,13 @@ import {
 
 /** Concurrency levels measured. */
 const CONCURRENCY = [1, 8, 64];
+/** Simulated upstream latencies (ms per tools/call): in-memory, a near region, a remote API. */
+const LATENCIES_MS = [0, 5, 20];
+/** The guard that never calls the backend. */
+const NO_BACKEND_GUARD = new URL("../test/fixtures/wat/bench/no_backend_guard.wat", import.meta.url);
+/** Gateway server ids of the two guarded targets. */
+const DEMO_SERVER = "demo";
+const NO_BACKEND_SERVER = "nobackend";
 /** Targets. */
 const P50_RATIO_TARGET = 1.25;
 const THROUGHPUT_RATIO_TARGET = 0.8;
@@ -66,47 +86,107 @@ interface Plan {
   warmupMs: number;
 }
 const FULL: Plan = { roundMs: 3000, rounds: 4, warmupMs: 1500 };
-const QUICK: Plan = { roundMs: 300, rounds: 1, warmupMs: 200 };
+const QUICK: Plan = { roundMs: 200, rounds: 1, warmupMs: 100 };
+/** Raw latencies are stored rounded to this many decimals of a ms (1 µs). */
+const RAW_DECIMALS = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Server side (child process): the embedded demo, upstream and gateway in one process.
 
-async function serve(): Promise<void> {
+/** Compiles the no-backend WAT guard into `<dir>/no_backend_guard.wasm`; returns its file URL. */
+async function writeNoBackendGuard(dir: string): Promise<URL> {
+  const wabt = await wabtInit();
+  const m = wabt.parseWat("no_backend_guard.wat", await Deno.readTextFile(NO_BACKEND_GUARD), {
+    bulk_memory: true,
+  });
+  try {
+    const url = new URL(`file://${dir}/no_backend_guard.wasm`);
+    await Deno.writeFile(url, new Uint8Array(m.toBinary({}).buffer));
+    return url;
+  } finally {
+    m.destroy();
+  }
+}
+
+/** The `--latency-ms N` argument of the server child (default 0). */
+function latencyArg(args: readonly string[]): number {
+  const i = args.indexOf("--latency-ms");
+  return i < 0 ? 0 : Number(args[i + 1]);
+}
+
+async function serve(latencyMs: number): Promise<void> {
   const ac = new AbortController();
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => ac.abort());
-  const upstream = createDemoUpstream();
-  const up = Deno.serve({ port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} }, upstream.fetch);
+  const upstream = createDemoUpstream({ latencyMs });
+  // `/stats` lets the client check how many upstream tools/calls a guarded call made.
+  const up = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} },
+    (req) => req.url.endsWith("/stats") ? Response.json(upstream.stats()) : upstream.fetch(req),
+  );
+  const upstreamUrl = `http://127.0.0.1:${up.addr.port}/mcp`;
   // The config wants a real port; 0 (any free port) is set after validation, as `--port 0` does.
-  const raw = demoConfig(`http://127.0.0.1:${up.addr.port}/mcp`, 8080, "127.0.0.1") as {
+  const raw = demoConfig(upstreamUrl, 8080, "127.0.0.1") as {
+    mcpServers: Record<string, unknown>;
+    guards: Record<string, unknown>;
     gateway: Record<string, unknown>;
   };
   raw.gateway.apiKey = API_KEY;
-  const config = parseConfig(raw, {});
-  config.gateway.port = 0;
-  const { server } = await startGateway(config, {
-    configBase: new URL(import.meta.url),
-    env: {},
-    signal: ac.signal,
-    log: (r) => console.error(JSON.stringify(r)),
-  });
-  console.log(JSON.stringify({
-    direct: `http://127.0.0.1:${up.addr.port}/mcp`,
-    gateway: `http://127.0.0.1:${server.addr.port}/mcp/demo`,
-  }));
-  await Promise.all([up.finished, server.finished]);
+  const dir = await Deno.makeTempDir({ prefix: "gateway-bench-" });
+  let gatewayFinished: Promise<void>;
+  try {
+    raw.guards[NO_BACKEND_SERVER] = { type: "wasm", path: (await writeNoBackendGuard(dir)).href };
+    raw.mcpServers[NO_BACKEND_SERVER] = {
+      type: "http",
+      url: upstreamUrl,
+      guard: NO_BACKEND_SERVER,
+      "guard-policies": DEMO_POLICY,
+    };
+    const config = parseConfig(raw, {});
+    config.gateway.port = 0;
+    const { server } = await startGateway(config, {
+      configBase: new URL(import.meta.url),
+      env: {},
+      signal: ac.signal,
+      log: (r) => console.error(JSON.stringify(r)),
+    });
+    gatewayFinished = server.finished;
+    const base = `http://127.0.0.1:${server.addr.port}/mcp`;
+    console.log(JSON.stringify({
+      direct: upstreamUrl,
+      stats: `http://127.0.0.1:${up.addr.port}/stats`,
+      demo: `${base}/${DEMO_SERVER}`,
+      noBackend: `${base}/${NO_BACKEND_SERVER}`,
+    }));
+  } finally {
+    // Guards are loaded (compiled) at startup; the file is not needed afterwards.
+    await Deno.remove(dir, { recursive: true });
+  }
+  await Promise.all([up.finished, gatewayFinished]);
   await upstream.close();
 }
 
 /** The server child process and its URLs. */
-interface ServerProcess {
+interface ServerUrls {
   direct: string;
-  gateway: string;
+  stats: string;
+  demo: string;
+  noBackend: string;
+}
+interface ServerProcess extends ServerUrls {
   stop(): Promise<void>;
 }
 
-async function startServer(): Promise<ServerProcess> {
+async function startServer(latencyMs: number): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-no-legacy-abort", new URL(import.meta.url).pathname, "--serve"],
+    args: [
+      "run",
+      "-A",
+      "--unstable-no-legacy-abort",
+      new URL(import.meta.url).pathname,
+      "--serve",
+      "--latency-ms",
+      String(latencyMs),
+    ],
     stdout: "piped",
     stderr: "null",
     stdin: "null",
@@ -150,7 +230,7 @@ async function startServer(): Promise<ServerProcess> {
   const drain = (async () => {
     while (!(await reader.read()).done) { /* discard */ }
   })();
-  const urls = JSON.parse(text.slice(0, text.indexOf("\n"))) as { direct: string; gateway: string };
+  const urls = JSON.parse(text.slice(0, text.indexOf("\n"))) as ServerUrls;
   return {
     ...urls,
     async stop() {
@@ -265,22 +345,49 @@ function parseRpcResponse(text: string, id: number): { result?: unknown; error?:
 
 const CALL = { name: "list_issues", arguments: { repo: "acme/web" } };
 
-/** Checks that the gateway really guards the call: #2 filtered, #1 and #3 returned. */
-async function sanityCheck(conn: McpConnection, guarded: boolean): Promise<void> {
-  const result = await conn.request("tools/call", CALL);
+/** Upstream tools/call counts per tool name, from the server child's `/stats`. */
+async function upstreamStats(url: string): Promise<Record<string, number>> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  return await res.json() as Record<string, number>;
+}
+
+/**
+ * Checks one call of a target: the demo guard filters #2 (a `[Filtered]` notice) and keeps #1 and
+ * #3; the direct call and the no-backend guard return all three. Also checks how many upstream
+ * tools/calls the call caused (`get_repo` once for the demo guard, never for the others).
+ */
+async function sanityCheck(t: Target, statsUrl: string): Promise<void> {
+  const before = await upstreamStats(statsUrl);
+  const result = await t.conns[0].request("tools/call", CALL);
+  const after = await upstreamStats(statsUrl);
   const text = JSON.stringify(result);
   const filtered = text.includes("[Filtered]") && !text.includes("Leaked token in logs");
-  if (guarded !== filtered || !text.includes("Rotate the staging keys")) {
+  const complete = !text.includes("[Filtered]") && text.includes("Leaked token in logs");
+  if (!(t.kind === "demo" ? filtered : complete) || !text.includes("Rotate the staging keys")) {
+    throw new BenchClientError(`unexpected ${t.name} list_issues result: ${text.slice(0, 300)}`);
+  }
+  const delta = (tool: string) => (after[tool] ?? 0) - (before[tool] ?? 0);
+  const expectedGetRepo = t.kind === "demo" ? 1 : 0;
+  if (delta("list_issues") !== 1 || delta("get_repo") !== expectedGetRepo) {
     throw new BenchClientError(
-      `unexpected ${guarded ? "gateway" : "direct"} list_issues result: ${text.slice(0, 300)}`,
+      `${t.name}: one call made ${delta("list_issues")} list_issues and ${delta("get_repo")} get_repo ` +
+        `upstream calls (expected 1 and ${expectedGetRepo})`,
     );
   }
 }
 
+/** What a target is: the upstream itself, or the gateway with one of the two guards. */
+type TargetKind = "direct" | "demo" | "no-backend";
+
 /** A pool of open connections per target, grown on demand and reused by every round. */
 class Target {
   readonly conns: McpConnection[] = [];
-  constructor(readonly name: string, readonly url: string, readonly headers: Record<string, string>) {}
+  constructor(
+    readonly name: string,
+    readonly kind: TargetKind,
+    readonly url: string,
+    readonly headers: Record<string, string>,
+  ) {}
 
   async ensure(n: number): Promise<void> {
     while (this.conns.length < n) {
@@ -301,80 +408,122 @@ class Target {
   }
 }
 
-/** Runs the gateway overhead benchmark; prints tables, writes bench/results/gateway.json. */
-export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
-  const plan = isQuick(opts) ? QUICK : FULL;
-  const server = await startServer();
-  const direct = new Target("direct", server.direct, {});
-  const gateway = new Target("gateway", server.gateway, {
-    authorization: `Bearer ${API_KEY}`,
-    "x-agent-id": AGENT_ID,
-  });
-  const results: Record<number, { direct: LoopResult[]; gateway: LoopResult[] }> = {};
+/** Rounds per target at one concurrency. */
+type Rounds = Record<TargetKind, LoopResult[]>;
+const KINDS: readonly TargetKind[] = ["direct", "demo", "no-backend"];
+
+/** Runs every concurrency against one server child whose upstream answers after `latencyMs`. */
+async function measureLatency(latencyMs: number, plan: Plan): Promise<Record<number, Rounds>> {
+  const server = await startServer(latencyMs);
+  const gatewayHeaders = { authorization: `Bearer ${API_KEY}`, "x-agent-id": AGENT_ID };
+  const targets = [
+    new Target("direct", "direct", server.direct, {}),
+    new Target("gateway (demo guard)", "demo", server.demo, gatewayHeaders),
+    new Target("gateway (no-backend guard)", "no-backend", server.noBackend, gatewayHeaders),
+  ];
+  const results: Record<number, Rounds> = {};
   try {
-    await direct.ensure(1);
-    await gateway.ensure(1);
-    await sanityCheck(direct.conns[0], false);
-    await sanityCheck(gateway.conns[0], true);
+    for (const t of targets) {
+      await t.ensure(1);
+      await sanityCheck(t, server.stats);
+    }
     for (const c of CONCURRENCY) {
-      await direct.ensure(c);
-      await gateway.ensure(c);
-      await direct.round(c, plan.warmupMs);
-      await gateway.round(c, plan.warmupMs);
-      results[c] = { direct: [], gateway: [] };
+      for (const t of targets) await t.ensure(c);
+      for (const t of targets) await t.round(c, plan.warmupMs);
+      results[c] = { direct: [], demo: [], "no-backend": [] };
       for (let r = 0; r < plan.rounds; r++) {
-        const order = r % 2 === 0 ? [direct, gateway] : [gateway, direct];
+        // The order reverses every round, so linear drift hits every target alike.
+        const order = r % 2 === 0 ? targets : [...targets].reverse();
         for (const t of order) {
           const res = await t.round(c, plan.roundMs);
           if (res.errors) {
-            throw new BenchClientError(`${t.name} c=${c}: ${res.errors} failed: ${res.firstError}`);
+            throw new BenchClientError(
+              `${t.name} c=${c} latency ${latencyMs} ms: ${res.errors} failed: ${res.firstError}`,
+            );
           }
-          results[c][t.name as "direct" | "gateway"].push(res);
+          results[c][t.kind].push(res);
         }
       }
     }
   } finally {
-    direct.close();
-    gateway.close();
+    for (const t of targets) t.close();
     await server.stop();
   }
+  return results;
+}
+
+const GUARD_LABEL: Record<Exclude<TargetKind, "direct">, string> = {
+  demo: "demo (get_repo)",
+  "no-backend": "no-backend",
+};
+
+/** Runs the gateway overhead benchmark; prints tables, writes bench/results/gateway.json. */
+export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
+  const plan = isQuick(opts) ? QUICK : FULL;
+  const results: Record<number, Record<number, Rounds>> = {};
+  for (const l of LATENCIES_MS) results[l] = await measureLatency(l, plan);
 
   const tput = (rs: LoopResult[]) => median(rs.map((r) => r.ops / (r.elapsedMs / 1000)));
   const lat = (rs: LoopResult[]) => summarize(rs.flatMap((r) => r.latencies));
   const rows: string[][] = [];
   const targets = [];
   const summary: Record<string, unknown> = {};
-  for (const c of CONCURRENCY) {
-    const d = lat(results[c].direct), g = lat(results[c].gateway);
-    const dt = tput(results[c].direct), gt = tput(results[c].gateway);
-    const p50r = ratio(g.p50, d.p50), p99r = ratio(g.p99, d.p99), tr = ratio(gt, dt);
-    rows.push([
-      String(c),
-      fmt(d.p50),
-      fmt(g.p50),
-      `${fmt(p50r)}x`,
-      fmt(d.p99),
-      fmt(g.p99),
-      `${fmt(p99r)}x`,
-      fmt(dt, 0),
-      fmt(gt, 0),
-      `${fmt(tr)}x`,
-    ]);
-    targets.push(target(`p50 latency ratio gateway/direct, c=${c}`, p50r, "<=", P50_RATIO_TARGET, "x"));
-    if (c === 64) {
-      targets.push(target(`throughput ratio gateway/direct, c=${c}`, tr, ">=", THROUGHPUT_RATIO_TARGET, "x"));
+  for (const l of LATENCIES_MS) {
+    for (const c of CONCURRENCY) {
+      const rs = results[l][c];
+      const d = lat(rs.direct), dt = tput(rs.direct);
+      const entry: Record<string, unknown> = { direct: { ...d, rps: dt } };
+      for (const kind of ["demo", "no-backend"] as const) {
+        const g = lat(rs[kind]), gt = tput(rs[kind]);
+        const p50r = ratio(g.p50, d.p50), p99r = ratio(g.p99, d.p99), tr = ratio(gt, dt);
+        rows.push([
+          String(l),
+          String(c),
+          GUARD_LABEL[kind],
+          fmt(d.p50),
+          fmt(g.p50),
+          `${fmt(p50r)}x`,
+          fmt(g.p50 - d.p50),
+          fmt(d.p99),
+          fmt(g.p99),
+          `${fmt(p99r)}x`,
+          fmt(dt, 0),
+          fmt(gt, 0),
+          `${fmt(tr)}x`,
+        ]);
+        entry[kind] = { ...g, rps: gt, p50Ratio: p50r, p99Ratio: p99r, rpsRatio: tr };
+        if (kind === "demo") {
+          targets.push(
+            target(`p50 ratio gateway/direct, upstream ${l} ms, c=${c}`, p50r, "<=", P50_RATIO_TARGET, "x"),
+          );
+          if (c === 64) {
+            targets.push(
+              target(
+                `throughput ratio gateway/direct, upstream ${l} ms, c=${c}`,
+                tr,
+                ">=",
+                THROUGHPUT_RATIO_TARGET,
+                "x",
+              ),
+            );
+          }
+        }
+      }
+      summary[`${l}ms/c${c}`] = entry;
     }
-    summary[c] = { direct: { ...d, rps: dt }, gateway: { ...g, rps: gt } };
   }
   const tables = [{
-    title:
-      `guarded tools/call list_issues acme/web, gateway vs direct (${plan.rounds} interleaved rounds of ` +
-      `${plan.roundMs} ms per target and concurrency; latency in ms, throughput in calls/s)`,
+    title: `guarded tools/call list_issues acme/web, gateway vs direct, upstream latency 0/5/20 ms ` +
+      `(${plan.rounds} interleaved rounds of ${plan.roundMs} ms per target; latency in ms, throughput in ` +
+      `calls/s; targets apply to the demo guard)`,
     header: [
+      "upstream ms",
       "c",
+      "guard",
       "direct p50",
       "gateway p50",
       "p50 ratio",
+      "p50 added",
       "direct p99",
       "gateway p99",
       "p99 ratio",
@@ -384,29 +533,30 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
     ],
     rows,
   }];
+  const rawRounds = (rs: LoopResult[]) =>
+    rs.map((r) => ({
+      ops: r.ops,
+      elapsedMs: r.elapsedMs,
+      latenciesMs: r.latencies.map((x) => Number(x.toFixed(RAW_DECIMALS))),
+    }));
   return await finish("gateway", opts, tables, targets, {
     plan,
-    setup:
-      "upstream + gateway in one child process; client in the parent; one connection and session per worker",
+    setup: "upstream + gateway in one child process per upstream latency; client in the parent; one " +
+      "connection and session per worker and target; demo guard = 2 upstream calls per guarded call, " +
+      "no-backend guard = 1",
     summary,
     rounds: Object.fromEntries(
-      CONCURRENCY.map((c) => [c, {
-        direct: results[c].direct.map((r) => ({
-          ops: r.ops,
-          elapsedMs: r.elapsedMs,
-          latenciesMs: r.latencies,
-        })),
-        gateway: results[c].gateway.map((r) => ({
-          ops: r.ops,
-          elapsedMs: r.elapsedMs,
-          latenciesMs: r.latencies,
-        })),
-      }]),
+      LATENCIES_MS.map((l) => [
+        `${l}ms`,
+        Object.fromEntries(
+          CONCURRENCY.map((c) => [c, Object.fromEntries(KINDS.map((k) => [k, rawRounds(results[l][c][k])]))]),
+        ),
+      ]),
     ),
   });
 }
 
 if (import.meta.main) {
-  if (Deno.args[0] === "--serve") await serve();
+  if (Deno.args[0] === "--serve") await serve(latencyArg(Deno.args));
   else await run();
 }

@@ -211,11 +211,23 @@ export async function finish(
     resultsFile,
     JSON.stringify(
       { name, date: new Date().toISOString(), machine: machineNote(), quick, tables: all, targets, raw },
-      null,
-      1,
+      capSamples,
     ),
   );
   return { name, quick, tables: all, targets, resultsFile };
+}
+
+/**
+ * Largest sample array kept whole in a results file. A throughput run collects 10⁵-10⁶ latencies;
+ * longer arrays are kept as an evenly strided subset (`{count, stride, samples}`), which preserves the
+ * distribution while keeping results files small enough to commit.
+ */
+export const MAX_RAW_SAMPLES = 10_000;
+
+function capSamples(_key: string, value: unknown): unknown {
+  if (!Array.isArray(value) || value.length <= MAX_RAW_SAMPLES || typeof value[0] !== "number") return value;
+  const stride = Math.ceil(value.length / MAX_RAW_SAMPLES);
+  return { count: value.length, stride, samples: value.filter((_, i) => i % stride === 0) };
 }
 
 /** A FIFO mutex: `run(fn)` waits for every earlier holder, then runs `fn` alone. */

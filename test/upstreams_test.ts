@@ -3,13 +3,25 @@
  * the demo upstream through the official SDK client, the conformance suite against our fixture, and
  * server-everything as a real child process.
  */
-import { assert, assertEquals, assertGreater, assertRejects, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreater,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
 // The SDK's "./*" export maps types to "*.d.ts", so "x.js" would look for "x.js.d.ts": point at the types.
 // @ts-types="@modelcontextprotocol/sdk/client/index"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 // @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { createDemoUpstream, DEMO_ISSUES, type DemoUpstream } from "../src/demo/upstream.ts";
+import {
+  createDemoUpstream,
+  DEMO_ISSUES,
+  type DemoUpstream,
+  MAX_DEMO_LATENCY_MS,
+} from "../src/demo/upstream.ts";
 import { startConformanceUpstream } from "./fixtures/conformance-upstream.ts";
 import {
   ACTIVE_SERVER_SCENARIOS,
@@ -105,6 +117,48 @@ Deno.test("demo upstream serves the exact demo data to the SDK client", async ()
     await client.close();
     await stop();
   }
+});
+
+/** Simulated upstream latency used by the latency test: long enough to dwarf loopback round trips. */
+const TEST_LATENCY_MS = 60;
+/** Timers fire on a millisecond clock; a wait may be measured up to this much short of its delay. */
+const TIMER_GRANULARITY_MS = 1;
+
+Deno.test("demo upstream latencyMs: every tools/call waits at least that long", async () => {
+  const upstream = createDemoUpstream({ latencyMs: TEST_LATENCY_MS });
+  const { url, stop } = serveDemo(upstream);
+  const client = await connect(url);
+  try {
+    for (
+      const [name, args] of [["get_repo", { repo: "acme/web" }], ["list_issues", {
+        repo: "acme/web",
+      }]] as const
+    ) {
+      const t0 = performance.now();
+      const res = await client.callTool({ name, arguments: args });
+      const elapsed = performance.now() - t0;
+      assertEquals(res.isError, undefined, `${name} failed: ${JSON.stringify(res)}`);
+      assert(
+        elapsed >= TEST_LATENCY_MS - TIMER_GRANULARITY_MS,
+        `${name} answered after ${elapsed.toFixed(1)} ms, before the simulated ${TEST_LATENCY_MS} ms`,
+      );
+    }
+    const web = await client.callTool({ name: "get_repo", arguments: { repo: "acme/web" } });
+    assertEquals(web.structuredContent, { full_name: "acme/web", visibility: "private" });
+    assertEquals(upstream.stats(), { get_repo: 2, list_issues: 1 });
+  } finally {
+    await client.close();
+    await stop();
+  }
+});
+
+Deno.test("demo upstream latencyMs: a value that is not an integer from 0 to 60000 is a RangeError", () => {
+  for (const bad of [-1, 1.5, 60_001, Number.NaN, Infinity, "5" as unknown as number]) {
+    const err = assertThrows(() => createDemoUpstream({ latencyMs: bad }), RangeError);
+    assertStringIncludes(err.message, "latencyMs");
+  }
+  // The bounds themselves are accepted (nothing is started until a request arrives).
+  for (const ok of [0, MAX_DEMO_LATENCY_MS]) createDemoUpstream({ latencyMs: ok });
 });
 
 Deno.test("demo upstream create_issue is kept per instance and counted in stats()", async () => {

@@ -117,7 +117,16 @@ export interface DemoUpstreamOptions {
    * which Cloudflare Workers forbid; pass the SDK's `CfWorkerJsonSchemaValidator` there.
    */
   jsonSchemaValidator?: jsonSchemaValidator;
+  /**
+   * Simulates a remote upstream: every tools/call waits this long before answering, in milliseconds
+   * (an integer from 0 to {@link MAX_DEMO_LATENCY_MS}; default 0, answer at once). The wait ends early
+   * when the call is cancelled.
+   */
+  latencyMs?: number;
 }
+
+/** Largest `latencyMs` accepted: a minute, so a typo cannot park every call for hours. */
+export const MAX_DEMO_LATENCY_MS = 60_000;
 
 /** A running demo upstream: a web-standard handler plus test hooks. */
 export interface DemoUpstream {
@@ -186,75 +195,112 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * Wraps a tool handler so that it waits `latencyMs` (or until the call is cancelled) before running.
+ * With 0 the handler is returned unchanged, so the default path has no extra await.
+ */
+function withLatency<A extends unknown[], R>(
+  latencyMs: number,
+  handler: (...args: A) => R,
+): (...args: A) => R | Promise<Awaited<R>> {
+  if (latencyMs === 0) return handler;
+  return async (...args: A): Promise<Awaited<R>> => {
+    const extra = args[args.length - 1] as { signal: AbortSignal };
+    await sleep(latencyMs, extra.signal);
+    return await handler(...args);
+  };
+}
+
 const repoArg = z.string().describe('Repository full name, e.g. "acme/web"');
 
 function buildServer(issues: IssueStore, options: DemoUpstreamOptions): McpServer {
+  const latency = options.latencyMs ?? 0;
   const server = new McpServer(DEMO_SERVER_INFO, {
     capabilities: { tools: {} },
     ...(options.jsonSchemaValidator ? { jsonSchemaValidator: options.jsonSchemaValidator } : {}),
   });
 
-  server.registerTool("get_repo", {
-    description: "Get a repository's name and visibility.",
-    inputSchema: { repo: repoArg },
-  }, ({ repo }) => {
-    const found = DEMO_REPOS.find((r) => r.full_name === repo);
-    return found
-      ? jsonResult({ full_name: found.full_name, visibility: found.visibility })
-      : unknownRepo(repo);
-  });
-
-  server.registerTool("list_issues", {
-    description: "List the issues of a repository.",
-    inputSchema: { repo: repoArg },
-  }, ({ repo }) => {
-    const list = issues.get(repo);
-    if (!list) return unknownRepo(repo);
-    return jsonResult({ repo, total_count: list.length, items: list.map((i) => ({ ...i })) });
-  });
-
-  server.registerTool("get_issue", {
-    description: "Get one issue of a repository by number.",
-    inputSchema: { repo: repoArg, number: z.number().int().positive().describe("Issue number") },
-  }, ({ repo, number }) => {
-    const list = issues.get(repo);
-    if (!list) return unknownRepo(repo);
-    const issue = list.find((i) => i.number === number);
-    return issue ? jsonResult({ ...issue, repo }) : errorResult(`Issue not found: ${repo}#${number}`);
-  });
-
-  server.registerTool("create_issue", {
-    description: "Open a new issue in a repository.",
-    inputSchema: { repo: repoArg, title: z.string().min(1), body: z.string() },
-  }, ({ repo, title, body }) => {
-    const list = issues.get(repo);
-    if (!list) return unknownRepo(repo);
-    const number = list.reduce((max, i) => Math.max(max, i.number), 0) + 1;
-    list.push({ number, title, body, author: CREATED_ISSUE_AUTHOR, author_association: "NONE" });
-    return jsonResult({ number, repo, created: true });
-  });
-
-  server.registerTool("slow_echo", {
-    description: "Echo text after waiting `ms` milliseconds, reporting progress while waiting.",
-    inputSchema: {
-      text: z.string(),
-      ms: z.number().int().min(0).max(SLOW_ECHO_MAX_MS).describe("How long to wait"),
+  server.registerTool(
+    "get_repo",
+    {
+      description: "Get a repository's name and visibility.",
+      inputSchema: { repo: repoArg },
     },
-  }, async ({ text, ms }, extra) => {
-    const token = extra._meta?.progressToken;
-    const ticks = Math.max(1, Math.ceil(ms / SLOW_ECHO_PROGRESS_INTERVAL_MS));
-    for (let tick = 1; tick <= ticks && !extra.signal.aborted; tick++) {
-      await sleep(ms / ticks, extra.signal);
-      if (token !== undefined && !extra.signal.aborted) {
-        await extra.sendNotification({
-          method: "notifications/progress",
-          params: { progressToken: token, progress: tick, total: ticks },
-        });
+    withLatency(latency, ({ repo }) => {
+      const found = DEMO_REPOS.find((r) => r.full_name === repo);
+      return found
+        ? jsonResult({ full_name: found.full_name, visibility: found.visibility })
+        : unknownRepo(repo);
+    }),
+  );
+
+  server.registerTool(
+    "list_issues",
+    {
+      description: "List the issues of a repository.",
+      inputSchema: { repo: repoArg },
+    },
+    withLatency(latency, ({ repo }) => {
+      const list = issues.get(repo);
+      if (!list) return unknownRepo(repo);
+      return jsonResult({ repo, total_count: list.length, items: list.map((i) => ({ ...i })) });
+    }),
+  );
+
+  server.registerTool(
+    "get_issue",
+    {
+      description: "Get one issue of a repository by number.",
+      inputSchema: { repo: repoArg, number: z.number().int().positive().describe("Issue number") },
+    },
+    withLatency(latency, ({ repo, number }) => {
+      const list = issues.get(repo);
+      if (!list) return unknownRepo(repo);
+      const issue = list.find((i) => i.number === number);
+      return issue ? jsonResult({ ...issue, repo }) : errorResult(`Issue not found: ${repo}#${number}`);
+    }),
+  );
+
+  server.registerTool(
+    "create_issue",
+    {
+      description: "Open a new issue in a repository.",
+      inputSchema: { repo: repoArg, title: z.string().min(1), body: z.string() },
+    },
+    withLatency(latency, ({ repo, title, body }) => {
+      const list = issues.get(repo);
+      if (!list) return unknownRepo(repo);
+      const number = list.reduce((max, i) => Math.max(max, i.number), 0) + 1;
+      list.push({ number, title, body, author: CREATED_ISSUE_AUTHOR, author_association: "NONE" });
+      return jsonResult({ number, repo, created: true });
+    }),
+  );
+
+  server.registerTool(
+    "slow_echo",
+    {
+      description: "Echo text after waiting `ms` milliseconds, reporting progress while waiting.",
+      inputSchema: {
+        text: z.string(),
+        ms: z.number().int().min(0).max(SLOW_ECHO_MAX_MS).describe("How long to wait"),
+      },
+    },
+    withLatency(latency, async ({ text, ms }, extra) => {
+      const token = extra._meta?.progressToken;
+      const ticks = Math.max(1, Math.ceil(ms / SLOW_ECHO_PROGRESS_INTERVAL_MS));
+      for (let tick = 1; tick <= ticks && !extra.signal.aborted; tick++) {
+        await sleep(ms / ticks, extra.signal);
+        if (token !== undefined && !extra.signal.aborted) {
+          await extra.sendNotification({
+            method: "notifications/progress",
+            params: { progressToken: token, progress: tick, total: ticks },
+          });
+        }
       }
-    }
-    if (extra.signal.aborted) return errorResult("slow_echo cancelled");
-    return jsonResult({ text, waited_ms: ms });
-  });
+      if (extra.signal.aborted) return errorResult("slow_echo cancelled");
+      return jsonResult({ text, waited_ms: ms });
+    }),
+  );
 
   return server;
 }
@@ -267,11 +313,13 @@ function buildServer(issues: IssueStore, options: DemoUpstreamOptions): McpServe
  * closed session gets **404** `-32001` (so spec-following clients re-initialize); a GET/DELETE without a
  * session gets 400; other methods get 405. Tools: `get_repo`, `list_issues`, `get_issue`,
  * `create_issue` (kept in memory per `createDemoUpstream()` instance, shared by its sessions) and
- * `slow_echo` (progress notifications while it waits; honours cancellation).
+ * `slow_echo` (progress notifications while it waits; honours cancellation). With `latencyMs` every
+ * tools/call waits that long before answering (a simulated remote upstream); a `latencyMs` that is not
+ * an integer from 0 to {@link MAX_DEMO_LATENCY_MS} throws a `RangeError`.
  *
  * @example
  * ```ts
- * const upstream = createDemoUpstream();
+ * const upstream = createDemoUpstream(); // or createDemoUpstream({ latencyMs: 20 })
  * const server = Deno.serve({ hostname: "127.0.0.1", port: 0 }, upstream.fetch);
  * // ... an MCP client talks to http://127.0.0.1:<port>/mcp ...
  * await upstream.close();
@@ -279,6 +327,14 @@ function buildServer(issues: IssueStore, options: DemoUpstreamOptions): McpServe
  * ```
  */
 export function createDemoUpstream(options: DemoUpstreamOptions = {}): DemoUpstream {
+  const latency = options.latencyMs ?? 0;
+  if (!Number.isInteger(latency) || latency < 0 || latency > MAX_DEMO_LATENCY_MS) {
+    throw new RangeError(
+      `createDemoUpstream: latencyMs must be an integer from 0 to ${MAX_DEMO_LATENCY_MS}, got ${
+        String(options.latencyMs)
+      }`,
+    );
+  }
   const issues = newIssueStore();
   const sessions = new Map<string, Session>();
   const callCounts = new Map<string, number>();
