@@ -299,7 +299,8 @@ Deno.test("label_response: undecodable path labels", () => {
 
 Deno.test("label_resource / legacy items: a tag list that is not an array fails closed (never read as public)", () => {
   assertThrows(
-    () => parseLabelResourceOutput('{"resource":{"secrecy":"private:acme","integrity":[]},"operation":"read"}'),
+    () =>
+      parseLabelResourceOutput('{"resource":{"secrecy":"private:acme","integrity":[]},"operation":"read"}'),
     GuardOutputError,
     "secrecy must be an array of strings, got string",
   );
