@@ -83,7 +83,7 @@ async function configuredOutFile(guardDir: string): Promise<string> {
  *
  * @example
  * ```ts
- * const { bytes, ms } = await buildGuard("/…/guards/demo", "/tmp/x/demo-guard.wasm");
+ * const { bytes, ms } = await buildGuard("guards/demo", await Deno.makeTempFile({ suffix: ".wasm" }));
  * ```
  * @throws {GuardBuildError} with the compiler's output when compilation fails.
  */
