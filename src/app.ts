@@ -26,6 +26,7 @@ import { checkMethod, createMcpProxy, type McpProxy, type ToolCallHook, type Ups
 import type { ServerPlan } from "./registry.ts";
 import { ErrorCode } from "./mcp/jsonrpc.ts";
 import type { LogSink } from "./log.ts";
+import { GATEWAY_VERSION } from "./version.ts";
 
 export type { LogSink } from "./log.ts";
 
@@ -48,8 +49,7 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-/** Package version reported by `/health` and `initialize`. */
-export const GATEWAY_VERSION = "0.1.0";
+export { GATEWAY_VERSION } from "./version.ts";
 
 /**
  * Builds the gateway.

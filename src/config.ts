@@ -15,6 +15,7 @@
  * @module
  */
 import { type GuardLimits, resolveLimits } from "./guard/limits.ts";
+import { UNIFIED_TOOL_SEPARATOR } from "./mcp/proxy.ts";
 
 /** A configuration problem. `path` is the JSON path of the bad field, e.g. `mcpServers.github.url`. */
 export class ConfigError extends Error {
@@ -239,7 +240,7 @@ function parseServer(id: string, raw: unknown, warnings: string[]): ServerConfig
       "server id must be 1-64 characters of letters, digits, '_', '.', '-' (used in URLs)",
     );
   }
-  if (id.includes("___")) {
+  if (id.includes(UNIFIED_TOOL_SEPARATOR)) {
     throw new ConfigError(path, "server id must not contain '___' (the unified tool separator)");
   }
   const o = expectObj(raw, path);

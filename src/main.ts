@@ -16,7 +16,7 @@
  */
 import { parseArgs } from "node:util";
 import { createGateway, type Gateway, type LogSink } from "./app.ts";
-import { ConfigError, type GatewayConfig, parseConfig } from "./config.ts";
+import { ConfigError, type GatewayConfig, parseConfig, parseConfigText } from "./config.ts";
 import { createDemoUpstream } from "./demo/upstream.ts";
 import {
   type AgentLabelStore,
@@ -43,14 +43,6 @@ export function demoConfig(upstreamUrl: string, port: number, hostname: string):
     guards: { demo: { type: "wasm", path: DEMO_GUARD_URL.href } },
     gateway: { port, hostname },
   };
-}
-
-function parseJson(text: string, source: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError("(root)", `${source} is not valid JSON: ${(e as Error).message}`);
-  }
 }
 
 /** One JSON log line on stderr per record (`MCP_EDGE_GUARD_LOG_LEVEL`, default `info`). */
@@ -155,7 +147,7 @@ if (import.meta.main) {
         `must be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
       );
     }
-    let raw: unknown;
+    let config: GatewayConfig;
     let base = new URL(`file://${Deno.cwd()}/`);
     let demo = false;
     if (values.config !== undefined) {
@@ -163,10 +155,10 @@ if (import.meta.main) {
       const text = await Deno.readTextFile(file).catch((e) => {
         throw new ConfigError("--config", `cannot read ${values.config}: ${e.message}`);
       });
-      raw = parseJson(text, values.config);
+      config = parseConfigText(text, env, values.config);
       base = file;
     } else if (env.MCP_EDGE_GUARD_CONFIG) {
-      raw = parseJson(env.MCP_EDGE_GUARD_CONFIG, "MCP_EDGE_GUARD_CONFIG");
+      config = parseConfigText(env.MCP_EDGE_GUARD_CONFIG, env, "MCP_EDGE_GUARD_CONFIG");
     } else {
       demo = true;
       const upstream = createDemoUpstream();
@@ -174,9 +166,9 @@ if (import.meta.main) {
         { port: 0, hostname: "127.0.0.1", signal: controller.signal, onListen() {} },
         upstream.fetch,
       );
-      raw = demoConfig(`http://127.0.0.1:${up.addr.port}/mcp`, port ?? 8080, values.hostname ?? "127.0.0.1");
+      const url = `http://127.0.0.1:${up.addr.port}/mcp`;
+      config = parseConfig(demoConfig(url, port ?? 8080, values.hostname ?? "127.0.0.1"), env);
     }
-    const config = parseConfig(raw, env);
     if (port !== undefined) config.gateway.port = port;
     if (values.hostname !== undefined) config.gateway.hostname = values.hostname;
     await startGateway(config, {

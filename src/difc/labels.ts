@@ -23,11 +23,6 @@ export interface LabeledResource extends Labels {
   description: string;
 }
 
-/** The empty label pair (public, no integrity). A fresh object each call. */
-export function emptyLabels(): Labels {
-  return { secrecy: [], integrity: [] };
-}
-
 /**
  * Normalises tags into a set: de-duplicated, sorted by code unit.
  *

@@ -152,9 +152,8 @@ async function sha256Hex(text: string): Promise<string> {
 }
 
 /**
- * Per policy object (config policies are long-lived constants), the `label_agent` input and its
- * once-key, computed once instead of on every call: validation, canonical JSON and SHA-256 were a
- * measurable share of a guarded call's CPU.
+ * The `label_agent` input and its once-key, cached per policy object (config policies are constants
+ * for the life of the isolate) and per guard type, server and trusted bots.
  */
 const labelAgentInputs = new WeakMap<object, Map<string, Promise<{ json: string; onceKey: string }>>>();
 
@@ -304,6 +303,7 @@ export async function beginToolCall(
   }
   let mode = req.defaultMode;
   try {
+    let agent: Labels | undefined;
     if (req.policy !== null && req.policy !== undefined) {
       let agentOut;
       let onceKey: string;
@@ -314,11 +314,12 @@ export async function beginToolCall(
       } catch (e) {
         throw guardFailure("guard session initialization failed: LabelAgent failed: ", "label_agent", e);
       }
-      await storeOp(() => deps.store.addLabels(req.agentId, agentOut, onceKey));
+      // addLabels resolves to the agent's labels after the union: no second store round trip.
+      agent = await storeOp(() => deps.store.addLabels(req.agentId, agentOut, onceKey));
       mode = agentOut.mode;
       record.fields.mode = mode;
     }
-    const agent = await storeOp(() => deps.store.get(req.agentId));
+    agent ??= await storeOp(() => deps.store.get(req.agentId));
     let labeled;
     try {
       const input = canonicalJson({ capabilities: {}, tool_args: args, tool_name: req.toolName });

@@ -38,6 +38,7 @@ import {
   FUEL_GLOBAL_EXPORT,
   FUEL_IMPORT_MODULE,
   FUEL_IMPORT_NAME,
+  FUEL_INITIAL,
   inspectGuard,
   type PreparedMark,
   prepareGuard,
@@ -45,8 +46,6 @@ import {
 } from "./prepare.ts";
 import { createWasi, ProcExit, WASI_FUNCTION_NAMES } from "./wasi.ts";
 
-/** The value the preparer gives the fuel global; the budget of a start function's first slice. */
-const PREPARED_FUEL_INITIAL = 1_000_000;
 /** The three labeling exports, in the order the reference validates them. */
 const LABEL_EXPORTS = ["label_resource", "label_response", "label_agent"] as const;
 /** The label exports take (input_ptr, input_len, output_ptr, output_size). */
@@ -299,7 +298,7 @@ class WasmGuardSession implements GuardSession {
     this.#ctx = ctx;
     this.#limits = guard.limits;
     const t0 = performance.now();
-    this.#call = this.#newCall(PREPARED_FUEL_INITIAL);
+    this.#call = this.#newCall(FUEL_INITIAL);
     try {
       if (ctx.signal.aborted) throw this.#abortError();
       const instance = new WebAssembly.Instance(guard.module, this.#imports());
@@ -794,9 +793,9 @@ function findMemory(exports: WebAssembly.Exports): WebAssembly.Memory | undefine
 function startFunctionOutOfFuel(): GuardError {
   return new GuardError(
     "fuel",
-    `the start function ran out of its instantiation fuel (${PREPARED_FUEL_INITIAL} units) or called ` +
+    `the start function ran out of its instantiation fuel (${FUEL_INITIAL} units) or called ` +
       "call_backend, which cannot run before the instance exists",
-    { limit: "fuel", value: PREPARED_FUEL_INITIAL },
+    { limit: "fuel", value: FUEL_INITIAL },
   );
 }
 

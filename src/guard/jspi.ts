@@ -25,12 +25,6 @@ declare global {
   }
 }
 
-/** True when this runtime has JSPI (`WebAssembly.Suspending` and `WebAssembly.promising`). */
-export function hasJspi(): boolean {
-  const wa = WebAssembly as unknown as Record<string, unknown>;
-  return typeof wa.Suspending === "function" && typeof wa.promising === "function";
-}
-
 /**
  * Throws unless JSPI is available. Call it once at startup so that a runtime without JSPI fails
  * loudly instead of failing on the first guarded request.

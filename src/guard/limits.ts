@@ -12,6 +12,8 @@
 
 /** A WebAssembly page is 64 KiB. */
 export const WASM_PAGE_BYTES = 65_536;
+/** Largest 32-bit memory: 65536 pages = 4 GiB. */
+export const MAX_WASM32_PAGES = 65_536;
 
 /** Every limit a guard call runs under. All are per export call unless stated otherwise. */
 export interface GuardLimits {
@@ -113,8 +115,10 @@ export function resolveLimits(partial: Partial<GuardLimits> = {}): GuardLimits {
       throw new RangeError(`limits.${k} must be a positive integer, got ${JSON.stringify(v)}`);
     }
   }
-  if (out.maxMemoryPages > 65_536) {
-    throw new RangeError(`limits.maxMemoryPages must be at most 65536 (4 GiB), got ${out.maxMemoryPages}`);
+  if (out.maxMemoryPages > MAX_WASM32_PAGES) {
+    throw new RangeError(
+      `limits.maxMemoryPages must be at most ${MAX_WASM32_PAGES} (4 GiB), got ${out.maxMemoryPages}`,
+    );
   }
   if (out.initialOutputBytes > out.maxOutputBytes) {
     throw new RangeError(

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { GuardError } from "./limits.ts";
+import { DEFAULT_LIMITS, GuardError, MAX_WASM32_PAGES } from "./limits.ts";
 import { ENV_MODULE, ENV_SIGNATURES, WASI_MODULE, WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
 import { type ExternKind, formatFuncType, funcTypeOf, type ModuleInfo, parseModule } from "./wasm/module.ts";
 import { type FuelScheme, rewriteModule } from "./wasm/rewrite.ts";
@@ -28,11 +28,9 @@ export const FUEL_GLOBAL_EXPORT = "__mcp_edge_guard_fuel";
 export const PREPARED_SECTION = "mcp_edge_guard.prepared";
 
 /** Reference memory cap: 512 pages = 32 MiB (`WithMemoryLimitPages(512)`). */
-const DEFAULT_MAX_MEMORY_PAGES = 512;
-/** Largest 32-bit memory: 65536 pages = 4 GiB. */
-const MAX_WASM32_PAGES = 65_536;
+const DEFAULT_MAX_MEMORY_PAGES = DEFAULT_LIMITS.maxMemoryPages;
 /** Initial fuel counter, so a start function runs before the host can set the global. */
-const FUEL_INITIAL = 1_000_000;
+export const FUEL_INITIAL = 1_000_000;
 /** Version of the `PreparedMark` format. */
 const MARK_VERSION = 1;
 

@@ -39,10 +39,17 @@ export function constantTimeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
-/** Hex of the first 8 bytes of SHA-256(text). */
-async function shortHash(text: string): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
-  return Array.from(d.subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+/** Hex of the first 8 bytes of SHA-256(text), computed once per distinct key (the configured one). */
+const shortHashes = new Map<string, Promise<string>>();
+function shortHash(text: string): Promise<string> {
+  let h = shortHashes.get(text);
+  if (!h) {
+    h = crypto.subtle.digest("SHA-256", encoder.encode(text)).then((d) =>
+      Array.from(new Uint8Array(d).subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join("")
+    );
+    if (shortHashes.size < 16) shortHashes.set(text, h); // only configured keys get here; bound it anyway
+  }
+  return h;
 }
 
 /**

@@ -10,7 +10,7 @@
  * await proxy.close()
  * ```
  *
- * Final shape of the contract:
+ * The contract:
  * - {@link ToolCallHook.begin} receives `{ upstream, name, args, id, signal, agentId, backend, backendRef }`.
  *   `backend` is a ready {@link BackendCaller} bound to the agent's upstream session; `backendRef` is
  *   the same target for {@link McpProxy.callBackend}.
@@ -56,7 +56,14 @@ import {
   toErrorObject,
 } from "./jsonrpc.ts";
 import { parseSseStream, serializeSseBlock, type SseBlock } from "./sse.ts";
-import { agentResponseHeaders, isEventStream, isJson, upstreamRequestHeaders } from "./headers.ts";
+import {
+  agentResponseHeaders,
+  isEventStream,
+  isJson,
+  MODERN_PROTOCOL_VERSION,
+  upstreamRequestHeaders,
+} from "./headers.ts";
+import { GATEWAY_VERSION } from "../version.ts";
 import {
   GatewaySession,
   GatewaySessionStore,
@@ -150,7 +157,7 @@ export const MAX_UPSTREAM_JSON_BYTES = 32 * 1024 * 1024;
 /** Pages of `tools/list` fetched per upstream in unified mode: bounds a server that never ends. */
 const MAX_TOOLS_LIST_PAGES = 100;
 /** Gateway name in unified `initialize` results. */
-const GATEWAY_INFO = { name: "mcp-edge-guard", version: "0.1.0" };
+const GATEWAY_INFO = { name: "mcp-edge-guard", version: GATEWAY_VERSION };
 
 /**
  * Rejects methods the MCP endpoint does not serve: 405 with `Allow`, else `undefined`.
@@ -273,8 +280,6 @@ class Exchange {
   constructor(
     readonly upstream: Upstream,
     readonly gw: GatewaySession | undefined,
-    /** GET streams withhold responses (see the module doc). */
-    readonly isGet = false,
   ) {}
 
   /** Aborts every guard still waiting and forgets the expectations. */
@@ -527,7 +532,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
   }
 
   async function forward(p: ForwardParams): Promise<Response> {
-    const ex = new Exchange(p.upstream, p.gw, false);
+    const ex = new Exchange(p.upstream, p.gw);
     const local: JsonRpcMessage[] = [];
     const send: JsonRpcMessage[] = [];
     const ac = new AbortController();
@@ -840,7 +845,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     const up = opts.upstreams.get(ref.upstreamId);
     if (!up) throw new UpstreamError(ref.upstreamId, "is not configured");
     const params: Record<string, unknown> = { name, arguments: args ?? {} };
-    if (ref.protocolVersion === "2026-07-28") {
+    if (ref.protocolVersion === MODERN_PROTOCOL_VERSION) {
       params._meta = { "io.modelcontextprotocol/protocolVersion": ref.protocolVersion };
     }
     const msg: JsonRpcRequest = {
@@ -938,7 +943,8 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     }
     const outHeaders = agentResponseHeaders(up.headers, up.headers.get("mcp-session-id") ?? undefined);
     if (req.method === "GET" && up.ok && up.body && isEventStream(up.headers)) {
-      const ex = new Exchange(upstream, undefined, true);
+      // No pending requests: every response on a GET stream is withheld (see the module doc).
+      const ex = new Exchange(upstream, undefined);
       return new Response(relaySse(up.body, ex, [], () => undefined, () => {}), {
         status: up.status,
         headers: outHeaders,

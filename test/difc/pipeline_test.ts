@@ -727,9 +727,21 @@ Deno.test("missing item labels fail the call instead of releasing or crashing", 
 Deno.test("a broken store fails closed", async () => {
   const store = new MemoryAgentLabelStore();
   store.get = () => Promise.reject(new Error("kv unavailable"));
+  store.addLabels = () => Promise.reject(new Error("kv unavailable"));
   const s = setup(scripted({ agent: agentAnswer([], []), resource: resourceAnswer("read") }), store);
   await expectDifcError(
     beginToolCall(s.req(), s.deps, ctx()),
+    DIFC_ERROR_CODES.LABEL_STORE_FAILURE,
+    "agent label store failed: kv unavailable",
+  );
+});
+
+Deno.test("a broken store fails closed without a policy too (labels are read, not added)", async () => {
+  const store = new MemoryAgentLabelStore();
+  store.get = () => Promise.reject(new Error("kv unavailable"));
+  const s = setup(scripted({ resource: resourceAnswer("read") }), store);
+  await expectDifcError(
+    beginToolCall(s.req({ policy: null }), s.deps, ctx()),
     DIFC_ERROR_CODES.LABEL_STORE_FAILURE,
     "agent label store failed: kv unavailable",
   );

@@ -180,10 +180,3 @@ export class Writer {
     return this.buf.subarray(0, this.len);
   }
 }
-
-/** Encodes one unsigned LEB128 value on its own. */
-export function encodeU32(v: number): Uint8Array {
-  const w = new Writer(16);
-  w.u32(v);
-  return w.finish();
-}
