@@ -19,7 +19,7 @@
 import { parseArgs } from "node:util";
 import type { BackendCaller, GuardLogger, GuardUsage } from "../difc/guard.ts";
 import { loadGuardModule } from "../guard/host.ts";
-import { sortedJson } from "../guard/json.ts";
+import { canonicalJson } from "../difc/payload.ts";
 import { GuardError, type GuardLimits, resolveLimits } from "../guard/limits.ts";
 import { inspectGuard, prepareGuard } from "../guard/prepare.ts";
 
@@ -49,8 +49,10 @@ export interface BackendFixture {
  */
 export function fixtureBackend(fixtures: BackendFixture[]): BackendCaller {
   return (tool, args) => {
-    const key = sortedJson(args);
-    const hit = fixtures.find((f) => f.tool === tool && (f.args === undefined || sortedJson(f.args) === key));
+    const key = canonicalJson(args);
+    const hit = fixtures.find((f) =>
+      f.tool === tool && (f.args === undefined || canonicalJson(f.args) === key)
+    );
     return hit ? Promise.resolve(hit.result) : Promise.reject(new Error(`no fixture for ${tool} ${key}`));
   };
 }
@@ -181,16 +183,16 @@ async function call(file: string | undefined, values: Record<string, string | un
       label_response: unknown;
       usage?: GuardUsage;
     } = {
-      label_agent: outputValue(await session.labelAgent(sortedJson(policy))),
+      label_agent: outputValue(await session.labelAgent(canonicalJson(policy))),
       label_resource: outputValue(
-        await session.labelResource(sortedJson({ capabilities: {}, tool_args: args, tool_name: tool })),
+        await session.labelResource(canonicalJson({ capabilities: {}, tool_args: args, tool_name: tool })),
       ),
       label_response: null,
     };
     if (result !== undefined) {
       out.label_response = outputValue(
         await session.labelResponse(
-          sortedJson({ capabilities: {}, tool_args: args, tool_name: tool, tool_result: result }),
+          canonicalJson({ capabilities: {}, tool_args: args, tool_name: tool, tool_result: result }),
         ),
       );
     }

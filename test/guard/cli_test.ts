@@ -1,7 +1,6 @@
 /** The `guard` CLI, spawned as a subprocess on WAT guards compiled into a temporary folder. */
 import { assertEquals, assertStringIncludes } from "@std/assert";
 import wabtInit from "wabt";
-import { sortedJson } from "../../src/guard/json.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/host/", import.meta.url);
@@ -31,15 +30,6 @@ async function run(...args: string[]): Promise<{ code: number; stdout: string; s
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
-
-Deno.test("sortedJson sorts keys at every depth and escapes like Go's json.Marshal", () => {
-  assertEquals(
-    sortedJson({ tool_name: "x", capabilities: {}, tool_args: { b: [{ d: 1, c: 2 }], a: "<&>\u2028" } }),
-    '{"capabilities":{},"tool_args":{"a":"\\u003c\\u0026\\u003e\\u2028","b":[{"c":2,"d":1}]},"tool_name":"x"}',
-  );
-  assertEquals(sortedJson(undefined), "null");
-  assertEquals(sortedJson({ B: 1, a: 2, "é": 3 }), '{"B":1,"a":2,"é":3}');
-});
 
 Deno.test("guard check: report for a usable guard, exit 1 with the reason for an unusable one", async () => {
   await withGuards(async (dir) => {
