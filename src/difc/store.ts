@@ -42,8 +42,16 @@ export function propagateLabels(cur: Labels, overall: Labels): Labels {
   };
 }
 
-function copy(l: Labels): Labels {
+/** A copy of a label pair (stores never hand out their own arrays). */
+export function copyLabels(l: Labels): Labels {
   return { secrecy: [...l.secrecy], integrity: [...l.integrity] };
+}
+
+/**
+ * The applied once-keys after applying `onceKey` (oldest dropped first, at most {@link MAX_ONCE_KEYS}).
+ */
+export function appendOnceKey(applied: readonly string[], onceKey: string | undefined): string[] {
+  return onceKey === undefined ? [...applied] : [...applied, onceKey].slice(-MAX_ONCE_KEYS);
 }
 
 /**
@@ -61,14 +69,14 @@ export class MemoryAgentLabelStore implements AgentLabelStore {
 
   get(agentId: string): Promise<Labels> {
     const l = this.#agents.get(agentId);
-    return Promise.resolve(l ? copy(l) : { secrecy: [], integrity: [] });
+    return Promise.resolve(l ? copyLabels(l) : { secrecy: [], integrity: [] });
   }
 
   #update(agentId: string, fn: (cur: Labels) => Labels): Promise<Labels> {
     const cur = this.#agents.get(agentId) ?? { secrecy: [], integrity: [] };
     const next = fn(cur);
     this.#agents.set(agentId, next);
-    return Promise.resolve(copy(next));
+    return Promise.resolve(copyLabels(next));
   }
 
   addLabels(agentId: string, labels: Labels, onceKey?: string): Promise<Labels> {
@@ -87,7 +95,7 @@ export class MemoryAgentLabelStore implements AgentLabelStore {
 
   snapshot(): Promise<Record<string, Labels>> {
     const out: Record<string, Labels> = {};
-    for (const [id, l] of this.#agents) out[id] = copy(l);
+    for (const [id, l] of this.#agents) out[id] = copyLabels(l);
     return Promise.resolve(out);
   }
 }
@@ -123,7 +131,7 @@ interface StoredLabels extends Labels {
  * `onceKey`s remembered per agent (oldest dropped first). Keys are 64-hex hashes, so this bounds the
  * record far below Deno KV's 64 KiB value limit; a forgotten key only means one more (idempotent) union.
  */
-const MAX_ONCE_KEYS = 256;
+export const MAX_ONCE_KEYS = 256;
 
 /** Pause before retrying a commit that hit a locked local database (SQLite busy), in ms. */
 const LOCKED_BACKOFF_MS = 2;
@@ -175,14 +183,14 @@ export class DenoKvAgentLabelStore implements AgentLabelStore {
       const e = await this.#kv.get<StoredLabels>(key);
       const cur: StoredLabels = e.value ?? { secrecy: [], integrity: [] };
       const applied = cur.applied ?? [];
-      if (onceKey !== undefined && applied.includes(onceKey)) return copy(cur);
+      if (onceKey !== undefined && applied.includes(onceKey)) return copyLabels(cur);
       const next: StoredLabels = { ...fn(cur) };
-      const nextApplied = onceKey === undefined ? applied : [...applied, onceKey].slice(-MAX_ONCE_KEYS);
+      const nextApplied = appendOnceKey(applied, onceKey);
       if (nextApplied.length > 0) next.applied = nextApplied;
       const unchanged = e.versionstamp !== null && onceKey === undefined &&
         sameTags(cur.secrecy, next.secrecy) &&
         sameTags(cur.integrity, next.integrity);
-      if (unchanged) return copy(next);
+      if (unchanged) return copyLabels(next);
       let ok = false;
       try {
         ok =
@@ -193,7 +201,7 @@ export class DenoKvAgentLabelStore implements AgentLabelStore {
         if (!/database is locked/i.test(String((err as Error)?.message))) throw err;
         await new Promise((r) => setTimeout(r, LOCKED_BACKOFF_MS * (1 + Math.random())));
       }
-      if (ok) return copy(next);
+      if (ok) return copyLabels(next);
     }
     throw new AgentLabelStoreError(
       `agent label update for ${JSON.stringify(agentId)} lost ${KV_MAX_ATTEMPTS} consecutive write races`,

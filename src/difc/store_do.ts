@@ -16,7 +16,14 @@
  */
 import type { Labels } from "./labels.ts";
 import { tagSet } from "./labels.ts";
-import { type AgentLabelStore, AgentLabelStoreError, mergeAgentLabels, propagateLabels } from "./store.ts";
+import {
+  type AgentLabelStore,
+  AgentLabelStoreError,
+  appendOnceKey,
+  copyLabels,
+  mergeAgentLabels,
+  propagateLabels,
+} from "./store.ts";
 
 // ---- structural subsets of the Workers runtime types (no @cloudflare/workers-types needed) ----
 
@@ -55,12 +62,6 @@ const RECORD_KEY = "labels";
 const AGENTS_KEY = "agents";
 /** Stub URLs need a host; the object never looks at it. */
 const OBJECT_ORIGIN = "https://agent-labels.internal";
-/**
- * `onceKey`s remembered per agent (oldest dropped first), as in the Deno KV store: keys are 64-hex
- * hashes, a forgotten one only means one more (idempotent) union.
- */
-const MAX_ONCE_KEYS = 256;
-
 /** One operation sent to an agent object. */
 type AgentOp =
   | { op: "get" }
@@ -79,10 +80,6 @@ function isLabels(v: unknown): v is Labels {
   const l = v as Labels;
   return typeof l === "object" && l !== null && Array.isArray(l.secrecy) && Array.isArray(l.integrity) &&
     [...l.secrecy, ...l.integrity].every((t) => typeof t === "string");
-}
-
-function labelsOf(r: Labels): Labels {
-  return { secrecy: [...r.secrecy], integrity: [...r.integrity] };
 }
 
 /**
@@ -105,7 +102,7 @@ export class AgentLabelsObject {
     this.#storage = state.storage;
     state.blockConcurrencyWhile(async () => {
       const rec = await this.#storage.get<AgentRecord>(RECORD_KEY);
-      if (rec) this.#record = { ...labelsOf(rec), applied: [...(rec.applied ?? [])] };
+      if (rec) this.#record = { ...copyLabels(rec), applied: [...(rec.applied ?? [])] };
       this.#agents = (await this.#storage.get<string[]>(AGENTS_KEY)) ?? [];
     });
   }
@@ -122,17 +119,15 @@ export class AgentLabelsObject {
     // arrive while a write is in flight already see the new state.
     switch (body?.op) {
       case "get":
-        return Response.json(labelsOf(this.#record));
+        return Response.json(copyLabels(this.#record));
       case "add": {
         if (!isLabels(body.labels)) return badOp("add needs labels {secrecy, integrity}");
         const once = body.onceKey;
         if (once !== undefined && this.#record.applied.includes(once)) {
-          return Response.json(labelsOf(this.#record));
+          return Response.json(copyLabels(this.#record));
         }
         const next = mergeAgentLabels(this.#record, body.labels);
-        const applied = once === undefined
-          ? this.#record.applied
-          : [...this.#record.applied, once].slice(-MAX_ONCE_KEYS);
+        const applied = appendOnceKey(this.#record.applied, once);
         return await this.#save({ ...next, applied });
       }
       case "propagate":
@@ -158,7 +153,7 @@ export class AgentLabelsObject {
   async #save(next: AgentRecord): Promise<Response> {
     this.#record = next;
     await this.#storage.put(RECORD_KEY, next);
-    return Response.json(labelsOf(next));
+    return Response.json(copyLabels(next));
   }
 }
 
