@@ -16,7 +16,13 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import type { GatewayConfig } from "./config.ts";
 import { buildLabelAgentPayload } from "./difc/payload.ts";
-import { beginToolCall, DIFC_ERROR_CODES, DifcError } from "./difc/pipeline.ts";
+import {
+  beginToolCall,
+  DIFC_ERROR_CODES,
+  DifcError,
+  type LabelAgentInput,
+  labelAgentInputFor,
+} from "./difc/pipeline.ts";
 import { ToolCallLimiter } from "./difc/tool_limits.ts";
 import type { AgentLabelStore } from "./difc/store.ts";
 import { authenticate, AuthError } from "./http/auth.ts";
@@ -80,6 +86,14 @@ export function createGateway(deps: AppDeps): Gateway {
       toolLimits.set(id, buildLabelAgentPayload(p.policy.policy).toolCallLimits);
     }
   }
+  // Each server's label_agent input, once (its policy was validated by planServers).
+  const agentInputs = new Map<string, Promise<LabelAgentInput>>();
+  for (const [id, p] of plans) {
+    if (!p.policy) continue;
+    const input = labelAgentInputFor(p.policy.policy, p.guard.type, id, g.trustedBots);
+    input.catch(() => {}); // a failure surfaces (fail closed) where the input is awaited, per call
+    agentInputs.set(id, input);
+  }
   const limiter = new ToolCallLimiter();
 
   const hook: ToolCallHook = {
@@ -111,6 +125,7 @@ export function createGateway(deps: AppDeps): Gateway {
             args: call.args,
             policy: plan.policy?.policy ?? null,
             trustedBots: g.trustedBots,
+            labelAgentInput: await agentInputs.get(call.upstream.id),
             defaultMode: g.mode,
           },
           { guard: plan.guard, store, log },

@@ -111,6 +111,8 @@ export interface ToolCallRequest {
   policy: unknown | null;
   /** Gateway `trustedBots`, injected into the wasm `label_agent` payload. */
   trustedBots?: string[];
+  /** `labelAgentInputFor(policy, …)` computed ahead of time; built from `policy` when absent. */
+  labelAgentInput?: LabelAgentInput;
   defaultMode: DifcMode;
 }
 
@@ -151,34 +153,33 @@ async function sha256Hex(text: string): Promise<string> {
   return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/**
- * The `label_agent` input and its once-key, cached per policy object (config policies are constants
- * for the life of the isolate) and per guard type, server and trusted bots.
- */
-const labelAgentInputs = new WeakMap<object, Map<string, Promise<{ json: string; onceKey: string }>>>();
+/** The `label_agent` input of a server and the key under which its tags are unioned once per agent. */
+export interface LabelAgentInput {
+  json: string;
+  onceKey: string;
+}
 
-function labelAgentInput(
-  req: ToolCallRequest,
+/**
+ * Builds a server's `label_agent` input: the validated §2.1 payload for wasm guards, the policy's
+ * canonical JSON for built-in guards. Policies are fixed per server, so the gateway calls this once
+ * per server at startup and passes the result in {@link ToolCallRequest.labelAgentInput}.
+ *
+ * @example
+ * ```ts
+ * const input = await labelAgentInputFor(policy, "wasm", "github", ["bot[bot]"]);
+ * ```
+ * @throws {PolicyError} for an invalid policy.
+ */
+export async function labelAgentInputFor(
+  policy: unknown,
   guardType: string,
-): Promise<{ json: string; onceKey: string }> {
-  const compute = async () => {
-    const json = guardType === "wasm"
-      ? buildLabelAgentPayload(req.policy, req.trustedBots ?? []).json
-      : canonicalJson(req.policy);
-    return { json, onceKey: await sha256Hex(`${req.serverId}\n${json}`) };
-  };
-  if (typeof req.policy !== "object" || req.policy === null) return compute();
-  let byKey = labelAgentInputs.get(req.policy);
-  if (!byKey) labelAgentInputs.set(req.policy, byKey = new Map());
-  const key = `${guardType}\n${req.serverId}\n${(req.trustedBots ?? []).join("\n")}`;
-  let input = byKey.get(key);
-  if (!input) {
-    const cache = byKey;
-    input = compute();
-    cache.set(key, input);
-    input.catch(() => cache.delete(key)); // an invalid policy is re-validated (and fails) every time
-  }
-  return input;
+  serverId: string,
+  trustedBots: readonly string[] = [],
+): Promise<LabelAgentInput> {
+  const json = guardType === "wasm"
+    ? buildLabelAgentPayload(policy, trustedBots).json
+    : canonicalJson(policy);
+  return { json, onceKey: await sha256Hex(`${serverId}\n${json}`) };
 }
 
 function errMessage(e: unknown): string {
@@ -308,7 +309,8 @@ export async function beginToolCall(
       let agentOut;
       let onceKey: string;
       try {
-        const input = await labelAgentInput(req, deps.guard.type);
+        const input = req.labelAgentInput ??
+          await labelAgentInputFor(req.policy, deps.guard.type, req.serverId, req.trustedBots);
         onceKey = input.onceKey;
         agentOut = parseLabelAgentOutput(await session.labelAgent(input.json));
       } catch (e) {
