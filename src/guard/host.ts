@@ -40,14 +40,14 @@ import {
   FUEL_IMPORT_NAME,
   FUEL_INITIAL,
   inspectGuard,
+  LABEL_EXPORTS,
   type PreparedMark,
   prepareGuard,
   readPreparedMark,
+  validateGuardAbi,
 } from "./prepare.ts";
-import { createWasi, ProcExit, WASI_FUNCTION_NAMES } from "./wasi.ts";
+import { createWasi, ProcExit } from "./wasi.ts";
 
-/** The three labeling exports, in the order the reference validates them. */
-const LABEL_EXPORTS = ["label_resource", "label_response", "label_agent"] as const;
 /** The label exports take (input_ptr, input_len, output_ptr, output_size). */
 const LABEL_EXPORT_ARITY = 4;
 /** Errors that end a session: the instance may be in any state afterwards. */
@@ -179,45 +179,18 @@ function checkMark(
 
 /** Checks export names/kinds and that every import is one the host provides. */
 function checkModuleShape(name: string, module: WebAssembly.Module): { metered: boolean } {
-  const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
-  if (!exports.has("label_resource") || !exports.has("label_response")) {
-    if (exports.has("_start") && !exports.has("label_resource")) {
-      throw new GuardError(
-        "abi",
-        `guard '${name}': WASM module exports _start but not label_resource; it was probably built with ` +
-          "standard Go instead of TinyGo (guards must be libraries exporting label_* functions)",
-      );
-    }
-    throw new GuardError(
-      "abi",
-      `guard '${name}': WASM module must export label_resource and label_response functions`,
-    );
+  const exports = WebAssembly.Module.exports(module);
+  const imports = WebAssembly.Module.imports(module);
+  // The preparer's checks, on what the JS API shows of a compiled module (names and kinds; the
+  // signatures were checked when the module was prepared, the arity is checked per instance).
+  try {
+    validateGuardAbi(exports, imports);
+  } catch (e) {
+    if (e instanceof GuardError) throw new GuardError("abi", `guard '${name}': ${e.message}`, { cause: e });
+    throw e;
   }
-  if (!exports.has("label_agent")) {
-    throw new GuardError("abi", `guard '${name}': WASM module must export label_agent`);
-  }
-  for (const fn of LABEL_EXPORTS) {
-    if (exports.get(fn) !== "function") {
-      throw new GuardError("abi", `guard '${name}': export ${fn} must be a function, got ${exports.get(fn)}`);
-    }
-  }
-  let metered = false;
-  const wasi = new Set(WASI_FUNCTION_NAMES);
-  for (const imp of WebAssembly.Module.imports(module)) {
-    const ok = imp.kind === "function" && (
-      (imp.module === "env" && (imp.name === "call_backend" || imp.name === "host_log")) ||
-      (imp.module === "wasi_snapshot_preview1" && wasi.has(imp.name)) ||
-      (imp.module === FUEL_IMPORT_MODULE && imp.name === FUEL_IMPORT_NAME)
-    );
-    if (!ok) {
-      throw new GuardError(
-        "abi",
-        `guard '${name}' imports ${imp.kind} ${imp.module}.${imp.name}, which the host does not provide`,
-      );
-    }
-    if (imp.module === FUEL_IMPORT_MODULE) metered = true;
-  }
-  if (metered && exports.get(FUEL_GLOBAL_EXPORT) !== "global") {
+  const metered = imports.some((i) => i.module === FUEL_IMPORT_MODULE && i.name === FUEL_IMPORT_NAME);
+  if (metered && !exports.some((e) => e.name === FUEL_GLOBAL_EXPORT && e.kind === "global")) {
     throw new GuardError(
       "abi",
       `guard '${name}' imports the fuel check but does not export ${FUEL_GLOBAL_EXPORT}`,

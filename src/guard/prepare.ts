@@ -110,7 +110,8 @@ export type GuardInspection =
   };
 
 /** The three label exports and the signature the reference requires of each. */
-const LABEL_EXPORTS = ["label_resource", "label_response", "label_agent"] as const;
+/** The three labeling exports, in the order the reference validates their signatures. */
+export const LABEL_EXPORTS = ["label_resource", "label_response", "label_agent"] as const;
 const LABEL_SIGNATURE = "(i32,i32,i32,i32)->(i32)";
 
 /** wazero's `api.ValueType` is a byte alias, so Go's `%v` prints the value-type codes. */
