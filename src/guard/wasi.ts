@@ -281,8 +281,3 @@ export function createWasi(opts: WasiOptions): Record<string, WasiFn> {
     sock_shutdown: noFd,
   };
 }
-
-/** Names of every `wasi_snapshot_preview1` function the shim provides. */
-export const WASI_FUNCTION_NAMES: readonly string[] = Object.freeze(
-  Object.keys(createWasi({ log: () => {}, memory: () => undefined })),
-);
