@@ -28,7 +28,7 @@ import type { AgentLabelStore } from "./difc/store.ts";
 import { authenticate, AuthError } from "./http/auth.ts";
 import { createHealthProber } from "./http/health.ts";
 import { checkHostAndOrigin } from "./http/origin.ts";
-import { checkMethod, createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
+import { createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
 import type { ServerPlan } from "./registry.ts";
 import { ErrorCode } from "./mcp/jsonrpc.ts";
 import type { LogSink } from "./log.ts";
@@ -201,8 +201,7 @@ export function createGateway(deps: AppDeps): Gateway {
     const agent = await admit(c);
     if (agent instanceof Response) return agent;
     if (closing) return c.json({ error: "shutting_down", message: "Gateway is shutting down" }, 503);
-    const bad = checkMethod(c.req.raw);
-    if (bad) return bad;
+    // The proxy answers methods other than GET/POST/DELETE with 405 itself.
     if (serverId === null) return proxy.unified(c.req.raw, agent);
     if (!upstreams.has(serverId)) {
       return c.json({ error: "not_found", message: `unknown server "${serverId}"` }, 404);

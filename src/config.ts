@@ -16,6 +16,8 @@
  */
 import { type GuardLimits, resolveLimits } from "./guard/limits.ts";
 import { UNIFIED_TOOL_SEPARATOR } from "./mcp/proxy.ts";
+import { DIFC_MODES, type DifcMode, parseMode } from "./difc/evaluator.ts";
+import { isObject, randomHex } from "./util.ts";
 
 /** A configuration problem. `path` is the JSON path of the bad field, e.g. `mcpServers.github.url`. */
 export class ConfigError extends Error {
@@ -26,9 +28,6 @@ export class ConfigError extends Error {
     this.path = path;
   }
 }
-
-/** DIFC enforcement modes (guard-abi.md §3.4). */
-export type DifcModeName = "strict" | "filter" | "propagate";
 
 /** One upstream MCP server. */
 export interface ServerConfig {
@@ -61,7 +60,7 @@ export interface GatewaySettings {
   toolTimeoutMs: number;
   trustedBots: string[];
   /** Default enforcement mode when a server has no policy (a guard's `label_agent` overrides it). */
-  mode: DifcModeName;
+  mode: DifcMode;
   /** Largest accepted request body in bytes. */
   maxBodyBytes: number;
   /** Extra allowed `Host` values beyond loopback names (DNS-rebinding protection). */
@@ -149,12 +148,8 @@ const KNOWN_GUARD = new Set(["type", "path", "policy", "config"]);
 
 type Obj = Record<string, unknown>;
 
-function isObj(v: unknown): v is Obj {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function expectObj(v: unknown, path: string): Obj {
-  if (!isObj(v)) throw new ConfigError(path, `must be an object, got ${describe(v)}`);
+  if (!isObject(v)) throw new ConfigError(path, `must be an object, got ${describe(v)}`);
   return v;
 }
 
@@ -216,7 +211,7 @@ export function expandEnv(
     });
   }
   if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, `${path}[${i}]`, depth + 1));
-  if (isObj(value)) {
+  if (isObject(value)) {
     const out: Obj = {};
     for (const [k, v] of Object.entries(value)) {
       out[k] = expandEnv(v, env, path ? `${path}.${k}` : k, depth + 1);
@@ -226,10 +221,13 @@ export function expandEnv(
   return value;
 }
 
-function parseMode(v: unknown, path: string): DifcModeName {
-  const s = typeof v === "string" ? v.trim().toLowerCase() : v;
-  if (s === "strict" || s === "filter" || s === "propagate") return s;
-  throw new ConfigError(path, `must be one of strict, filter, propagate, got ${describe(v)}`);
+function parseModeField(v: unknown, path: string): DifcMode {
+  try {
+    if (typeof v === "string") return parseMode(v.trim());
+  } catch {
+    // reported below with the field path
+  }
+  throw new ConfigError(path, `must be one of ${DIFC_MODES.join(", ")}, got ${describe(v)}`);
 }
 
 function parseServer(id: string, raw: unknown, warnings: string[]): ServerConfig {
@@ -309,12 +307,6 @@ function parseGuard(name: string, raw: unknown, warnings: string[]): GuardConfig
   return { name, type: "wasm", path: p, policy };
 }
 
-function randomKey(): string {
-  const b = new Uint8Array(32);
-  crypto.getRandomValues(b);
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
-
 /**
  * Parses and validates a configuration value (already JSON-decoded).
  *
@@ -360,7 +352,7 @@ export function parseConfig(input: unknown, env: Record<string, string | undefin
   // gh-aw-mcpg: `apiKey`, with the older `agentId` accepted as the same secret.
   const keyRaw = g.apiKey ?? g.agentId;
   const keyPath = g.apiKey !== undefined ? "gateway.apiKey" : "gateway.agentId";
-  const apiKey = keyRaw === undefined ? randomKey() : str(keyRaw, keyPath);
+  const apiKey = keyRaw === undefined ? randomHex(32) : str(keyRaw, keyPath);
   // deno-lint-ignore no-control-regex
   if (/[\0-\x1f\x7f]/.test(apiKey)) throw new ConfigError(keyPath, "must not contain control characters");
   const toolTimeoutMs = g.toolTimeout === undefined
@@ -379,7 +371,7 @@ export function parseConfig(input: unknown, env: Record<string, string | undefin
   const modeRaw = root.guardsMode ?? env.MCP_GATEWAY_GUARDS_MODE;
   const mode = modeRaw === undefined
     ? "strict"
-    : parseMode(modeRaw, root.guardsMode !== undefined ? "guardsMode" : "env MCP_GATEWAY_GUARDS_MODE");
+    : parseModeField(modeRaw, root.guardsMode !== undefined ? "guardsMode" : "env MCP_GATEWAY_GUARDS_MODE");
 
   let limits: GuardLimits;
   const limitsRaw = root.limits === undefined ? {} : expectObj(root.limits, "limits");

@@ -22,6 +22,7 @@ import { loadGuardModule } from "../guard/host.ts";
 import { canonicalJson } from "../difc/payload.ts";
 import { GuardError, type GuardLimits, resolveLimits } from "../guard/limits.ts";
 import { inspectGuard, prepareGuard } from "../guard/prepare.ts";
+import { errorMessage } from "../util.ts";
 
 const USAGE = `usage:
   guard check FILE.wasm [--memory-pages N]
@@ -241,7 +242,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const usage = e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
     const kind = e instanceof GuardError ? e.kind : usage ? "usage" : "internal";
-    const message = e instanceof Error ? e.message : String(e);
+    const message = errorMessage(e);
     if (command !== "check") {
       console.log(JSON.stringify({ error: { kind, message } }));
     } else {

@@ -10,8 +10,15 @@
 import type { Guard, GuardContext, GuardSession, GuardUsage } from "./guard.ts";
 import type { WriteSinkPolicy } from "./payload.ts";
 
-const EMPTY_AGENT = (mode: string) =>
+/** The built-in guards' fixed answers, serialised once. */
+const emptyAgent = (mode: string) =>
   JSON.stringify({ agent: { secrecy: [], integrity: [] }, difc_mode: mode });
+const NOOP_AGENT = emptyAgent("strict");
+const WRITE_SINK_AGENT = emptyAgent("filter");
+const NOOP_RESOURCE = JSON.stringify({
+  operation: "read-write",
+  resource: { description: "noop resource (no restrictions)", integrity: [], secrecy: [] },
+});
 
 function toolNameOf(inputJson: string): string {
   try {
@@ -81,12 +88,8 @@ export class NoopGuard implements Guard {
 
   open(_ctx: GuardContext): GuardSession {
     return new BuiltinSession(
-      () => EMPTY_AGENT("strict"),
-      () =>
-        JSON.stringify({
-          operation: "read-write",
-          resource: { description: "noop resource (no restrictions)", integrity: [], secrecy: [] },
-        }),
+      () => NOOP_AGENT,
+      () => NOOP_RESOURCE,
     );
   }
 }
@@ -114,7 +117,7 @@ export class WriteSinkGuard implements Guard {
 
   open(_ctx: GuardContext): GuardSession {
     return new BuiltinSession(
-      () => EMPTY_AGENT("filter"),
+      () => WRITE_SINK_AGENT,
       (inputJson) => {
         const tool = toolNameOf(inputJson);
         const resource = this.#public

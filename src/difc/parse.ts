@@ -17,6 +17,7 @@
  */
 import { type DifcMode, type Operation, parseMode } from "./evaluator.ts";
 import { type LabeledResource, tagSet } from "./labels.ts";
+import { isObject } from "../util.ts";
 
 /** A guard output that cannot be used. The message is what the client sees after the phase prefix. */
 export class GuardOutputError extends Error {
@@ -27,10 +28,6 @@ export class GuardOutputError extends Error {
 }
 
 type Obj = Record<string, unknown>;
-
-function isObject(v: unknown): v is Obj {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** Parses a guard output that must be a JSON object; `what` names it in errors, e.g. `label_resource WASM response`. */
 function parseObject(text: string, what: string): Obj {

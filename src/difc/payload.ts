@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { isObject } from "../util.ts";
 
 /** A policy that cannot be turned into a `label_agent` payload, or a server policy that is invalid. */
 export class PolicyError extends Error {
@@ -22,10 +23,6 @@ export class PolicyError extends Error {
 }
 
 type Obj = Record<string, unknown>;
-
-function isObject(v: unknown): v is Obj {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /**
  * JSON text with object keys sorted at every level (Go's `json.Marshal` of maps). `undefined` members

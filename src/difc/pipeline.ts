@@ -72,6 +72,7 @@ import {
   type ResponseLabels,
 } from "./parse.ts";
 import type { AgentLabelStore } from "./store.ts";
+import { errorMessage, isObject, sha256Hex } from "../util.ts";
 
 export type { DifcMode } from "./evaluator.ts";
 
@@ -148,11 +149,6 @@ interface FilteredDetail {
   secrecy: boolean;
 }
 
-async function sha256Hex(text: string): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /** The `label_agent` input of a server and the key under which its tags are unioned once per agent. */
 export interface LabelAgentInput {
   json: string;
@@ -182,10 +178,6 @@ export async function labelAgentInputFor(
   return { json, onceKey: await sha256Hex(`${serverId}\n${json}`) };
 }
 
-function errMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
 function guardFailure(prefix: string, phase: string, e: unknown): DifcError {
   if (e instanceof DifcError) return e;
   const data: Record<string, unknown> = { type: "guard_failure", phase };
@@ -200,16 +192,20 @@ function guardFailure(prefix: string, phase: string, e: unknown): DifcError {
   } else {
     data.kind = "internal";
   }
-  return new DifcError(DIFC_ERROR_CODES.GUARD_FAILURE, prefix + errMessage(e), data);
+  return new DifcError(DIFC_ERROR_CODES.GUARD_FAILURE, prefix + errorMessage(e), data);
 }
 
 async function storeOp<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
-    throw new DifcError(DIFC_ERROR_CODES.LABEL_STORE_FAILURE, `agent label store failed: ${errMessage(e)}`, {
-      type: "label_store_failure",
-    });
+    throw new DifcError(
+      DIFC_ERROR_CODES.LABEL_STORE_FAILURE,
+      `agent label store failed: ${errorMessage(e)}`,
+      {
+        type: "label_store_failure",
+      },
+    );
   }
 }
 
@@ -391,7 +387,7 @@ class Guarding implements ToolCallGuarding {
     if (this.#done) return;
     this.#done = true;
     this.#close();
-    this.record.emit("aborted", reason === undefined ? {} : { error: errMessage(reason) });
+    this.record.emit("aborted", reason === undefined ? {} : { error: errorMessage(reason) });
   }
 
   async finish(upstreamResult: unknown): Promise<unknown> {
@@ -562,10 +558,6 @@ function filteredNotice(filtered: readonly FilteredDetail[]): string {
 }
 
 type Obj = Record<string, unknown>;
-
-function isObject(v: unknown): v is Obj {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** Identifying metadata of a filtered item for the audit record (§4.9). */
 function itemMetadata(data: unknown): Obj {

@@ -47,9 +47,13 @@ import {
   validateGuardAbi,
 } from "./prepare.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
+import { errorMessage } from "../util.ts";
 
 /** The label exports take (input_ptr, input_len, output_ptr, output_size). */
 const LABEL_EXPORT_ARITY = 4;
+/** Shared, stateless UTF-8 codecs (one per isolate, not one per session). */
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
 /** Errors that end a session: the instance may be in any state afterwards. */
 const FATAL_KINDS: ReadonlySet<GuardErrorKind> = new Set([
   "trap",
@@ -263,8 +267,6 @@ class WasmGuardSession implements GuardSession {
   #closed = false;
   #call: CallState | undefined;
   #usage: GuardUsage = { fuel: 0, backendCalls: 0, memoryPages: 0, ms: 0 };
-  readonly #encoder = new TextEncoder();
-  readonly #decoder = new TextDecoder();
 
   constructor(guard: WasmGuard, ctx: GuardContext) {
     this.#guard = guard;
@@ -355,7 +357,7 @@ class WasmGuardSession implements GuardSession {
         `guard '${name}' session is busy: calls on one session are serialized (no re-entrant ${fn})`,
       );
     }
-    const inBytes = this.#encoder.encode(input);
+    const inBytes = utf8Encoder.encode(input);
     if (inBytes.length > this.#limits.maxInputBytes) {
       throw new GuardError(
         "input_size",
@@ -447,7 +449,7 @@ class WasmGuardSession implements GuardSession {
       if (outPtr + rc > buf.byteLength) {
         throw new GuardError("guard_error", `failed to read output from WASM memory (len=${rc})`);
       }
-      return this.#decoder.decode(new Uint8Array(buf, outPtr, rc));
+      return utf8Decoder.decode(new Uint8Array(buf, outPtr, rc));
     } finally {
       if (allocator && !this.#dead && this.#call?.abort.signal.aborted === false) {
         this.#free(allocator.dealloc, outPtr, size);
@@ -664,7 +666,7 @@ class WasmGuardSession implements GuardSession {
       return -1;
     }
     if (this.#call !== call) return -1;
-    const json = this.#encoder.encode(JSON.stringify(result) ?? "null");
+    const json = utf8Encoder.encode(JSON.stringify(result) ?? "null");
     const size = resSize >>> 0, ptr = resPtr >>> 0;
     const mem = this.#memory;
     if (!mem) return -1;
@@ -691,7 +693,7 @@ class WasmGuardSession implements GuardSession {
     const mem = this.#memory;
     const p = ptr >>> 0, l = len >>> 0;
     if (!mem || p + l > mem.buffer.byteLength) return null;
-    return this.#decoder.decode(new Uint8Array(mem.buffer, p, l));
+    return utf8Decoder.decode(new Uint8Array(mem.buffer, p, l));
   }
 
   // ---- helpers ----
@@ -793,8 +795,4 @@ function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
-}
-
-function errorMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

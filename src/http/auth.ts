@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { sha256Hex } from "../util.ts";
 
 /** An authentication failure, carrying the HTTP status and the JSON body to send. */
 export class AuthError extends Error {
@@ -44,9 +45,7 @@ const shortHashes = new Map<string, Promise<string>>();
 function shortHash(text: string): Promise<string> {
   let h = shortHashes.get(text);
   if (!h) {
-    h = crypto.subtle.digest("SHA-256", encoder.encode(text)).then((d) =>
-      Array.from(new Uint8Array(d).subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join("")
-    );
+    h = sha256Hex(text).then((hex) => hex.slice(0, 16));
     if (shortHashes.size < 16) shortHashes.set(text, h); // only configured keys get here; bound it anyway
   }
   return h;

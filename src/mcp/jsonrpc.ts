@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { errorMessage, isObject } from "../util.ts";
 
 /** A JSON-RPC id. `null` only appears on error responses to unidentifiable requests. */
 export type JsonRpcId = string | number;
@@ -89,10 +90,6 @@ export interface ParsedBody {
   messages: JsonRpcMessage[];
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function isId(v: unknown): v is JsonRpcId {
   return typeof v === "string" || (typeof v === "number" && Number.isFinite(v));
 }
@@ -171,7 +168,7 @@ export function parseBody(text: string): ParsedBody {
   } catch (e) {
     throw new JsonRpcParseError(
       ErrorCode.ParseError,
-      `Parse error: body is not valid JSON (${e instanceof Error ? e.message : String(e)})`,
+      `Parse error: body is not valid JSON (${errorMessage(e)})`,
     );
   }
   if (Array.isArray(v)) {

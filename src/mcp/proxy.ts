@@ -72,6 +72,7 @@ import {
   RoutedSessionBindings,
   type UpstreamLink,
 } from "./sessions.ts";
+import { errorMessage } from "../util.ts";
 
 /** An upstream MCP server from config. */
 export interface Upstream {
@@ -461,7 +462,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
           } catch (e) {
             if (finished) return;
             log({ event: "mcp_upstream_stream_failed", upstream: ex.upstream.id, error: String(e) });
-            return end(ctl, `stream failed (${e instanceof Error ? e.message : String(e)})`);
+            return end(ctl, `stream failed (${errorMessage(e)})`);
           }
           if (r.done) return end(ctl, "closed the stream");
           const out = await outgoingBlock(r.value, ex);
@@ -642,7 +643,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
         cleanup();
         const err = timeoutError() ?? {
           code: ErrorCode.ConnectionClosed,
-          message: `upstream "${p.upstream.id}" unreachable: ${e instanceof Error ? e.message : String(e)}`,
+          message: `upstream "${p.upstream.id}" unreachable: ${errorMessage(e)}`,
         };
         log({ event: "mcp_upstream_unreachable", upstream: p.upstream.id, error: String(e) });
         const errs = [...local, ...ex.failAll(err)];
@@ -793,7 +794,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       });
     } catch (e) {
       if (signal.aborted) throw signal.reason;
-      throw new UpstreamError(up.id, `unreachable: ${e instanceof Error ? e.message : String(e)}`);
+      throw new UpstreamError(up.id, `unreachable: ${errorMessage(e)}`);
     }
     if (!res.ok || res.body === null) {
       await res.body?.cancel().catch(() => {});

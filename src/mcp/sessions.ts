@@ -14,6 +14,7 @@
  * @module
  */
 import type { JsonRpcId } from "./jsonrpc.ts";
+import { randomHex } from "../util.ts";
 
 /** Sessions kept per store before the oldest are dropped: bounds memory against session floods. */
 export const MAX_SESSIONS = 10_000;
@@ -30,8 +31,7 @@ const SESSION_ID_BYTES = 32;
  * ```
  */
 export function mintSessionId(): string {
-  const b = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return randomHex(SESSION_ID_BYTES);
 }
 
 /** Key for a JSON-RPC id in maps (`1` and `"1"` are different ids). */

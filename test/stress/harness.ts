@@ -5,6 +5,7 @@
  * @module
  */
 import wabtInit from "wabt";
+import { DEMO_GUARD_URL } from "../../src/main.ts";
 import { createGateway, type Gateway, type LogSink } from "../../src/app.ts";
 import { type GatewayConfig, parseConfig } from "../../src/config.ts";
 import type { Guard } from "../../src/difc/guard.ts";
@@ -21,8 +22,6 @@ export const POST_HEADERS = {
   accept: "application/json, text/event-stream",
   authorization: `Bearer ${API_KEY}`,
 };
-/** The demo guard shipped with the project. */
-export const DEMO_GUARD_URL = new URL("../../guards/demo/demo-guard.wasm", import.meta.url);
 const HOSTILE_WAT = new URL("../fixtures/wat/hostile/", import.meta.url);
 
 /** A server listening on 127.0.0.1, stopped by {@link Served.close}. */
