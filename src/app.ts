@@ -1,12 +1,12 @@
 /**
  * The gateway as a Hono app: routes and wiring only.
  *
- * A request reads top to bottom: route → Host/Origin check → API key and agent identity → MCP proxy,
- * whose tools/call hook runs the DIFC pipeline (label_agent → label_resource → coarse check →
- * upstream → label_response → filtering) around the upstream call.
+ * A request reads top to bottom: Host/Origin check (every route) → route → API key and agent
+ * identity → MCP proxy, whose tools/call hook runs the DIFC pipeline (label_agent → label_resource →
+ * coarse check → upstream → label_response → filtering) around the upstream call.
  *
  * Routes:
- * - `GET /health` (no auth): overall and per-server status.
+ * - `GET /health` (no auth, but the Host/Origin check like every route): overall and per-server status.
  * - `GET /reflect` (auth): the calling agent's labels and each server's guard and policy.
  * - `GET|POST|DELETE /mcp/:server` (routed) and `/mcp` (unified: `<server>___<tool>` names).
  *
@@ -155,6 +155,18 @@ export function createGateway(deps: AppDeps): Gateway {
 
   const app = new Hono();
 
+  // Host/Origin (DNS-rebinding protection) first, on every route, unknown paths included: a page that
+  // rebinds its name to the gateway must not read even /health (it names servers and guards) or learn
+  // which paths exist.
+  app.use("*", async (c, next) => {
+    const why = checkHostAndOrigin(c.req.raw.headers, g, new URL(c.req.url).host);
+    if (why) {
+      await c.req.raw.body?.cancel().catch(() => {});
+      return c.json({ error: "forbidden", message: why }, 403);
+    }
+    await next();
+  });
+
   const probe = createHealthProber(deps.fetch);
   app.get("/health", async (c) => {
     const servers: Record<string, unknown> = {};
@@ -170,10 +182,8 @@ export function createGateway(deps: AppDeps): Gateway {
     return c.json({ status, version: GATEWAY_VERSION, servers }, closing ? 503 : 200);
   });
 
-  /** Host/Origin, then auth; resolves to the agent id or a ready error response. */
+  /** Auth (Host/Origin was checked for every route above); the agent id or a ready error response. */
   const admit = async (c: Context): Promise<string | Response> => {
-    const why = checkHostAndOrigin(c.req.raw.headers, g, new URL(c.req.url).host);
-    if (why) return c.json({ error: "forbidden", message: why }, 403);
     try {
       return await authenticate(c.req.raw.headers, g.apiKey);
     } catch (e) {

@@ -14,6 +14,7 @@ import { MemoryAgentLabelStore } from "../src/difc/store.ts";
 import { loadGuardModule } from "../src/guard/host.ts";
 import { DEMO_GUARD_URL } from "../src/main.ts";
 import { planServers } from "../src/registry.ts";
+import { redirectingUpstream } from "./helpers/redirect_upstream.ts";
 
 const KEY = "test-key";
 
@@ -123,5 +124,75 @@ Deno.test("app: a server's own toolTimeout bounds its tools/call", async () => {
     await demo.close();
     ac.abort();
     await up.finished;
+  }
+});
+
+Deno.test("app: the Host/Origin check applies to every route, /health and unknown paths included", async () => {
+  await using t = await setup({ "allow-only": { repos: ["acme/web"], "min-integrity": "approved" } });
+  const routes: [string, string][] = [
+    ["GET", "/health"],
+    ["GET", "/reflect"],
+    ["POST", "/mcp"],
+    ["POST", "/mcp/"],
+    ["POST", "/mcp/demo"],
+    ["POST", "/mcp/demo/"],
+    ["GET", "/mcp/demo"],
+    ["DELETE", "/mcp/demo"],
+    ["GET", "/no-such-route"],
+  ];
+  const init = { jsonrpc: "2.0", id: 1, method: "tools/list", params: {} };
+  const send = (method: string, path: string, headers: Record<string, string>) =>
+    t.gw.fetch(
+      new Request(`http://127.0.0.1${path}`, {
+        method,
+        headers: { authorization: KEY, "content-type": "application/json", ...headers },
+        body: method === "POST" ? JSON.stringify(init) : undefined,
+      }),
+    );
+  const before = JSON.stringify(t.demo.stats());
+  for (const [method, path] of routes) {
+    for (
+      const [bad, want] of [
+        [{ host: "evil.example" }, "DNS-rebinding"],
+        [{ host: "127.0.0.1", origin: "https://evil.example" }, "Origin"],
+      ] as const
+    ) {
+      const res = await send(method, path, bad);
+      const body = await res.json();
+      assertEquals([res.status, body.error], [403, "forbidden"], `${method} ${path} ${JSON.stringify(bad)}`);
+      assertStringIncludes(body.message, want);
+    }
+  }
+  assertEquals(JSON.stringify(t.demo.stats()), before, "no refused request reached the upstream");
+  // A loopback Host and no Origin pass: the same routes answer as usual.
+  const health = await send("GET", "/health", { host: "127.0.0.1:8080" });
+  assertEquals(health.status, 200);
+  await health.body?.cancel();
+  const reflect = await send("GET", "/reflect", { host: "localhost", origin: "http://localhost:3000" });
+  assertEquals(reflect.status, 200);
+  await reflect.body?.cancel();
+  const missing = await send("GET", "/no-such-route", { host: "localhost" });
+  assertEquals(missing.status, 404);
+  await missing.body?.cancel();
+});
+
+Deno.test("app: /health does not follow an upstream redirect with the configured credentials", async () => {
+  await using up = redirectingUpstream(307);
+  const config = parseConfig({
+    mcpServers: {
+      moved: { type: "http", url: up.url, headers: { Authorization: "Bearer upstream-secret" } },
+    },
+    gateway: { apiKey: KEY },
+  });
+  const { plans } = await planServers(config, () => Promise.reject(new Error("no wasm guards here")));
+  const gw = createGateway({ config, plans, store: new MemoryAgentLabelStore(), log: () => {} });
+  try {
+    const res = await gw.fetch(new Request("http://127.0.0.1/health"));
+    const body = await res.json();
+    assertEquals(body.status, "degraded");
+    assertEquals([body.servers.moved.status, body.servers.moved.httpStatus], ["down", 307]);
+    assertEquals(up.seen, [], "the redirect target never saw the credential header");
+  } finally {
+    await gw.close();
   }
 });

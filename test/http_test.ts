@@ -2,6 +2,7 @@ import { assertEquals, assertMatch, assertRejects, assertStringIncludes } from "
 import { authenticate, AuthError, constantTimeEqual, validateAgentId } from "../src/http/auth.ts";
 import { checkHostAndOrigin, hostName } from "../src/http/origin.ts";
 import { createHealthProber, HEALTH_CACHE_MS } from "../src/http/health.ts";
+import { redirectingUpstream } from "./helpers/redirect_upstream.ts";
 
 const h = (o: Record<string, string>) => new Headers(o);
 
@@ -95,4 +96,13 @@ Deno.test("health: up for any HTTP answer below 500, down for 5xx and dead ports
     ac.abort();
     await srv.finished;
   }
+});
+
+Deno.test("health: a redirect is reported as down and never followed, so credentials stay home", async () => {
+  await using up = redirectingUpstream(302);
+  const probe = createHealthProber(fetch);
+  const h = await probe({ id: "r", url: up.url, headers: { authorization: "Bearer upstream-secret" } });
+  assertEquals([h.status, h.httpStatus], ["down", 302]);
+  assertStringIncludes(h.error!, "redirect (HTTP 302), not followed");
+  assertEquals(up.seen, [], "the redirect target was never contacted");
 });

@@ -2,9 +2,14 @@
  * Upstream reachability for `GET /health`.
  *
  * An upstream is "up" when it answers HTTP at all below 500 (an MCP endpoint answers a bare GET with
- * 400/405 or an SSE stream, all of which prove it is there), "down" on a network error, a timeout or
- * a 5xx. Probes are cached per upstream so a health checker polling the gateway cannot turn it into a
+ * 400/405 or an SSE stream, all of which prove it is there), "down" on a network error, a timeout,
+ * a 5xx or a redirect. Probes are cached per upstream so a health checker polling the gateway cannot turn it into a
  * load generator against the upstreams, and concurrent health requests share one probe.
+ *
+ * The probe carries the server's configured headers (often credentials), so it never follows a
+ * redirect (`redirect: "manual"`): a 3xx is reported as `down` with the status, and the credentials
+ * never reach the redirect's target. The MCP proxy does not follow redirects either, so an upstream
+ * that only answers with one is unusable through the gateway, which is what `down` says.
  *
  * @module
  */
@@ -44,8 +49,19 @@ export function createHealthProber(
         method: "GET",
         headers: { ...up.headers, accept: "text/event-stream" },
         signal: AbortSignal.timeout(HEALTH_PROBE_TIMEOUT_MS),
+        redirect: "manual",
       });
       await res.body?.cancel();
+      // Browsers' fetch hides a manual redirect behind an opaque response with status 0.
+      if (res.type === "opaqueredirect" || (res.status >= 300 && res.status < 400)) {
+        const httpStatus = res.status || undefined;
+        return {
+          status: "down",
+          httpStatus,
+          error: `redirect (HTTP ${res.status}), not followed`,
+          checkedAt,
+        };
+      }
       return res.status < 500
         ? { status: "up", httpStatus: res.status, checkedAt }
         : { status: "down", httpStatus: res.status, error: `HTTP ${res.status}`, checkedAt };

@@ -1,5 +1,6 @@
 /**
- * DNS-rebinding protection: `Host` and `Origin` validation for every MCP route (403 on failure).
+ * DNS-rebinding protection: `Host` and `Origin` validation for every route, `/health` and unknown
+ * paths included (403 on failure).
  *
  * A browser tricked into resolving an attacker's name to 127.0.0.1 sends the attacker's name as
  * `Host` and the attacker's page as `Origin`. Loopback names are always accepted for `Host`; other
