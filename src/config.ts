@@ -94,6 +94,35 @@ export const CONFIG_DEFAULTS = {
 /** Server ids end up in URL paths and unified tool names (`<id>___<tool>`). */
 const SERVER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+/**
+ * Why `id` cannot be a server id in unified tool names, or null when it can.
+ *
+ * Unified mode names tools `<id>___<tool>` and splits at the FIRST `___`; tool names are the
+ * upstream's and may start with `_`. The split gives back exactly `<id>` for every tool name if and
+ * only if no `___` starts inside `<id>___`, before the separator, i.e. the id neither contains `___`
+ * nor ends in `_`. Otherwise two servers could claim one name: `gh` + `_x` and `gh_` + `x` both give
+ * `gh____x` (which the split reads as `gh`), and `a___b` + `c` reads as `a` + `b___c`. Such ids are
+ * refused at load rather than resolved by a tie-break rule that an operator cannot see.
+ *
+ * @example
+ * ```ts
+ * unifiedIdProblem("gh"); // null
+ * unifiedIdProblem("gh_"); // "must not end in '_' ..."
+ * ```
+ */
+export function unifiedIdProblem(id: string): string | null {
+  if (id.includes(UNIFIED_TOOL_SEPARATOR)) {
+    return `must not contain '${UNIFIED_TOOL_SEPARATOR}' (the unified tool separator: ` +
+      `<server>${UNIFIED_TOOL_SEPARATOR}<tool> would split inside the server id)`;
+  }
+  if (id.endsWith("_")) {
+    return `must not end in '_' (unified tool names <server>${UNIFIED_TOOL_SEPARATOR}<tool> split at the ` +
+      `first '${UNIFIED_TOOL_SEPARATOR}', so "${id}${UNIFIED_TOOL_SEPARATOR}x" would name a tool of ` +
+      `server "${id.replace(/_+$/, "")}")`;
+  }
+  return null;
+}
+
 const KNOWN_TOP = new Set(["mcpServers", "gateway", "guards", "customSchemas", "limits", "guardsMode"]);
 const IGNORED_TOP = new Set(["customSchemas"]);
 const KNOWN_SERVER = new Set([
@@ -238,9 +267,8 @@ function parseServer(id: string, raw: unknown, warnings: string[]): ServerConfig
       "server id must be 1-64 characters of letters, digits, '_', '.', '-' (used in URLs)",
     );
   }
-  if (id.includes(UNIFIED_TOOL_SEPARATOR)) {
-    throw new ConfigError(path, "server id must not contain '___' (the unified tool separator)");
-  }
+  const ambiguous = unifiedIdProblem(id);
+  if (ambiguous) throw new ConfigError(path, `server id ${ambiguous}`);
   const o = expectObj(raw, path);
   const type = o.type ?? (o.container !== undefined || o.command !== undefined ? "stdio" : undefined);
   if (type === "stdio" || type === "local" || o.container !== undefined || o.command !== undefined) {

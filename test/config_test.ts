@@ -102,3 +102,35 @@ Deno.test("config: defaults, generated key, env mode, limits override", () => {
 Deno.test("config: JSON syntax errors are ConfigErrors", () => {
   assertThrows(() => parseConfigText("{", {}, "config.json"), ConfigError, "config.json is not valid JSON");
 });
+
+Deno.test("config: server ids that would make unified names <server>___<tool> ambiguous are refused", () => {
+  const server = { type: "http", url: "http://127.0.0.1:3000/mcp" };
+  for (
+    const [id, why] of [
+      ["gh_", "must not end in '_'"],
+      ["gh__", "must not end in '_'"],
+      ["a___b", "must not contain '___'"],
+      ["x____", "must not contain '___'"],
+    ]
+  ) {
+    const e = assertThrows(
+      () => parseConfig({ mcpServers: { gh: server, [id]: server }, gateway: { apiKey: "k" } }),
+      ConfigError,
+    );
+    assertEquals(e.path, `mcpServers.${id}`);
+    assert(e.message.startsWith(`config mcpServers.${id}: server id ${why}`), e.message);
+  }
+  // Underscores inside an id are fine: the first "___" of "<id>___<tool>" is then always the separator.
+  const cfg = parseConfig({
+    mcpServers: { gh: server, g_h: server, "g__h": server },
+    gateway: { apiKey: "k" },
+  });
+  assertEquals(cfg.servers.map((s) => s.id), ["gh", "g_h", "g__h"]);
+  for (const id of ["gh", "g_h", "g__h"]) {
+    for (const tool of ["x", "_x", "__x", "a___b"]) {
+      const full = `${id}___${tool}`;
+      const cut = full.indexOf("___");
+      assertEquals([full.slice(0, cut), full.slice(cut + 3)], [id, tool], full);
+    }
+  }
+});
