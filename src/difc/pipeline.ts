@@ -71,7 +71,7 @@ import {
   parseLabelResponseOutput,
   type ResponseLabels,
 } from "./parse.ts";
-import type { AgentLabelStore } from "./store.ts";
+import { AgentLabelLimitError, type AgentLabelStore } from "./store.ts";
 import { errorMessage, isObject, sha256Hex } from "../util.ts";
 
 export type { DifcMode } from "./evaluator.ts";
@@ -195,16 +195,20 @@ function guardFailure(prefix: string, phase: string, e: unknown): DifcError {
   return new DifcError(DIFC_ERROR_CODES.GUARD_FAILURE, prefix + errorMessage(e), data);
 }
 
+/**
+ * Runs a store operation; any failure, a store limit ({@link AgentLabelLimitError}, which then names
+ * the limit and its value in `data`) included, denies the call.
+ */
 async function storeOp<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
+    const data: Record<string, unknown> = { type: "label_store_failure" };
+    if (e instanceof AgentLabelLimitError) Object.assign(data, { limit: e.limit, value: e.value });
     throw new DifcError(
       DIFC_ERROR_CODES.LABEL_STORE_FAILURE,
       `agent label store failed: ${errorMessage(e)}`,
-      {
-        type: "label_store_failure",
-      },
+      data,
     );
   }
 }

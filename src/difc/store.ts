@@ -8,6 +8,19 @@
  * `MemoryAgentLabelStore` lives in one isolate; `DenoKvAgentLabelStore` persists in Deno KV (Deno,
  * Deno Deploy) with versionstamp-checked atomic writes and retry.
  *
+ * ## Limits (fail closed, never evict)
+ *
+ * An agent's labels are its taint: forgetting them (to make room, or because a set grew large) would
+ * let it read again what its labels now forbid. So no store ever drops or truncates an agent's labels.
+ * Instead, an update that would pass a limit is refused with {@link AgentLabelLimitError} and changes
+ * nothing; the pipeline turns it into a denied `tools/call` (`-32003`, `agent label store failed: ...`,
+ * `data.limit`), exactly like any other store failure, so nothing is released unrecorded.
+ * - {@link MAX_AGENT_TAGS} tags per label set (secrecy, integrity) of one agent, in every store. An
+ *   agent at the limit keeps its labels; only calls that would add tags beyond it are denied.
+ * - {@link MAX_AGENTS} agents per in-memory store (and per Durable Object agent index): a new agent
+ *   beyond it gets denied calls (its labels cannot be recorded), known agents are unaffected. Deno KV
+ *   keeps agents on disk, not in memory, and has no agent count limit here.
+ *
  * @module
  */
 import { intersectTags, type Labels, sameTags, tagSet, unionTags } from "./labels.ts";
@@ -28,6 +41,11 @@ export interface AgentLabelStore {
   /** Every known agent's labels, e.g. for a reflect endpoint. */
   snapshot(): Promise<Record<string, Labels>>;
 }
+
+/** Tags one agent may hold per label set (secrecy, integrity): see the module doc. */
+export const MAX_AGENT_TAGS = 1_000;
+/** Agents one {@link MemoryAgentLabelStore} (or the Durable Object agent index) may hold. */
+export const MAX_AGENTS = 10_000;
 
 /** `label_agent` merge. */
 export function mergeAgentLabels(cur: Labels, add: Labels): Labels {
@@ -55,7 +73,26 @@ export function appendOnceKey(applied: readonly string[], onceKey: string | unde
 }
 
 /**
+ * Checks an agent's next labels against {@link MAX_AGENT_TAGS}, returning them unchanged.
+ * @throws {AgentLabelLimitError} when a set would hold more tags than the limit.
+ */
+export function checkTagLimit(agentId: string, next: Labels, max = MAX_AGENT_TAGS): Labels {
+  for (const set of ["secrecy", "integrity"] as const) {
+    if (next[set].length > max) {
+      throw new AgentLabelLimitError(
+        "MAX_AGENT_TAGS",
+        max,
+        `agent ${JSON.stringify(agentId)} would hold ${next[set].length} ${set} tags, over MAX_AGENT_TAGS ` +
+          `(${max}); its labels are kept as they are and the call is denied`,
+      );
+    }
+  }
+  return next;
+}
+
+/**
  * In-memory store for one isolate. Updates are synchronous inside the event loop, hence atomic.
+ * Holds at most `maxAgents` agents and {@link MAX_AGENT_TAGS} tags per set and agent (module doc).
  *
  * @example
  * ```ts
@@ -64,29 +101,45 @@ export function appendOnceKey(applied: readonly string[], onceKey: string | unde
  * ```
  */
 export class MemoryAgentLabelStore implements AgentLabelStore {
-  readonly #agents = new Map<string, Labels>();
-  readonly #applied = new Map<string, Set<string>>();
+  /** Each agent's labels and the `onceKey`s applied to them. */
+  readonly #agents = new Map<string, Labels & { applied: string[] }>();
+  readonly #maxAgents: number;
+  readonly #maxTags: number;
+
+  constructor(limits: { maxAgents?: number; maxTags?: number } = {}) {
+    this.#maxAgents = limits.maxAgents ?? MAX_AGENTS;
+    this.#maxTags = limits.maxTags ?? MAX_AGENT_TAGS;
+  }
 
   get(agentId: string): Promise<Labels> {
     const l = this.#agents.get(agentId);
     return Promise.resolve(l ? copyLabels(l) : { secrecy: [], integrity: [] });
   }
 
-  #update(agentId: string, fn: (cur: Labels) => Labels): Promise<Labels> {
-    const cur = this.#agents.get(agentId) ?? { secrecy: [], integrity: [] };
-    const next = fn(cur);
-    this.#agents.set(agentId, next);
-    return Promise.resolve(copyLabels(next));
+  #update(agentId: string, fn: (cur: Labels) => Labels, onceKey?: string): Promise<Labels> {
+    try {
+      const cur = this.#agents.get(agentId);
+      if (!cur && this.#agents.size >= this.#maxAgents) {
+        throw new AgentLabelLimitError(
+          "MAX_AGENTS",
+          this.#maxAgents,
+          `the label store holds ${this.#maxAgents} agents (MAX_AGENTS); agent ${
+            JSON.stringify(agentId)
+          } cannot be recorded and the call is denied`,
+        );
+      }
+      const applied = cur?.applied ?? [];
+      if (onceKey !== undefined && applied.includes(onceKey)) return this.get(agentId);
+      const next = checkTagLimit(agentId, fn(cur ?? { secrecy: [], integrity: [] }), this.#maxTags);
+      this.#agents.set(agentId, { ...next, applied: appendOnceKey(applied, onceKey) });
+      return Promise.resolve(copyLabels(next));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   addLabels(agentId: string, labels: Labels, onceKey?: string): Promise<Labels> {
-    if (onceKey !== undefined) {
-      const keys = this.#applied.get(agentId) ?? new Set<string>();
-      this.#applied.set(agentId, keys);
-      if (keys.has(onceKey)) return this.get(agentId);
-      keys.add(onceKey);
-    }
-    return this.#update(agentId, (cur) => mergeAgentLabels(cur, labels));
+    return this.#update(agentId, (cur) => mergeAgentLabels(cur, labels), onceKey);
   }
 
   propagate(agentId: string, overall: Labels): Promise<Labels> {
@@ -136,7 +189,7 @@ export const MAX_ONCE_KEYS = 256;
 /** Pause before retrying a commit that hit a locked local database (SQLite busy), in ms. */
 const LOCKED_BACKOFF_MS = 2;
 
-/** An update that lost the race `KV_MAX_ATTEMPTS` times in a row. */
+/** A store failure: an update that lost the race `KV_MAX_ATTEMPTS` times in a row, a limit, ... */
 export class AgentLabelStoreError extends Error {
   constructor(message: string) {
     super(message);
@@ -144,9 +197,23 @@ export class AgentLabelStoreError extends Error {
   }
 }
 
+/** An update refused because it would pass a store limit (nothing was changed). */
+export class AgentLabelLimitError extends AgentLabelStoreError {
+  readonly limit: "MAX_AGENT_TAGS" | "MAX_AGENTS";
+  readonly value: number;
+  constructor(limit: "MAX_AGENT_TAGS" | "MAX_AGENTS", value: number, message: string) {
+    super(message);
+    this.name = "AgentLabelLimitError";
+    this.limit = limit;
+    this.value = value;
+  }
+}
+
 /**
  * Deno KV store. Keys are `[...prefix, agentId]`; values `{secrecy, integrity}`. Each update reads
  * the entry, computes the new labels and commits with a versionstamp check, retrying on conflict.
+ * {@link MAX_AGENT_TAGS} per set keeps a record well under Deno KV's 64 KiB value limit for
+ * tags of ordinary length; a longer record fails the commit, which is refused the same way.
  * The caller owns the `Deno.Kv` handle (and closes it).
  *
  * @example
@@ -160,10 +227,12 @@ export class AgentLabelStoreError extends Error {
 export class DenoKvAgentLabelStore implements AgentLabelStore {
   readonly #kv: KvLike;
   readonly #prefix: KvKey;
+  readonly #maxTags: number;
 
-  constructor(kv: KvLike, prefix: KvKey = ["difc", "agent-labels"]) {
+  constructor(kv: KvLike, prefix: KvKey = ["difc", "agent-labels"], maxTags = MAX_AGENT_TAGS) {
     this.#kv = kv;
     this.#prefix = prefix;
+    this.#maxTags = maxTags;
   }
 
   #key(agentId: string): KvKey {
@@ -184,7 +253,7 @@ export class DenoKvAgentLabelStore implements AgentLabelStore {
       const cur: StoredLabels = e.value ?? { secrecy: [], integrity: [] };
       const applied = cur.applied ?? [];
       if (onceKey !== undefined && applied.includes(onceKey)) return copyLabels(cur);
-      const next: StoredLabels = { ...fn(cur) };
+      const next: StoredLabels = { ...checkTagLimit(agentId, fn(cur), this.#maxTags) };
       const nextApplied = appendOnceKey(applied, onceKey);
       if (nextApplied.length > 0) next.applied = nextApplied;
       const unchanged = e.versionstamp !== null && onceKey === undefined &&

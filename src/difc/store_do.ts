@@ -12,15 +12,24 @@
  *   type-checks and loads under Deno).
  * - One extra object (`index`) remembers which agents exist, for `snapshot()`.
  *
+ * Limits (store.ts's module doc): an agent object refuses an update that would pass
+ * `MAX_AGENT_TAGS` tags per set, and the index refuses to register an agent beyond
+ * {@link MAX_AGENTS} (its list is one stored value: 10,000 ids of at most 128 characters stay under
+ * the SQLite-backed storage's 2 MB value limit). Both answer HTTP 422 with `{error, limit, value}`,
+ * which the store turns back into {@link AgentLabelLimitError}; nothing is evicted.
+ *
  * @module
  */
 import type { Labels } from "./labels.ts";
 import { tagSet } from "./labels.ts";
 import {
+  AgentLabelLimitError,
   type AgentLabelStore,
   AgentLabelStoreError,
   appendOnceKey,
+  checkTagLimit,
   copyLabels,
+  MAX_AGENTS,
   mergeAgentLabels,
   propagateLabels,
 } from "./store.ts";
@@ -60,13 +69,17 @@ const INDEX_OBJECT = "index";
 const RECORD_KEY = "labels";
 /** Storage key of the index object's agent list. */
 const AGENTS_KEY = "agents";
+/** Status of an operation refused by a limit (the body names it). */
+const LIMIT_STATUS = 422;
+/** Agent ids remembered per store instance as already registered (a cache: forgetting costs a round trip). */
+const MAX_REGISTERED_CACHE = 1_000;
 /** Stub URLs need a host; the object never looks at it. */
 const OBJECT_ORIGIN = "https://agent-labels.internal";
 /** One operation sent to an agent object. */
 type AgentOp =
   | { op: "get" }
-  | { op: "add"; labels: Labels; onceKey?: string }
-  | { op: "propagate"; overall: Labels };
+  | { op: "add"; labels: Labels; onceKey?: string; agentId?: string }
+  | { op: "propagate"; overall: Labels; agentId?: string };
 
 /** One operation sent to the index object. */
 type IndexOp = { op: "register"; agentId: string } | { op: "list" };
@@ -128,16 +141,27 @@ export class AgentLabelsObject {
         }
         const next = mergeAgentLabels(this.#record, body.labels);
         const applied = appendOnceKey(this.#record.applied, once);
-        return await this.#save({ ...next, applied });
+        return await this.#save({ ...next, applied }, body.agentId);
       }
       case "propagate":
         if (!isLabels(body.overall)) return badOp("propagate needs overall {secrecy, integrity}");
         return await this.#save({
           ...propagateLabels(this.#record, body.overall),
           applied: this.#record.applied,
-        });
+        }, body.agentId);
       case "register":
         if (typeof body.agentId !== "string") return badOp("register needs agentId");
+        if (!this.#agents.includes(body.agentId) && this.#agents.length >= MAX_AGENTS) {
+          return limitReached(
+            new AgentLabelLimitError(
+              "MAX_AGENTS",
+              MAX_AGENTS,
+              `the agent index holds ${MAX_AGENTS} agents (MAX_AGENTS); agent ${
+                JSON.stringify(body.agentId)
+              } cannot be recorded and the call is denied`,
+            ),
+          );
+        }
         if (!this.#agents.includes(body.agentId)) {
           this.#agents = [...this.#agents, body.agentId];
           await this.#storage.put(AGENTS_KEY, this.#agents);
@@ -150,11 +174,22 @@ export class AgentLabelsObject {
     }
   }
 
-  async #save(next: AgentRecord): Promise<Response> {
+  /** Persists `next` unless it passes `MAX_AGENT_TAGS` (`agentId` only names it in the error). */
+  async #save(next: AgentRecord, agentId = "(unnamed)"): Promise<Response> {
+    try {
+      checkTagLimit(String(agentId), next);
+    } catch (e) {
+      if (e instanceof AgentLabelLimitError) return limitReached(e);
+      throw e;
+    }
     this.#record = next;
     await this.#storage.put(RECORD_KEY, next);
     return Response.json(copyLabels(next));
   }
+}
+
+function limitReached(e: AgentLabelLimitError): Response {
+  return Response.json({ error: e.message, limit: e.limit, value: e.value }, { status: LIMIT_STATUS });
 }
 
 function badOp(message: string): Response {
@@ -187,6 +222,10 @@ export class DurableObjectAgentLabelStore implements AgentLabelStore {
       body: JSON.stringify(op),
     });
     const text = await res.text();
+    if (res.status === LIMIT_STATUS) {
+      const body = JSON.parse(text) as { error: string; limit: AgentLabelLimitError["limit"]; value: number };
+      throw new AgentLabelLimitError(body.limit, body.value, body.error);
+    }
     if (!res.ok) {
       throw new AgentLabelStoreError(
         `agent label object ${JSON.stringify(name)} answered ${res.status} to "${op.op}": ${
@@ -200,6 +239,7 @@ export class DurableObjectAgentLabelStore implements AgentLabelStore {
   async #agent(agentId: string, op: AgentOp): Promise<Labels> {
     if (op.op !== "get" && !this.#registered.has(agentId)) {
       await this.#call(INDEX_OBJECT, { op: "register", agentId });
+      if (this.#registered.size >= MAX_REGISTERED_CACHE) this.#registered.clear();
       this.#registered.add(agentId);
     }
     const l = await this.#call<Labels>(AGENT_OBJECT_PREFIX + agentId, op);
@@ -211,11 +251,11 @@ export class DurableObjectAgentLabelStore implements AgentLabelStore {
   }
 
   addLabels(agentId: string, labels: Labels, onceKey?: string): Promise<Labels> {
-    return this.#agent(agentId, { op: "add", labels, onceKey });
+    return this.#agent(agentId, { op: "add", labels, onceKey, agentId });
   }
 
   propagate(agentId: string, overall: Labels): Promise<Labels> {
-    return this.#agent(agentId, { op: "propagate", overall });
+    return this.#agent(agentId, { op: "propagate", overall, agentId });
   }
 
   async snapshot(): Promise<Record<string, Labels>> {

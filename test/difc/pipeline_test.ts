@@ -747,6 +747,37 @@ Deno.test("a broken store fails closed without a policy too (labels are read, no
   );
 });
 
+Deno.test("store limits deny the call and keep the agent's labels: MAX_AGENT_TAGS after the upstream, MAX_AGENTS before", async () => {
+  let n = 0;
+  const guard = scripted({
+    agent: agentAnswer([], [], "propagate"),
+    resource: resourceAnswer("read"),
+    response: () => J({ labeled_paths: [], default_labels: L(`r${n}`, [`private:r${n++}`], []) }),
+  });
+  const s = setup(guard, new MemoryAgentLabelStore({ maxTags: 2, maxAgents: 1 }));
+  await run(s, s.req(), mcpText("first"));
+  await run(s, s.req(), mcpText("second"));
+  assertEquals((await s.store.get("agent-1")).secrecy, ["private:r0", "private:r1"]);
+  // A third secrecy tag would pass the limit: the answer is withheld (its taint could not be recorded).
+  const e = await expectDifcError(
+    run(s, s.req(), mcpText("SECRET-MARKER")),
+    DIFC_ERROR_CODES.LABEL_STORE_FAILURE,
+    'agent label store failed: agent "agent-1" would hold 3 secrecy tags, over MAX_AGENT_TAGS (2)',
+  );
+  assertEquals(e.data, { type: "label_store_failure", limit: "MAX_AGENT_TAGS", value: 2 });
+  assertEquals(J(e).includes("SECRET-MARKER") || e.message.includes("SECRET-MARKER"), false);
+  assertEquals((await s.store.get("agent-1")).secrecy, ["private:r0", "private:r1"], "labels never dropped");
+  assertEquals(s.calls().map((c) => c.decision), ["allow", "allow", "error"]);
+  // A second agent cannot be recorded in a full store: denied before the upstream is reached.
+  const e2 = await expectDifcError(
+    beginToolCall(s.req({ agentId: "agent-2" }), s.deps, ctx()),
+    DIFC_ERROR_CODES.LABEL_STORE_FAILURE,
+    "(MAX_AGENTS)",
+  );
+  assertEquals(e2.data, { type: "label_store_failure", limit: "MAX_AGENTS", value: 1 });
+  assertEquals(guard.inputs.resource.length, 3, "label_resource never ran for agent-2");
+});
+
 Deno.test("a throwing log sink does not change the outcome", async () => {
   const guard = scripted({ agent: agentAnswer([], []), resource: resourceAnswer("read"), response: "" });
   const deps: PipelineDeps = {

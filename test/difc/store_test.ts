@@ -1,12 +1,20 @@
-import { assertEquals } from "@std/assert";
+import { assertEquals, assertRejects } from "@std/assert";
 import {
+  AgentLabelLimitError,
   type AgentLabelStore,
   DenoKvAgentLabelStore,
   type KvLike,
+  MAX_AGENT_TAGS,
+  MAX_AGENTS,
   MemoryAgentLabelStore,
   mergeAgentLabels,
   propagateLabels,
 } from "../../src/difc/store.ts";
+import {
+  AgentLabelsObject,
+  DurableObjectAgentLabelStore,
+  type DurableObjectNamespaceLike,
+} from "../../src/difc/store_do.ts";
 
 /** Deno.openKv needs `--unstable-kv` (or deno.json `"unstable": ["kv"]`). */
 const openKv =
@@ -173,4 +181,109 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+/** An in-process Durable Object namespace: one {@link AgentLabelsObject} per name, storage in a Map. */
+function fakeNamespace(): DurableObjectNamespaceLike {
+  const objects = new Map<string, AgentLabelsObject>();
+  return {
+    idFromName: (name: string) => name,
+    get(id: never) {
+      const name = id as string;
+      let o = objects.get(name);
+      if (!o) {
+        const data = new Map<string, unknown>();
+        o = new AgentLabelsObject({
+          storage: {
+            get: <T>(k: string) => Promise.resolve(structuredClone(data.get(k)) as T | undefined),
+            put: (k: string, v: unknown) => Promise.resolve(void data.set(k, v)), // objects write fresh values
+          },
+          blockConcurrencyWhile: (fn) => fn(),
+        });
+        objects.set(name, o);
+      }
+      const obj = o;
+      return { fetch: (input: string, init?: RequestInit) => obj.fetch(new Request(input, init)) };
+    },
+  };
+}
+
+Deno.test("DurableObjectAgentLabelStore satisfies the store contract (in-process objects)", async () => {
+  await storeContract(new DurableObjectAgentLabelStore(fakeNamespace()));
+});
+
+const tags = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+/** Every store refuses to pass MAX_AGENT_TAGS per set, changes nothing, and keeps serving the agent. */
+async function tagLimitContract(store: AgentLabelStore): Promise<void> {
+  await store.addLabels("a", { secrecy: tags("s", MAX_AGENT_TAGS), integrity: tags("i", MAX_AGENT_TAGS) });
+  const before = await store.get("a");
+  for (
+    const update of [
+      () => store.propagate("a", { secrecy: ["one-more"], integrity: [] }),
+      () => store.addLabels("a", { secrecy: [], integrity: ["one-more"] }, "k"),
+    ]
+  ) {
+    const e = await assertRejects(update, AgentLabelLimitError, `over MAX_AGENT_TAGS (${MAX_AGENT_TAGS})`);
+    assertEquals([e.limit, e.value], ["MAX_AGENT_TAGS", MAX_AGENT_TAGS]);
+  }
+  assertEquals(await store.get("a"), before, "nothing dropped, nothing added");
+  // Updates that stay within the limit still apply (a known tag, an integrity drop).
+  await store.propagate("a", { secrecy: ["s0"], integrity: tags("i", 10) });
+  assertEquals((await store.get("a")).integrity.length, 10);
+  // The refused once-key was not recorded: the same union applies once there is room.
+  assertEquals(
+    (await store.addLabels("a", { secrecy: [], integrity: ["one-more"] }, "k")).integrity.length,
+    11,
+  );
+}
+
+Deno.test("store limits: MAX_AGENT_TAGS per set is refused (never truncated) by every store", async () => {
+  await tagLimitContract(new MemoryAgentLabelStore());
+  await tagLimitContract(new DurableObjectAgentLabelStore(fakeNamespace()));
+  if (!KV_MISSING) {
+    const kv = await openKv!(":memory:");
+    try {
+      await tagLimitContract(new DenoKvAgentLabelStore(kv));
+    } finally {
+      kv.close();
+    }
+  }
+});
+
+Deno.test("store limits: a full in-memory store refuses new agents and never evicts known ones", async () => {
+  const store = new MemoryAgentLabelStore({ maxAgents: 2 });
+  await store.propagate("a", { secrecy: ["private:a"], integrity: [] });
+  await store.addLabels("b", { secrecy: ["private:b"], integrity: [] });
+  const e = await assertRejects(
+    () => store.addLabels("c", { secrecy: [], integrity: [] }),
+    AgentLabelLimitError,
+    'the label store holds 2 agents (MAX_AGENTS); agent "c" cannot be recorded',
+  );
+  assertEquals([e.limit, e.value], ["MAX_AGENTS", 2]);
+  await assertRejects(() => store.propagate("c", { secrecy: ["x"], integrity: [] }), AgentLabelLimitError);
+  assertEquals(await store.get("a"), { secrecy: ["private:a"], integrity: [] });
+  assertEquals(Object.keys(await store.snapshot()), ["a", "b"]);
+  await store.propagate("a", { secrecy: ["private:a2"], integrity: [] });
+  assertEquals((await store.get("a")).secrecy, ["private:a", "private:a2"], "known agents keep working");
+});
+
+Deno.test("store limits: the Durable Object index refuses agents beyond MAX_AGENTS", async () => {
+  const ns = fakeNamespace();
+  const index = ns.get(ns.idFromName("index") as never);
+  const register = (agentId: string) =>
+    index.fetch("https://agent-labels.internal/register", {
+      method: "POST",
+      body: JSON.stringify({ op: "register", agentId }),
+    });
+  for (let i = 0; i < MAX_AGENTS; i++) await (await register(`agent-${i}`)).body?.cancel();
+  const store = new DurableObjectAgentLabelStore(ns);
+  await store.propagate("agent-0", { secrecy: ["private:x"], integrity: [] }); // known: fine
+  const e = await assertRejects(
+    () => store.propagate("one-too-many", { secrecy: ["private:x"], integrity: [] }),
+    AgentLabelLimitError,
+    `the agent index holds ${MAX_AGENTS} agents (MAX_AGENTS)`,
+  );
+  assertEquals([e.limit, e.value], ["MAX_AGENTS", MAX_AGENTS]);
+  assertEquals(await store.get("one-too-many"), { secrecy: [], integrity: [] }, "nothing recorded");
 });
