@@ -76,6 +76,8 @@ export function createGateway(deps: AppDeps): Gateway {
       headers: s.headers,
       tools: s.tools,
       toolTimeoutMs: s.toolTimeoutMs ?? undefined,
+      // The channel table applies to every server but those whose guard is the built-in noop.
+      guarded: plans.get(s.id)?.guard.type !== "noop",
     }]),
   );
   let closing = false;

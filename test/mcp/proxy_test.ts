@@ -52,8 +52,9 @@ function startGateway(
   });
 }
 
-function upstreamOf(id: string, up: { url: string }, tools = ["*"]): Upstream {
-  return { id, url: up.url, headers: { "x-upstream-key": `cfg-${id}` }, tools };
+/** An upstream record; transport tests use noop servers (transparent) unless `guarded` is set. */
+function upstreamOf(id: string, up: { url: string }, tools = ["*"], guarded = false): Upstream {
+  return { id, url: up.url, headers: { "x-upstream-key": `cfg-${id}` }, tools, guarded };
 }
 
 async function connect(
@@ -411,42 +412,52 @@ Deno.test("routed: upstream killed mid-stream → progress, then a JSON-RPC erro
   }
 });
 
-Deno.test("routed: 2026-07-28 metadata headers are forwarded as sent", async () => {
-  const up = await startSdkUpstream();
-  const gw = await startGateway([upstreamOf("a", up)]);
-  try {
-    const res = await fetch(`${gw.base}/mcp/a`, {
-      method: "POST",
-      headers: {
-        ...POST_HEADERS,
-        "mcp-protocol-version": "2026-07-28",
-        "mcp-method": "tools/call",
-        "mcp-name": "echo",
-        "mcp-param-region": "eu",
-      },
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 1,
-        method: "tools/call",
-        params: {
-          name: "echo",
-          arguments: { message: "m" },
-          _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" },
+for (const guarded of [false, true]) {
+  Deno.test(`routed: 2026-07-28 metadata headers (${guarded ? "guarded" : "noop"} server)`, async () => {
+    const up = await startSdkUpstream();
+    const gw = await startGateway([upstreamOf("a", up, ["*"], guarded)]);
+    try {
+      const res = await fetch(`${gw.base}/mcp/a`, {
+        method: "POST",
+        headers: {
+          ...POST_HEADERS,
+          "mcp-protocol-version": "2026-07-28",
+          "mcp-method": "tools/call",
+          "mcp-name": "echo",
+          "mcp-param-region": "eu",
+          "mcp-param-message": "m",
         },
-      }),
-    });
-    await res.body?.cancel();
-    const h = up.seen.at(-1)!;
-    assertEquals(
-      [h.get("mcp-protocol-version"), h.get("mcp-method"), h.get("mcp-name"), h.get("mcp-param-region")],
-      ["2026-07-28", "tools/call", "echo", "eu"],
-    );
-    assertEquals(h.get("accept"), "application/json, text/event-stream");
-  } finally {
-    await gw.close();
-    await up.close();
-  }
-});
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 1,
+          method: "tools/call",
+          params: {
+            name: "echo",
+            arguments: { message: "m" },
+            _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" },
+          },
+        }),
+      });
+      await res.body?.cancel();
+      const h = up.seen.at(-1)!;
+      // A guarded server gets an Mcp-Param header only when its value is an argument the guard saw.
+      assertEquals(
+        [
+          h.get("mcp-protocol-version"),
+          h.get("mcp-method"),
+          h.get("mcp-name"),
+          h.get("mcp-param-region"),
+          h.get("mcp-param-message"),
+        ],
+        ["2026-07-28", "tools/call", "echo", guarded ? null : "eu", "m"],
+      );
+      assertEquals(h.get("accept"), "application/json, text/event-stream");
+    } finally {
+      await gw.close();
+      await up.close();
+    }
+  });
+}
 
 Deno.test("unified: prefixed tools from two upstreams, routing, progress, sampling, DELETE, 404", async () => {
   const upA = await startSdkUpstream();

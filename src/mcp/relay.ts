@@ -1,0 +1,311 @@
+/**
+ * Upstream → agent: every message an upstream sends on a POST reply (JSON or SSE) or a GET stream
+ * passes {@link toAgent}, which matches responses to their {@link Exchange} expectation, runs
+ * `tools/call` results through the guard, and applies the channel table (`channels.ts`) for guarded
+ * servers. {@link relaySse} streams an SSE reply block by block; {@link relayJson} answers from a
+ * JSON reply.
+ *
+ * @module
+ */
+import {
+  ErrorCode,
+  errorResponse,
+  isErrorResponse,
+  isNotification,
+  isRequest,
+  isResponse,
+  type JsonRpcErrorObject,
+  type JsonRpcId,
+  type JsonRpcMessage,
+  toErrorObject,
+} from "./jsonrpc.ts";
+import { parseSseStream, serializeSseBlock, type SseBlock } from "./sse.ts";
+import type { Exchange } from "./exchange.ts";
+import {
+  answerUpstreamRequest,
+  isGuarded,
+  guardedNotification,
+  metadataResult,
+  unguardableResult,
+  upstreamErrorForAgent,
+} from "./channels.ts";
+import type { Upstream } from "./proxy.ts";
+import { errorMessage } from "../util.ts";
+
+/** Separator between server id and tool name in unified mode (`github___get_issue`). */
+export const UNIFIED_TOOL_SEPARATOR = "___";
+
+/** Whether `tool` passes an allow-list. */
+export function toolAllowed(up: Upstream, tool: string): boolean {
+  return up.tools.includes("*") || up.tools.includes(tool);
+}
+
+/** A structured log sink. */
+export type Log = (rec: Record<string, unknown>) => void;
+
+/** What {@link toAgent} needs besides the message. */
+export interface RelayContext {
+  exchange: Exchange;
+  log: Log;
+  /** Posts the gateway's answer to a request the upstream sent to a guarded server's agent. */
+  answerUpstream(response: JsonRpcMessage): void;
+  /** Unified mode: the agent-visible id of a server→client request of a noop server. */
+  mapServerRequest?(id: JsonRpcId): JsonRpcId;
+  /** Unified mode: the agent-visible id of an upstream's own request it now cancels. */
+  serverRequestAgentId?(id: JsonRpcId): JsonRpcId | undefined;
+}
+
+/**
+ * The tools of a `tools/list` result that pass the allow-list; with `prefix`, renamed
+ * `<server>___<tool>` and described `[<server>] …` for the unified endpoint.
+ */
+export function filterTools(up: Upstream, tools: unknown[], prefix: boolean): unknown[] {
+  const out: unknown[] = [];
+  for (const t of tools) {
+    if (typeof t !== "object" || t === null) continue;
+    const tool = t as { name?: unknown; description?: unknown };
+    if (typeof tool.name !== "string" || !toolAllowed(up, tool.name)) continue;
+    if (!prefix) {
+      out.push(t);
+      continue;
+    }
+    out.push({
+      ...tool,
+      name: `${up.id}${UNIFIED_TOOL_SEPARATOR}${tool.name}`,
+      description: `[${up.id}] ${typeof tool.description === "string" ? tool.description : ""}`.trimEnd(),
+    });
+  }
+  return out;
+}
+
+function result(id: JsonRpcId, r: unknown): JsonRpcMessage {
+  return { jsonrpc: "2.0", id, result: r };
+}
+
+/**
+ * One upstream message as the agent may see it, or `undefined` (withheld). Responses are matched to
+ * the exchange by the gateway's id only and answered once under the agent's id.
+ */
+export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<JsonRpcMessage | undefined> {
+  const ex = ctx.exchange;
+  const up = ex.upstream;
+  if (isResponse(msg)) {
+    const exp = ex.take(msg.id);
+    if (!exp) {
+      // Each pending request is answered once, through its guard. A stray, duplicate or replayed
+      // response (or any response on a GET stream) could carry data no guard has seen: withheld.
+      ctx.log({ event: "mcp_withheld_response", upstream: up.id });
+      return undefined;
+    }
+    if (isErrorResponse(msg)) {
+      exp.guard?.abort(msg.error);
+      const err = isGuarded(up)
+        ? (exp.method === "tools/call"
+          ? upstreamErrorForAgent(msg.error, up.id)
+          : { code: msg.error.code, message: `upstream "${up.id}" answered ${exp.method} with error ${msg.error.code}` })
+        : msg.error;
+      return errorResponse(exp.agentId, err.code, err.message, err.data);
+    }
+    const r = (msg as { result: unknown }).result;
+    if (exp.method === "tools/call" && exp.guard) {
+      const bad = isGuarded(up) ? unguardableResult(r) : undefined;
+      if (bad) {
+        exp.guard.abort(bad);
+        return errorResponse(exp.agentId, ErrorCode.InternalError, `upstream "${up.id}": ${bad}`);
+      }
+      try {
+        return result(exp.agentId, await exp.guard.finish(r));
+      } catch (e) {
+        const err = toErrorObject(e);
+        return errorResponse(exp.agentId, err.code, err.message, err.data);
+      }
+    }
+    if (exp.method === "tools/list") {
+      const list = (typeof r === "object" && r !== null ? r : {}) as { tools?: unknown; nextCursor?: unknown };
+      const tools = Array.isArray(list.tools) ? filterTools(up, list.tools, false) : [];
+      if (!isGuarded(up)) return result(exp.agentId, Array.isArray(list.tools) ? { ...list, tools } : r);
+      return result(
+        exp.agentId,
+        typeof list.nextCursor === "string" ? { tools, nextCursor: list.nextCursor } : { tools },
+      );
+    }
+    if (isGuarded(up)) return result(exp.agentId, metadataResult(exp.method, r, up.id));
+    return result(exp.agentId, r);
+  }
+  if (isRequest(msg)) {
+    if (isGuarded(up)) {
+      ctx.log({ event: "mcp_upstream_request_refused", upstream: up.id, method: msg.method.slice(0, 64) });
+      ctx.answerUpstream({ jsonrpc: "2.0", id: msg.id, ...answerUpstreamRequest(msg.method) } as JsonRpcMessage);
+      return undefined;
+    }
+    return ctx.mapServerRequest ? { ...msg, id: ctx.mapServerRequest(msg.id) } : msg;
+  }
+  if (isNotification(msg)) {
+    if (isGuarded(up)) {
+      const out = guardedNotification(msg, ex);
+      if (!out) ctx.log({ event: "mcp_withheld_notification", upstream: up.id, method: msg.method.slice(0, 64) });
+      return out;
+    }
+    if (msg.method === "notifications/cancelled" && msg.params && "requestId" in msg.params) {
+      const rid = msg.params.requestId;
+      const mapped = ex.agentIdOf(rid) ??
+        (typeof rid === "string" || typeof rid === "number" ? ctx.serverRequestAgentId?.(rid) : undefined);
+      if (mapped !== undefined) return { ...msg, params: { ...msg.params, requestId: mapped } };
+    }
+    return msg;
+  }
+  // Neither request, notification nor response: nothing a client needs, nothing a guard checked.
+  ctx.log({ event: "mcp_withheld_message", upstream: up.id });
+  return undefined;
+}
+
+/** Every message of a parsed JSON value (one message or a batch) that the agent may see. */
+async function messagesToAgent(parsed: unknown, ctx: RelayContext): Promise<JsonRpcMessage[]> {
+  const out: JsonRpcMessage[] = [];
+  for (const m of Array.isArray(parsed) ? parsed : [parsed]) {
+    if (typeof m !== "object" || m === null || Array.isArray(m)) continue;
+    const r = await toAgent(m as JsonRpcMessage, ctx);
+    if (r) out.push(r);
+  }
+  return out;
+}
+
+/**
+ * One SSE block for the agent. For a guarded server only the gateway's own framing goes out
+ * (`event: message` and the rebuilt data; an upstream comment becomes a bare keep-alive comment;
+ * upstream event ids, names and retry hints are dropped). For a noop server the block's framing is
+ * kept.
+ */
+async function blockToAgent(b: SseBlock, ctx: RelayContext): Promise<SseBlock | undefined> {
+  const guarded = isGuarded(ctx.exchange.upstream);
+  let msgs: JsonRpcMessage[] = [];
+  let batch = false;
+  if (b.data !== undefined && b.data !== "") {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(b.data);
+    } catch {
+      // Data that is not JSON cannot be guarded: withheld (fail closed).
+      ctx.log({ event: "mcp_withheld_block", upstream: ctx.exchange.upstream.id, reason: "data is not JSON" });
+      parsed = [];
+    }
+    batch = Array.isArray(parsed);
+    msgs = await messagesToAgent(parsed, ctx);
+  }
+  const data = msgs.length === 0 ? undefined : JSON.stringify(batch ? msgs : msgs[0]);
+  if (guarded) {
+    if (data !== undefined) return { event: "message", data };
+    return b.comments?.length ? { comments: [" keepalive"] } : undefined;
+  }
+  if (data !== undefined) return { ...b, data };
+  const { data: _drop, ...rest } = b;
+  return rest.id !== undefined || rest.retry !== undefined || rest.comments ? rest : undefined;
+}
+
+/** Options of {@link relaySse}. */
+export interface SseRelayOptions {
+  /** Gateway answers sent first (blocked calls and refusals of the same POST). */
+  prefix: JsonRpcMessage[];
+  /** The error pending requests get when the stream ends early (default: "closed the stream"). */
+  failure(): JsonRpcErrorObject | undefined;
+  /** Called once when the relay ends, whatever the reason. */
+  done(): void;
+  /** Aborted when the gateway closes: ends the stream even when nothing reads it. */
+  closed: AbortSignal;
+}
+
+/**
+ * Streams an upstream SSE body to the agent block by block. When the upstream ends or fails before
+ * answering, every pending request gets a JSON-RPC error and the stream ends.
+ */
+export function relaySse(
+  body: ReadableStream<Uint8Array>,
+  ctx: RelayContext,
+  o: SseRelayOptions,
+): ReadableStream<Uint8Array> {
+  const ex = ctx.exchange;
+  const reader = parseSseStream(body).getReader();
+  const enc = new TextEncoder();
+  const message = (m: JsonRpcMessage) => enc.encode(serializeSseBlock({ event: "message", data: JSON.stringify(m) }));
+  let finished = false;
+  let onClose: (() => void) | undefined;
+  const unlisten = () => {
+    if (onClose) o.closed.removeEventListener("abort", onClose);
+  };
+  const end = (ctl: ReadableStreamDefaultController<Uint8Array>, why: string) => {
+    if (finished) return;
+    unlisten();
+    const err = o.failure() ?? {
+      code: ErrorCode.ConnectionClosed,
+      message: `upstream "${ex.upstream.id}" ${why} before sending the response`,
+    };
+    for (const m of ex.failAll(err)) ctl.enqueue(message(m));
+    finished = true;
+    o.done();
+    ctl.close();
+  };
+  return new ReadableStream<Uint8Array>({
+    start(ctl) {
+      for (const m of o.prefix) ctl.enqueue(message(m));
+      // The gateway's close() ends the stream even when nothing is reading it (a graceful server
+      // shutdown waits for every open response body).
+      onClose = () => {
+        end(ctl, "was closed by the gateway");
+        reader.cancel(o.closed.reason).catch(() => {});
+      };
+      if (o.closed.aborted) onClose();
+      else o.closed.addEventListener("abort", onClose, { once: true });
+    },
+    async pull(ctl) {
+      for (;;) {
+        if (finished) return;
+        let r: ReadableStreamReadResult<SseBlock>;
+        try {
+          r = await reader.read();
+          if (finished) return;
+        } catch (e) {
+          if (finished) return;
+          ctx.log({ event: "mcp_upstream_stream_failed", upstream: ex.upstream.id, error: String(e) });
+          return end(ctl, `stream failed (${errorMessage(e)})`);
+        }
+        if (r.done) return end(ctl, "closed the stream");
+        const out = await blockToAgent(r.value, ctx);
+        if (finished) return;
+        if (out) {
+          const s = serializeSseBlock(out);
+          if (s !== "") {
+            ctl.enqueue(enc.encode(s));
+            return;
+          }
+        }
+      }
+    },
+    async cancel(reason) {
+      if (finished) return;
+      finished = true;
+      unlisten();
+      ex.abortAll(reason ?? "agent disconnected");
+      o.done();
+      await reader.cancel(reason).catch(() => {});
+    },
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * The agent's messages from a JSON reply's text: the upstream's answers as the agent may see them,
+ * then an error for each request the reply did not answer. `undefined` when the text is not JSON.
+ */
+export async function relayJson(text: string, ctx: RelayContext): Promise<JsonRpcMessage[] | undefined> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const out = await messagesToAgent(parsed, ctx);
+  out.push(...ctx.exchange.failAll({
+    code: ErrorCode.ConnectionClosed,
+    message: `upstream "${ctx.exchange.upstream.id}" did not answer the request`,
+  }));
+  return out;
+}
