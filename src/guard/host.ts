@@ -8,18 +8,28 @@
  * - Exports run through `WebAssembly.promising`; `env.call_backend` is a `WebAssembly.Suspending`
  *   import, so the guard calls the upstream synchronously while the event loop keeps running.
  * - The fuel check import (injected by the preparer) is also `Suspending`: it returns synchronously
- *   on the fast path, yields a macrotask every `yieldIntervalMs`, and throws when the session's
- *   signal fires, the per-call deadline passes or the fuel budget is spent.
+ *   on the fast path and yields a macrotask every `yieldIntervalMs`. It never throws: when the
+ *   session's signal fires, the per-call deadline passes or the fuel budget is spent, it STOPS the
+ *   instance (leaves the counter negative and clears the "check allowed" global), and the injected
+ *   code traps with `unreachable`. A trap cannot be caught by wasm exception handlers (legacy
+ *   `catch_all` or `try_table`/`catch_all_ref`), so a guard cannot swallow its own stop; the host
+ *   reports the typed error that caused the stop, not the trap. Timers and the signal stop the
+ *   instance the same way, and once stopped every host import refuses (`call_backend` returns -1,
+ *   WASI returns `ECANCELED`, `host_log` drops) and every later fuel point traps at once.
+ * - How much fuel one refill hands out adapts to the guard's speed, so that the next check comes
+ *   about `FUEL_CHECK_TARGET_MS` later (never more than `fuelSlice`); the count-based budget stays
+ *   exact and deterministic whatever the refill sizes.
  *
  * Knowing differences from the reference: instances are per request, not per server (so
  * `label_agent` runs on each instance), and a trap kills only its own session; timeouts, aborts and
  * limit hits also end the session. Negative guard codes, alloc failures and output-size errors do not
  * (as in the reference).
  *
- * A start function runs inside `new WebAssembly.Instance`, where no `Suspending` import can be called
- * (V8 throws `SuspendError` even for one that would return synchronously): it gets the fuel the
- * preparer put in the global (1,000,000 units) and no `call_backend`; exceeding either fails the
- * session with `GuardError("fuel")`.
+ * A start function would run inside `new WebAssembly.Instance`, where no `Suspending` import can be
+ * called (V8 throws a catchable `SuspendError` even for one that would return synchronously). So the
+ * preparer drops the start section and exports the function as `START_EXPORT`; the host runs it
+ * through JSPI right before the session's first export call, under that call's fuel, deadline and
+ * signal (a spinning start function ends like a spinning export, with a typed error).
  *
  * No Deno APIs here: this module also runs in workerd.
  *
@@ -31,6 +41,8 @@ import {
   GuardError,
   type GuardErrorKind,
   type GuardLimits,
+  FUEL_CHECK_TARGET_MS,
+  MIN_FUEL_REFILL,
   resolveLimits,
   WASM_PAGE_BYTES,
 } from "./limits.ts";
@@ -46,6 +58,7 @@ import {
   readPreparedMark,
   validateGuardAbi,
 } from "./prepare.ts";
+import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
 import { errorMessage } from "../util.ts";
 
@@ -194,11 +207,13 @@ function checkModuleShape(name: string, module: WebAssembly.Module): { metered: 
     throw e;
   }
   const metered = imports.some((i) => i.module === FUEL_IMPORT_MODULE && i.name === FUEL_IMPORT_NAME);
-  if (metered && !exports.some((e) => e.name === FUEL_GLOBAL_EXPORT && e.kind === "global")) {
-    throw new GuardError(
-      "abi",
-      `guard '${name}' imports the fuel check but does not export ${FUEL_GLOBAL_EXPORT}`,
-    );
+  for (const global of [FUEL_GLOBAL_EXPORT, FUEL_CHECK_ALLOWED_EXPORT]) {
+    if (metered && !exports.some((e) => e.name === global && e.kind === "global")) {
+      throw new GuardError(
+        "abi",
+        `guard '${name}' imports the fuel check but does not export ${global} (prepare it again)`,
+      );
+    }
   }
   return { metered };
 }
@@ -221,12 +236,18 @@ export class WasmGuard implements Guard {
   readonly limits: Readonly<GuardLimits>;
   /** True when the module carries the fuel check (prepared with fuel). */
   readonly metered: boolean;
+  /**
+   * Size of the first refill of the next call: the last size the sessions' fuel checks adapted to
+   * (see `FUEL_CHECK_TARGET_MS`), so a guard with expensive units starts its calls with small slices.
+   */
+  fuelRefill: number;
 
   constructor(module: WebAssembly.Module, opts: WasmGuardOptions = {}) {
     this.name = opts.name || "guard";
     this.module = module;
     this.limits = Object.freeze(resolveLimits(opts.limits));
     this.metered = checkModuleShape(this.name, module).metered;
+    this.fuelRefill = this.limits.fuelSlice;
   }
 
   /**
@@ -244,11 +265,24 @@ interface CallState {
   fuelSpent: number;
   /** Value last written into the fuel global. */
   refill: number;
+  /** Size of the next refill (adapts to the guard's speed, at most `fuelSlice`). */
+  slice: number;
+  /** When the fuel check last ran (or the call started, or `call_backend` returned). */
+  lastCheck: number;
+  /** `fuelSpent` at `lastCheck`. */
+  spentAtCheck: number;
   deadline: number;
   lastYield: number;
-  /** Aborted by the session signal or the deadline; passed to `call_backend`. */
+  /** Aborted when the call is stopped (or ends); passed to `call_backend`. */
   abort: AbortController;
+  /** Why the instance was stopped: set once, reported instead of the trap it causes. */
+  stop?: GuardError;
 }
+
+/** The counter value of a stopped instance: negative, so the next fuel point traps. */
+const STOPPED_FUEL = -1;
+/** WASI errno `ECANCELED`: what every WASI import returns once the instance is stopped. */
+const WASI_ECANCELED = 11;
 
 type Exported = (...args: number[]) => Promise<number | undefined>;
 type RawExport = (...args: number[]) => number | undefined;
@@ -260,6 +294,10 @@ class WasmGuardSession implements GuardSession {
   #instance: WebAssembly.Instance | undefined;
   #memory: WebAssembly.Memory | undefined;
   #fuelGlobal: WebAssembly.Global | undefined;
+  /** E: 1 while the fuel check may be called (a JSPI export call in progress and not stopped). */
+  #checkAllowed: WebAssembly.Global | undefined;
+  /** The module's start function (exported by the preparer), run before the first export call. */
+  #start: Exported | undefined;
   #fns = new Map<string, Exported>();
   #allocator?: { alloc: RawExport; dealloc: RawExport };
   #dead: GuardError | undefined;
@@ -284,6 +322,13 @@ class WasmGuardSession implements GuardSession {
         this.#call.fuelSpent = this.#call.refill - (g.value as number);
         this.#fuelGlobal = g;
       }
+      const allowed = instance.exports[FUEL_CHECK_ALLOWED_EXPORT];
+      if (allowed instanceof WebAssembly.Global) {
+        this.#checkAllowed = allowed;
+        allowed.value = 0; // only JSPI export calls may reach the check
+      }
+      const start = instance.exports[START_EXPORT];
+      if (typeof start === "function") this.#start = WebAssembly.promising(start as () => void) as Exported;
       this.#checkMemory();
       for (const fn of LABEL_EXPORTS) {
         const f = instance.exports[fn];
@@ -332,7 +377,7 @@ class WasmGuardSession implements GuardSession {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#call?.abort.abort(new GuardError("aborted", `guard '${this.#guard.name}' session closed`));
+    if (this.#call) this.#stop(this.#call, new GuardError("aborted", `guard '${this.#guard.name}' session closed`));
     this.#instance = undefined;
     this.#memory = undefined;
     this.#fuelGlobal = undefined;
@@ -367,14 +412,20 @@ class WasmGuardSession implements GuardSession {
     }
     this.#busy = true;
     const t0 = performance.now();
-    const call = this.#newCall(Math.min(this.#limits.fuelSlice, this.#limits.fuel));
+    const call = this.#newCall(Math.min(this.#guard.fuelRefill, this.#limits.fuel));
     this.#call = call;
     if (this.#fuelGlobal) this.#fuelGlobal.value = call.refill;
-    const onAbort = () => call.abort.abort(this.#abortError());
+    const onAbort = () => this.#stop(call, this.#abortError());
     this.#ctx.signal.addEventListener("abort", onAbort, { once: true });
-    const timer = setTimeout(() => call.abort.abort(this.#timeoutError()), this.#limits.timeoutMs);
+    const timer = setTimeout(() => this.#stop(call, this.#timeoutError()), this.#limits.timeoutMs);
     try {
       if (this.#ctx.signal.aborted) throw this.#abortError();
+      if (this.#start) {
+        const start = this.#start;
+        this.#start = undefined;
+        await this.#run(start);
+        this.#checkMemory();
+      }
       if (!this.#memory) throw new GuardError("memory", "WASM module has no memory");
       return await this.#withRetries(fn, inBytes);
     } catch (e) {
@@ -437,7 +488,7 @@ class WasmGuardSession implements GuardSession {
         [inPtr, outPtr] = this.#directLayout(input.length, size);
       }
       this.#write(inPtr, input);
-      const rc = await this.#fns.get(fn)!(inPtr, input.length, outPtr, size);
+      const rc = await this.#run(this.#fns.get(fn)!, inPtr, input.length, outPtr, size);
       this.#checkMemory();
       if (typeof rc !== "number") throw new GuardError("guard_error", "WASM function returned no results");
       if (rc === -2) return size >= 4 ? this.#view().getUint32(outPtr, true) : 0;
@@ -466,6 +517,7 @@ class WasmGuardSession implements GuardSession {
    */
   #direct(fn: "alloc" | "dealloc", f: RawExport, ...args: number[]): number | undefined {
     const g = this.#fuelGlobal, call = this.#call;
+    if (call?.stop) throw call.stop;
     if (g && call) {
       call.fuelSpent += call.refill - (g.value as number);
       call.refill = Math.min(this.#limits.fuelSlice, this.#limits.fuel - call.fuelSpent);
@@ -474,7 +526,10 @@ class WasmGuardSession implements GuardSession {
     try {
       return f(...args);
     } catch (e) {
-      if (!isSuspendError(e)) throw e;
+      // Outside JSPI the check is not allowed (E = 0): a point that runs out of fuel traps at once,
+      // leaving the counter negative; call_backend throws a SuspendError.
+      const outOfSlice = e instanceof WebAssembly.RuntimeError && g !== undefined && (g.value as number) < 0;
+      if (!isSuspendError(e) && !outOfSlice) throw e;
       throw new GuardError(
         "trap",
         `guard '${this.#guard.name}' ${fn} called call_backend or ran longer than one fuel slice ` +
@@ -573,51 +628,135 @@ class WasmGuardSession implements GuardSession {
         call_backend: new WebAssembly.Suspending(this.#callBackend.bind(this)),
         host_log: this.#hostLog.bind(this),
       },
-      wasi_snapshot_preview1: createWasi({
+      wasi_snapshot_preview1: this.#refusingWhenStopped(createWasi({
         log: (level, msg, fields) => this.#log(level, msg, fields),
         memory: () => this.#memory,
-      }),
+      })),
       [FUEL_IMPORT_MODULE]: { [FUEL_IMPORT_NAME]: new WebAssembly.Suspending(this.#fuelCheck.bind(this)) },
     };
   }
 
-  /** The slow path of fuel metering: budget, deadline, abort, and a periodic yield. */
+  /**
+   * The WASI functions, each answering `ECANCELED` without doing anything once the instance is
+   * stopped; `proc_exit` also stops the instance, so a guard that catches the `ProcExit` it throws
+   * traps at its next fuel point.
+   */
+  #refusingWhenStopped(wasi: Record<string, (...a: never[]) => unknown>): WebAssembly.ModuleImports {
+    const out: Record<string, (...a: never[]) => unknown> = {};
+    for (const [name, f] of Object.entries(wasi)) {
+      out[name] = (...a: never[]) => {
+        const call = this.#call;
+        if (call?.stop) return WASI_ECANCELED;
+        try {
+          return f(...a);
+        } catch (e) {
+          if (call && e instanceof ProcExit) this.#stop(call, this.#classify(e, "proc_exit"));
+          throw e;
+        }
+      };
+    }
+    return out as WebAssembly.ModuleImports;
+  }
+
+  /**
+   * Runs a JSPI-wrapped export (or the start function) with the fuel check allowed, and reports the
+   * stop that ended it, if any: a stopped instance traps at its next fuel point, but an export may
+   * also return before reaching one.
+   */
+  async #run(f: Exported, ...args: number[]): Promise<number | undefined> {
+    const call = this.#call!;
+    const allowed = this.#checkAllowed;
+    if (call.stop) throw call.stop;
+    if (allowed) allowed.value = 1;
+    try {
+      const r = await f(...args);
+      if (call.stop) throw call.stop;
+      return r;
+    } finally {
+      if (allowed) allowed.value = 0;
+    }
+  }
+
+  /**
+   * Stops the instance of `call` for `why` (the first reason wins): the counter is left negative and
+   * the check disallowed, so the next fuel point traps (uncatchably); `call_backend` in flight is
+   * released. The fuel spent so far is accounted first.
+   */
+  #stop(call: CallState, why: GuardError): void {
+    if (call.stop) return;
+    call.stop = why;
+    const g = this.#fuelGlobal;
+    if (g && this.#call === call) {
+      call.fuelSpent += call.refill - (g.value as number);
+      call.refill = STOPPED_FUEL;
+      g.value = STOPPED_FUEL;
+    }
+    if (this.#checkAllowed) this.#checkAllowed.value = 0;
+    call.abort.abort(why);
+  }
+
+  /**
+   * The slow path of fuel metering: budget, deadline, abort, and a periodic yield. Never throws (a
+   * JS exception could be caught by the guard): it either refills the counter or stops the instance.
+   */
   #fuelCheck(): Promise<void> | void {
     const call = this.#call;
-    if (!call) throw new GuardError("trap", "fuel check outside a guard call");
     const g = this.#fuelGlobal;
-    if (!g) throw new GuardError("trap", "fuel check before the fuel global is reachable");
+    // Outside a call, or stopped: the counter stays negative and the injected code traps.
+    if (!call || !g || call.stop) return;
     const value = g.value as number;
     call.fuelSpent += call.refill - value;
     call.refill = value; // accounted: the final tally adds nothing for it
-    this.#checkLive(call);
-    // Refill only once the call may go on: after a throw the counter stays negative, so every later
-    // fuel point reaches the check (and throws) again, even in a guard that catches the exception.
+    const now = performance.now();
+    const problem = this.#liveProblem(call, now);
+    if (problem) return this.#stop(call, problem);
+    this.#adaptSlice(call, now);
     const refill = () => {
-      call.refill = Math.min(this.#limits.fuelSlice, this.#limits.fuel - call.fuelSpent);
+      call.refill = Math.min(call.slice, this.#limits.fuel - call.fuelSpent);
       g.value = call.refill;
     };
-    const now = performance.now();
     if (now - call.lastYield < this.#limits.yieldIntervalMs) return refill();
     return new Promise<void>((resolve) => setTimeout(resolve, 0)).then(() => {
-      call.lastYield = performance.now();
-      this.#checkLive(call);
+      if (call.stop) return;
+      const now = performance.now();
+      call.lastYield = call.lastCheck = now;
+      const problem = this.#liveProblem(call, now);
+      if (problem) return this.#stop(call, problem);
       refill();
     });
   }
 
-  /** Throws when the call must stop: fuel spent, signal aborted, deadline passed. */
-  #checkLive(call: CallState): void {
+  /**
+   * Sizes the next refill from the rate of the last one, so that the next check comes about
+   * `FUEL_CHECK_TARGET_MS` later: a guard whose units are expensive (bulk work, long loop bodies,
+   * cache misses) is checked as often in time as a cheap one. Within `MIN_FUEL_REFILL..fuelSlice`;
+   * the guard remembers the size for its next calls. Where the clock stands still during execution
+   * (Workers) the size stays at `fuelSlice`.
+   */
+  #adaptSlice(call: CallState, now: number): void {
+    const elapsed = now - call.lastCheck;
+    const spent = Math.max(1, call.fuelSpent - call.spentAtCheck);
+    call.lastCheck = now;
+    call.spentAtCheck = call.fuelSpent;
+    let next: number;
+    if (elapsed > FUEL_CHECK_TARGET_MS) next = Math.floor(spent * FUEL_CHECK_TARGET_MS / elapsed);
+    else next = spent * 2;
+    call.slice = Math.max(MIN_FUEL_REFILL, Math.min(this.#limits.fuelSlice, next));
+    this.#guard.fuelRefill = call.slice;
+  }
+
+  /** Why the call must stop now (fuel spent, signal aborted, deadline passed), if it must. */
+  #liveProblem(call: CallState, now: number): GuardError | undefined {
     if (call.fuelSpent > this.#limits.fuel) {
-      throw new GuardError(
+      return new GuardError(
         "fuel",
         `guard '${this.#guard.name}' ran out of fuel: limits.fuel=${this.#limits.fuel} units spent`,
         { limit: "fuel", value: this.#limits.fuel },
       );
     }
-    if (this.#ctx.signal.aborted) throw this.#abortError();
-    if (call.abort.signal.aborted) throw call.abort.signal.reason;
-    if (performance.now() > call.deadline) throw this.#timeoutError();
+    if (this.#ctx.signal.aborted) return this.#abortError();
+    if (now > call.deadline) return this.#timeoutError();
+    return undefined;
   }
 
   async #callBackend(
@@ -629,7 +768,7 @@ class WasmGuardSession implements GuardSession {
     resSize: number,
   ): Promise<number> {
     const call = this.#call;
-    if (!call) return -1;
+    if (!call || call.stop) return -1;
     call.backendCalls++;
     this.#usage.backendCalls++;
     if (call.backendCalls > this.#limits.maxBackendCalls) {
@@ -656,16 +795,18 @@ class WasmGuardSession implements GuardSession {
       }
     }
     const signal = call.abort.signal;
-    if (signal.aborted) throw signal.reason;
+    if (signal.aborted) return -1;
     let result: unknown;
     try {
       result = await raceSignal(this.#ctx.backend(toolName, args, signal), signal);
     } catch (e) {
-      if (signal.aborted) throw signal.reason; // deadline / abort: ends the export call
+      // Deadline / abort: the instance is stopped; -1 here, a trap at the next fuel point.
+      if (signal.aborted) return -1;
       this.#log("debug", `call_backend(${toolName}) failed: ${errorMessage(e)}`);
       return -1;
     }
-    if (this.#call !== call) return -1;
+    if (this.#call !== call || call.stop) return -1;
+    call.lastCheck = performance.now(); // time waiting for the backend is not the guard's speed
     const json = utf8Encoder.encode(JSON.stringify(result) ?? "null");
     const size = resSize >>> 0, ptr = resPtr >>> 0;
     const mem = this.#memory;
@@ -683,6 +824,7 @@ class WasmGuardSession implements GuardSession {
   }
 
   #hostLog(level: number, ptr: number, len: number): void {
+    if (this.#call?.stop) return;
     const msg = this.#readText(ptr, len);
     if (msg === null) return;
     this.#log(HOST_LOG_LEVELS[level] ?? "debug", msg, { source: "host_log" });
@@ -704,6 +846,9 @@ class WasmGuardSession implements GuardSession {
       backendCalls: 0,
       fuelSpent: 0,
       refill,
+      slice: refill,
+      lastCheck: now,
+      spentAtCheck: 0,
       deadline: now + this.#limits.timeoutMs,
       lastYield: now,
       abort: new AbortController(),
@@ -729,8 +874,13 @@ class WasmGuardSession implements GuardSession {
     );
   }
 
-  /** Maps anything thrown out of wasm or the protocol to a GuardError. */
+  /**
+   * Maps anything thrown out of wasm or the protocol to a GuardError. While the call is stopped,
+   * whatever ended it (normally the trap of the next fuel point) is reported as the stop's reason.
+   */
   #classify(e: unknown, fn: string): GuardError {
+    const stop = this.#call?.stop;
+    if (stop && stop !== e) return stop;
     if (e instanceof GuardError) return e;
     if (e instanceof ProcExit) {
       return new GuardError("proc_exit", `guard '${this.#guard.name}' ${fn}: ${e.message}`, {

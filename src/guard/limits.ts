@@ -15,6 +15,42 @@ export const WASM_PAGE_BYTES = 65_536;
 /** Largest 32-bit memory: 65536 pages = 4 GiB. */
 export const MAX_WASM32_PAGES = 65_536;
 
+/**
+ * Bulk memory operations (`memory.fill`, `memory.copy`, `memory.init`) spend one fuel unit per this
+ * many bytes of their length operand, before they run. A plain unit (one loop iteration or function
+ * entry) is ~0.5 ns for the tightest loop on the reference VM; `memory.fill`/`memory.copy` measured
+ * 0.05-0.16 ns per byte, so 16 bytes cost about one plain unit and a slice of fuel holds about as
+ * much bulk work as plain work. `memory.grow` spends the same per byte it adds. A power of two: the
+ * charge is a shift.
+ */
+export const BULK_BYTES_PER_FUEL_UNIT = 16;
+/**
+ * Fuel units per table entry that `table.fill`, `table.copy`, `table.init` or `table.grow` writes.
+ * V8 measured 66 ns (copy), 144 ns (fill) and up to 480 ns (grow) per funcref entry, i.e. hundreds
+ * of plain units; 256 keeps a slice of table work within a few times a slice of plain work. A power
+ * of two.
+ */
+export const TABLE_ENTRY_FUEL_UNITS = 256;
+/**
+ * A table charge counts at most this many entries (2^22 × 256 = 2^30 units, so the i32 counter never
+ * wraps); such an operation fails anyway, tables are capped far below.
+ */
+export const TABLE_CHARGE_ENTRIES = 2 ** 22;
+/** A `memory.grow` charge counts at most this many pages (4 GiB, 2^28 units); more always fails. */
+export const MEMORY_GROW_CHARGE_PAGES = 65_536;
+
+/**
+ * The host sizes each fuel refill so that the next check comes about this many ms later (from the
+ * rate the guard spent the previous refill at). With checks this close, a yield (every
+ * `yieldIntervalMs`) is never much later than due, whatever one fuel unit costs in this guard.
+ */
+export const FUEL_CHECK_TARGET_MS = 1;
+/**
+ * Smallest refill the adaptation hands out: a check costs ~0.2 µs, so even a guard whose units are
+ * all expensive spends far less than 1 % of its time in checks at this size.
+ */
+export const MIN_FUEL_REFILL = 1_000;
+
 /** Every limit a guard call runs under. All are per export call unless stated otherwise. */
 export interface GuardLimits {
   /** Linear memory cap in 64 KiB pages; the prepared module's declared maximum is clamped to it. */

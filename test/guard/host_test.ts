@@ -304,14 +304,16 @@ Deno.test("fuel is counted per function entry and loop iteration and summed in u
   assertGreaterOrEqual(u.ms, 0);
 });
 
-Deno.test("a spinning start function is stopped after the instantiation fuel, without suspending", async () => {
-  const guard = await load("start_spin");
+Deno.test("a spinning start function runs under the first call's budget and is stopped by it", async () => {
+  // The preparer exports the start function; the host runs it through JSPI before the first call.
+  const guard = await load("start_spin", { limits: { fuel: 5_000_000 } });
   const s = guard.open(context().ctx);
-  const err = await rejectsKind(s.labelAgent("{}"), "fuel", "start function");
-  assertEquals([err.limit, err.value], ["fuel", 1_000_000]);
+  const err = await rejectsKind(s.labelAgent("{}"), "fuel", "limits.fuel=5000000");
+  assertEquals([err.limit, err.value], ["fuel", 5_000_000]);
+  await rejectsKind(s.labelAgent("{}"), "fuel", "unavailable");
 });
 
-Deno.test("a start function within the instantiation fuel runs; its fuel is counted", async () => {
+Deno.test("a start function runs before the first call; its fuel is counted", async () => {
   const guard = await load("start_short");
   const s = guard.open(context().ctx);
   assertEquals(await s.labelAgent("{}"), "s");

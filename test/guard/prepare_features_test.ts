@@ -13,6 +13,7 @@ import {
   prepareGuard,
   readPreparedMark,
 } from "../../src/guard/prepare.ts";
+import { START_EXPORT } from "../../src/guard/wasm/host_signatures.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/prepare/", import.meta.url);
@@ -79,6 +80,8 @@ function runPrepared(bytes: Uint8Array, refill: number): Run {
   const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), imports);
   const fuel = box.fuel = inst.exports[FUEL_GLOBAL_EXPORT] as WebAssembly.Global;
   fuel.value = 0;
+  // The preparer exports the start function instead of leaving it to the engine (the host runs it).
+  (inst.exports[START_EXPORT] as (() => void) | undefined)?.();
   const result = (inst.exports.run as () => unknown)();
   return { result, checks, final: fuel.value as number };
 }

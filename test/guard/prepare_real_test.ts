@@ -10,7 +10,8 @@ import {
   FUEL_IMPORT_NAME,
   prepareGuard,
 } from "../../src/guard/prepare.ts";
-import { parseModule } from "../../src/guard/wasm/module.ts";
+import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "../../src/guard/wasm/host_signatures.ts";
+import { parseModule, SectionId } from "../../src/guard/wasm/module.ts";
 import { rewriteModule } from "../../src/guard/wasm/rewrite.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -126,6 +127,9 @@ Deno.test("AssemblyScript guard: prepared output validates and answers like the 
   }).exports;
   const fuel = box.fuel = prepared[FUEL_GLOBAL_EXPORT] as WebAssembly.Global;
   fuel.value = 0;
+  // AssemblyScript's runtime initialises itself in the start function, which the preparer exports
+  // for the host to run (the host runs it before the first call).
+  (prepared[START_EXPORT] as () => void)();
   const input = JSON.stringify({ tool_name: "get_issue", tool_args: { n: 1 }, pad: "x".repeat(500) });
   for (const fn of ["label_agent", "label_resource", "label_response"]) {
     assertEquals(callLabel(prepared, fn, input), callLabel(plain, fn, input), fn);
@@ -164,9 +168,15 @@ Deno.test("every .wasm in node_modules is rewritten into a valid, instantiable m
     assertGreater(out.fuelPoints, 0, name);
     const mod = new WebAssembly.Module(out.bytes);
     const before = WebAssembly.Module.exports(new WebAssembly.Module(input));
+    const start = parseModule(input).sections.some((s) => s.id === SectionId.start);
     assertEquals(
       WebAssembly.Module.exports(mod),
-      [...before, { name: FUEL_GLOBAL_EXPORT, kind: "global" }],
+      [
+        ...before,
+        { name: FUEL_GLOBAL_EXPORT, kind: "global" },
+        { name: FUEL_CHECK_ALLOWED_EXPORT, kind: "global" },
+        ...(start ? [{ name: START_EXPORT, kind: "function" }] : []),
+      ],
       name,
     );
     // Instantiate with stub imports (none of these modules has a start function that calls them).

@@ -94,6 +94,8 @@ function instantiatePrepared(bytes: Uint8Array<ArrayBuffer>, refill: number): In
     },
   });
   const fuel = box.fuel = inst.exports[FUEL_GLOBAL_EXPORT] as WebAssembly.Global;
+  // The preparer exports the start function (`START_EXPORT`) for the host to run before any call.
+  (inst.exports.__mcp_edge_guard_start as (() => void) | undefined)?.();
   return { exports: inst.exports, checks: () => checks, fuel };
 }
 

@@ -2,6 +2,15 @@
  * Instruction walker: copies an instruction sequence, renumbering function indices and inserting fuel
  * points. Bytes that need no change are copied in runs, so the cost is one decode pass.
  *
+ * With `bounds` set, every index an instruction names (local, global, function, type, table, memory,
+ * data and element segment, tag) must be in range in the ORIGINAL module: the injected counter local,
+ * fuel global, check type and slow-path function sit right after the original index spaces, so an
+ * out-of-range index would otherwise land on them and change what the code means.
+ *
+ * Bulk operations (`memory.fill/copy/init`, `table.fill/copy/init`, `memory.grow`, `table.grow`) get
+ * a charge sequence right before them (`CodeEdit.bulk`) that spends fuel in proportion to their
+ * length operand, so the operation never runs when the budget cannot pay for it.
+ *
  * Two fuel shapes exist (the sequences themselves come from the rewriter):
  * - global: the same point after every `loop` block type; nothing else changes.
  * - cached counter: the point after every `loop` works on a local copy of the counter, which is
@@ -26,6 +35,33 @@ export interface CounterCache {
   reload: Uint8Array;
 }
 
+/** Sizes of the original module's index spaces (see the module documentation). */
+export interface IndexBounds {
+  /** Absolute index of the function being copied, for messages; -1 for constant expressions. */
+  func: number;
+  /** Parameters + declared locals of that function (0 in constant expressions). */
+  locals: number;
+  globals: number;
+  funcs: number;
+  types: number;
+  tables: number;
+  memories: number;
+  /** Data segments (the data count section, else the data section's count). */
+  data: number;
+  elems: number;
+  tags: number;
+}
+
+/** What kind of length a bulk operation's last operand is, which picks its charge sequence. */
+export const BulkKind = { none: 0, bytes: 1, entries: 2, pages: 3 } as const;
+
+/** Charge sequences inserted before bulk operations, by {@link BulkKind}. */
+export interface BulkCharges {
+  bytes: Uint8Array;
+  entries: Uint8Array;
+  pages: Uint8Array;
+}
+
 /** What to change while copying instructions. */
 export interface CodeEdit {
   /** Function indices at or above this value are shifted by `shift`. */
@@ -35,6 +71,10 @@ export interface CodeEdit {
   loopPoint: Uint8Array | null;
   /** Function bodies only: the cached-counter shape; `null` = the global shape. */
   cache: CounterCache | null;
+  /** Inserted before bulk operations; `null` = none. */
+  bulk?: BulkCharges | null;
+  /** Index ranges to enforce; `null`/absent = no checks. */
+  bounds?: IndexBounds | null;
 }
 
 /** What a copy found. */
@@ -46,6 +86,56 @@ export interface CopyResult {
    * first one and the output is incomplete: copy the body again in the global shape.
    */
   exceptions: boolean;
+  /** The code holds a bulk operation (it needs a scratch local for its charge). */
+  bulk: boolean;
+}
+
+/** The bulk kind of a 0xFC sub-opcode. */
+function fcBulkKind(sub: number): number {
+  switch (sub) {
+    case 8: // memory.init
+    case 10: // memory.copy
+    case 11: // memory.fill
+      return BulkKind.bytes;
+    case 12: // table.init
+    case 14: // table.copy
+    case 15: // table.grow
+    case 17: // table.fill
+      return BulkKind.entries;
+  }
+  return BulkKind.none;
+}
+
+/** Index space names, for messages. */
+type Space = Exclude<keyof IndexBounds, "func">;
+const SPACE_NAME: Readonly<Record<Space, string>> = {
+  locals: "local",
+  globals: "global",
+  funcs: "function",
+  types: "type",
+  tables: "table",
+  memories: "memory",
+  data: "data segment",
+  elems: "element segment",
+  tags: "tag",
+};
+
+function outOfRange(b: IndexBounds, space: Space, index: number, at: number): never {
+  const where = b.func < 0 ? "a constant expression" : `function ${b.func}`;
+  throw new GuardError(
+    "abi",
+    `${where} uses ${SPACE_NAME[space]} ${index} at byte offset ${at}, but the module has only ${
+      b[space]
+    } (an out-of-range index is invalid WebAssembly and would reach the injected fuel state)`,
+  );
+}
+
+/** Reads an index at `r` and checks it against `space` when bounds are set. */
+function index(r: Reader, b: IndexBounds | null, space: Space): number {
+  const at = r.pos;
+  const i = r.u32();
+  if (b !== null && i >= b[space]) outOfRange(b, space, i, at);
+  return i;
 }
 
 /** Opcodes of both exception-handling proposals: try, catch, throw, rethrow, throw_ref, delegate, catch_all, try_table. */
@@ -91,18 +181,28 @@ function unsupported(op: number, sub: number | undefined, at: number, why: strin
   );
 }
 
-function skipBlockType(r: Reader): void {
-  const b = r.u8();
-  if (b === 0x63 || b === 0x64) r.skipLeb(); // (ref null? ht)
-  else if (b & 0x80) {
-    r.pos--;
-    r.skipLeb(); // multi-byte type index
+/** Skips a block type: 0x40, a value type, or an s33 type index (checked against `b`). */
+function skipBlockType(r: Reader, b: IndexBounds | null): void {
+  const at = r.pos;
+  const first = r.u8();
+  if (first === 0x63 || first === 0x64) heapType(r, b); // (ref null? ht)
+  else if ((first & 0xc0) !== 0x40) {
+    // Not a single-byte negative s33 (0x40 empty, value types): a non-negative type index.
+    r.pos = at;
+    index(r, b, "types");
   }
 }
 
-function skipMemarg(r: Reader): void {
+/** Skips a heap type; a concrete one (a type index) is checked against `b`. */
+function heapType(r: Reader, b: IndexBounds | null): void {
+  if (r.pos < r.end && (r.buf[r.pos] & 0xc0) === 0x40) r.pos++; // abstract heap type
+  else index(r, b, "types");
+}
+
+function skipMemarg(r: Reader, b: IndexBounds | null): void {
   const flags = r.u32();
-  if (flags & 0x40) r.skipLeb(); // multi-memory: explicit memory index
+  if (flags & 0x40) index(r, b, "memories"); // multi-memory: explicit memory index
+  else if (b !== null && b.memories === 0) outOfRange(b, "memories", 0, r.pos);
   r.skipLeb(); // offset
 }
 
@@ -123,32 +223,80 @@ function peekTableHits(r: Reader, depth: number): boolean {
   return hit;
 }
 
+/** Opcodes whose single LEB immediate is an index, and the index space it names. */
+const LEB_INDEX: ReadonlyMap<number, Space> = new Map<number, Space>([
+  [0x07, "tags"], // catch
+  [0x08, "tags"], // throw
+  [0x14, "types"], // call_ref
+  [0x15, "types"], // return_call_ref
+  [0x20, "locals"],
+  [0x21, "locals"],
+  [0x22, "locals"],
+  [0x23, "globals"],
+  [0x24, "globals"],
+  [0x25, "tables"], // table.get
+  [0x26, "tables"], // table.set
+  [0x3f, "memories"], // memory.size
+  [0x40, "memories"], // memory.grow
+]);
+
+/** Index spaces of the immediates of 0xFC sub-opcodes 8-17, in order. */
+const FC_INDEX: Readonly<Record<number, readonly Space[]>> = {
+  8: ["data", "memories"], // memory.init
+  9: ["data"], // data.drop
+  10: ["memories", "memories"], // memory.copy
+  11: ["memories"], // memory.fill
+  12: ["elems", "tables"], // table.init
+  13: ["elems"], // elem.drop
+  14: ["tables", "tables"], // table.copy
+  15: ["tables"], // table.grow
+  16: ["tables"], // table.size
+  17: ["tables"], // table.fill
+};
+
 /**
- * Copies instructions from `r` to `w` applying `edit`.
+ * Copies instructions from `r` to `w` applying `edit`; with `w === null` it only walks them (checks
+ * bounds, counts loops, notes exception handling and bulk operations).
  *
  * In `constExpr` mode it stops after the first `end` (constant expressions have no blocks);
  * otherwise it copies up to `r.end` (a function body, locals already consumed).
  *
- * @returns the loops copied and whether exception handling was seen (in cached-counter mode the
- *   copy stops there: the output is then incomplete).
- * @throws {GuardError} kind "abi" on unknown/unsupported opcodes or truncation, naming the offset.
+ * @returns the loops copied, whether exception handling was seen (in cached-counter mode the copy
+ *   stops there: the output is then incomplete) and whether a bulk operation was seen.
+ * @throws {GuardError} kind "abi" on unknown/unsupported opcodes, truncation or (with `bounds`) an
+ *   index out of range, naming the function and the byte offset.
  */
-export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr: boolean): CopyResult {
+export function copyInstructions(
+  r: Reader,
+  w: Writer | null,
+  edit: CodeEdit,
+  constExpr: boolean,
+): CopyResult {
   const buf = r.buf;
-  const { shiftFrom, shift, loopPoint, cache } = edit;
+  const { shiftFrom, shift, cache } = edit;
+  const loopPoint = w === null ? null : edit.loopPoint;
+  const bulkCharges = w === null ? null : edit.bulk ?? null;
+  const b = edit.bounds ?? null;
   let copyFrom = r.pos;
   let loops = 0;
   let exceptions = false;
+  let bulk = false;
   /** Blocks open inside the function body: a branch to label `depth` leaves the function. */
   let depth = 0;
   const flush = (to: number) => {
-    if (to > copyFrom) w.bytes(buf.subarray(copyFrom, to));
+    if (to > copyFrom) w!.bytes(buf.subarray(copyFrom, to));
+  };
+  /** Inserts `seq` before the instruction that starts at `at`. */
+  const insertBefore = (at: number, seq: Uint8Array) => {
+    flush(at);
+    w!.bytes(seq);
+    copyFrom = at;
   };
   while (r.pos < r.end) {
     const at = r.pos;
     const op = buf[r.pos++];
     let reloadAfter = false;
-    if (cache !== null) {
+    if (cache !== null && w !== null) {
       let syncBefore = false;
       switch (CACHE_ACTION[op]) {
         case Cache.open:
@@ -171,46 +319,51 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
           syncBefore = peekTableHits(r, depth);
           break;
         case Cache.exception:
-          return { loops, exceptions: true };
+          return { loops, exceptions: true, bulk };
       }
-      if (syncBefore) {
-        flush(at);
-        w.bytes(cache.sync);
-        copyFrom = at;
-      }
+      if (syncBefore) insertBefore(at, cache.sync);
     } else if (EXCEPTION_OPS.has(op)) {
       exceptions = true;
     }
     switch (SINGLE_BYTE_IMM[op]) {
       case Imm.none:
         if (op === 0x0b && constExpr) {
-          flush(r.pos);
-          return { loops, exceptions };
+          if (w !== null) flush(r.pos);
+          return { loops, exceptions, bulk };
         }
         break;
       case Imm.block:
-        skipBlockType(r);
+        skipBlockType(r, b);
         break;
       case Imm.loop:
-        skipBlockType(r);
+        skipBlockType(r, b);
         loops++;
         if (loopPoint !== null) {
           flush(r.pos);
-          w.bytes(loopPoint);
+          w!.bytes(loopPoint);
           copyFrom = r.pos;
         }
         break;
-      case Imm.leb:
-        r.skipLeb();
+      case Imm.leb: {
+        const space = b === null ? undefined : LEB_INDEX.get(op);
+        if (space !== undefined) index(r, b, space);
+        else if (op === 0xd0) heapType(r, b); // ref.null
+        else r.skipLeb();
+        if (op === 0x40) {
+          bulk = true;
+          if (bulkCharges !== null) insertBefore(at, bulkCharges.pages);
+        }
         break;
+      }
       case Imm.leb2:
-        r.skipLeb();
-        r.skipLeb();
+        // call_indirect, return_call_indirect: type, table
+        index(r, b, "types");
+        index(r, b, "tables");
         break;
       case Imm.func: {
         const idxAt = r.pos;
-        const idx = r.u32();
-        if (shift !== 0 && idx >= shiftFrom) {
+        const idx = index(r, b, "funcs");
+        if (shift !== 0 && idx >= shiftFrom && w !== null) {
           flush(idxAt);
           w.u32(idx + shift);
           copyFrom = r.pos;
@@ -221,7 +374,7 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
         for (let n = r.u32(); n >= 0; n--) r.skipLeb(); // n targets + default
         break;
       case Imm.memarg:
-        skipMemarg(r);
+        skipMemarg(r, b);
         break;
       case Imm.f32:
         r.skip(4);
@@ -233,12 +386,12 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
         for (let n = r.u32(); n > 0; n--) readValType(r);
         break;
       case Imm.try_table:
-        skipBlockType(r);
+        skipBlockType(r, b);
         for (let n = r.u32(); n > 0; n--) {
           const kindAt = r.pos;
           const kind = r.u8();
           if (kind > 3) malformed(`unknown try_table catch kind ${kind}`, kindAt);
-          if (kind < 2) r.skipLeb(); // tag index for catch / catch_ref
+          if (kind < 2) index(r, b, "tags"); // tag index for catch / catch_ref
           r.skipLeb(); // label
         }
         break;
@@ -246,7 +399,18 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
         const sub = r.u32();
         const n = fcImmediates(sub);
         if (n < 0) unsupported(op, sub, at, "unknown 0xFC instruction");
-        for (let i = 0; i < n; i++) r.skipLeb();
+        const spaces = FC_INDEX[sub];
+        for (let i = 0; i < n; i++) {
+          if (b !== null && spaces !== undefined) index(r, b, spaces[i]);
+          else r.skipLeb();
+        }
+        const kind = fcBulkKind(sub);
+        if (kind !== BulkKind.none) {
+          bulk = true;
+          if (bulkCharges !== null) {
+            insertBefore(at, kind === BulkKind.bytes ? bulkCharges.bytes : bulkCharges.entries);
+          }
+        }
         break;
       }
       case Imm.prefix_fd: {
@@ -255,7 +419,7 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
           case Simd.none:
             break;
           case Simd.memarg:
-            skipMemarg(r);
+            skipMemarg(r, b);
             break;
           case Simd.bytes16:
             r.skip(16);
@@ -264,7 +428,7 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
             r.skip(1);
             break;
           case Simd.memargLane:
-            skipMemarg(r);
+            skipMemarg(r, b);
             r.skip(1);
             break;
           default:
@@ -275,7 +439,7 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
       case Imm.prefix_fe: {
         const sub = r.u32();
         const shape = atomicShape(sub);
-        if (shape === "memarg") skipMemarg(r);
+        if (shape === "memarg") skipMemarg(r, b);
         else if (shape === "fence") r.skip(1);
         else unsupported(op, sub, at, "unknown atomic instruction");
         break;
@@ -290,12 +454,12 @@ export function copyInstructions(r: Reader, w: Writer, edit: CodeEdit, constExpr
     }
     if (reloadAfter) {
       flush(r.pos);
-      w.bytes(cache!.reload);
+      w!.bytes(cache!.reload);
       copyFrom = r.pos;
     }
   }
   // Every read is bounded by r.end, so an instruction cut off by the body end was already reported.
   if (constExpr) malformed("constant expression without end", r.pos);
-  flush(r.end);
-  return { loops, exceptions };
+  if (w !== null) flush(r.end);
+  return { loops, exceptions, bulk };
 }

@@ -93,3 +93,17 @@ export const ENV_SIGNATURES: Readonly<Record<string, string>> = Object.freeze({
   /** (level, msg_ptr, msg_len) */
   host_log: sig(i32s(3), []),
 });
+
+/**
+ * Export name of the injected i32 global E, "the fuel check may be called" (see `rewrite.ts`). The
+ * host clears it while it calls an export outside JSPI and once it has stopped the instance; every
+ * fuel point that runs out of fuel then traps without calling the check.
+ */
+export const FUEL_CHECK_ALLOWED_EXPORT = "__mcp_edge_guard_fuel_check_allowed";
+
+/**
+ * Export name under which the preparer exports a module's start function (and drops the start
+ * section), so that the host runs it through JSPI under a call's budget instead of inside
+ * `new WebAssembly.Instance`, where the fuel check cannot suspend.
+ */
+export const START_EXPORT = "__mcp_edge_guard_start";

@@ -3,28 +3,61 @@
  * function indices and strips debug sections. It knows nothing about the guard ABI, so it also
  * serves for non-guard modules (tests on real toolchain output).
  *
- * Fuel points sit at every function entry and loop header; each spends one unit of the exported
- * counter F and calls the host's CHECK import when F drops below zero (CHECK refills F, or throws to
- * stop the guard). Two shapes, chosen per function, spend exactly the same units at the same points:
+ * Fuel points sit at every function entry and loop header and spend one unit of the exported counter
+ * F; bulk operations spend in proportion to their length operand, right before they run (see
+ * `limits.ts`: `BULK_BYTES_PER_FUEL_UNIT`, `TABLE_ENTRY_FUEL_UNITS`). When F drops below zero the
+ * point calls SLOW, a function the rewriter appends:
+ *
+ *   `global.get E; i32.eqz; if; unreachable; end; call CHECK; global.get F; i32.const 0; i32.lt_s;
+ *    if; unreachable; end`
+ *
+ * CHECK is the host's import: it accounts the fuel, yields, and either refills F (the guard goes on)
+ * or leaves it negative (the guard must stop). Stopping is therefore a wasm trap (`unreachable`),
+ * which no exception handler of either proposal can catch, never a JS exception thrown into wasm.
+ * E (exported, initially 1) says whether CHECK may be called at all: the host clears it while it
+ * calls an export outside JSPI (where calling a `Suspending` import throws a catchable
+ * `SuspendError`) and once the instance is stopped, so from then on every fuel point traps at once.
+ *
+ * The start function is not left to the engine (it would run inside `new WebAssembly.Instance`,
+ * where CHECK cannot suspend): the start section is dropped and the function exported as
+ * `START_EXPORT`; the host runs it through JSPI before the first export call, under that call's
+ * budget and deadline.
+ *
+ * Two shapes, chosen per function, spend exactly the same units at the same points:
  *
  * - global (functions with exception handling, or without loops):
  *   `global.get F; i32.const 1; i32.sub; global.set F; global.get F; i32.const 0; i32.lt_s;
- *    if; call CHECK; end`.
+ *    if; call SLOW; end`.
  * - cached counter (all other functions, which is where loops run): one appended i32 local L holds
  *   the counter. Entry: `global.get F; i32.const 1; i32.sub; local.tee L; i32.const 0; i32.lt_s;
- *   if; SYNC; call CHECK; RELOAD; end`; loop header: the same from `local.get L`. SYNC
+ *   if; SYNC; call SLOW; RELOAD; end`; loop header: the same from `local.get L`. SYNC
  *   (`local.get L; global.set F`) precedes every call, tail call, `return`, branch to the function's
  *   label and the final `end`; RELOAD (`global.get F; local.set L`) follows every call. So F is exact
  *   whenever other code can see it (callees, CHECK, the host after an export returns, a handler
  *   catching an exception thrown by a callee), and no function can hand itself fuel back. A trap
  *   may leave F above the true count; the host discards a trapped instance.
  *
+ * A bulk charge is the same point with `local.tee T` in front (T: one more appended i32 local, the
+ * length operand, left on the stack for the operation) and the scaled length in place of the 1.
+ *
+ * Every index the rewrite relies on (locals, globals, functions, types, tables, memories, segments,
+ * tags) is checked against the ORIGINAL module first: the injected local, globals, type and function
+ * sit right after the original index spaces, where an out-of-range index would land.
+ *
  * @module
  */
 
-import { GuardError } from "../limits.ts";
+import {
+  BULK_BYTES_PER_FUEL_UNIT,
+  GuardError,
+  MEMORY_GROW_CHARGE_PAGES,
+  TABLE_CHARGE_ENTRIES,
+  TABLE_ENTRY_FUEL_UNITS,
+  WASM_PAGE_BYTES,
+} from "../limits.ts";
 import { malformed, Reader, Writer } from "./bytes.ts";
-import { type CodeEdit, copyInstructions } from "./code.ts";
+import { type BulkCharges, type CodeEdit, copyInstructions, type IndexBounds } from "./code.ts";
+import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./host_signatures.ts";
 import {
   type Limits,
   type ModuleInfo,
@@ -47,6 +80,10 @@ export interface RewriteOptions {
     initial: number;
     /** Fuel shape: "cached" (default) picks per function; "global" uses the global shape everywhere. */
     scheme?: FuelScheme;
+    /** Export name of E, "CHECK may be called" (default `FUEL_CHECK_ALLOWED_EXPORT`). */
+    allowedExport?: string;
+    /** Export name of the former start function (default `START_EXPORT`). */
+    startExport?: string;
   } | null;
   /** Custom sections appended at the end of the output. */
   appendCustom?: { name: string; data: Uint8Array }[];
@@ -76,17 +113,23 @@ export function isDebugSection(name: string): boolean {
 const MAX_FUNCTION_LOCALS = 50_000;
 
 const OP = {
+  unreachable: 0x00,
   if: 0x04,
   end: 0x0b,
   call: 0x10,
+  select: 0x1b,
   localGet: 0x20,
   localSet: 0x21,
   localTee: 0x22,
   globalGet: 0x23,
   globalSet: 0x24,
   i32Const: 0x41,
+  i32Eqz: 0x45,
   i32LtS: 0x48,
+  i32GtU: 0x4b,
   i32Sub: 0x6b,
+  i32Shl: 0x74,
+  i32ShrU: 0x76,
   emptyBlock: 0x40,
   i32: 0x7f,
   mutable: 0x01,
@@ -95,27 +138,87 @@ const OP = {
   kindGlobal: 0x03,
 } as const;
 
-/** The bytes inserted at every fuel point of a global-shape function. */
-export function fuelSequence(globalIndex: number, checkFunc: number): Uint8Array {
-  const w = new Writer(32);
-  w.u8(OP.globalGet);
-  w.u32(globalIndex);
-  w.u8(OP.i32Const);
-  w.s32(1);
-  w.u8(OP.i32Sub);
-  w.u8(OP.globalSet);
-  w.u32(globalIndex);
-  w.u8(OP.globalGet);
-  w.u32(globalIndex);
-  w.u8(OP.i32Const);
-  w.s32(0);
-  w.u8(OP.i32LtS);
-  w.u8(OP.if);
-  w.u8(OP.emptyBlock);
-  w.u8(OP.call);
-  w.u32(checkFunc);
-  w.u8(OP.end);
+/** The amount a point spends: a constant, or the length operand saved in scratch local `T`, scaled. */
+type Amount = { units: number } | { scratch: number; scale: Scale };
+
+/** How a length becomes fuel units: `>>> shift`, or `min(length, cap) << shift`. */
+type Scale = { shr: number } | { cap: number; shl: number };
+
+function log2Exact(n: number, what: string): number {
+  const k = Math.log2(n);
+  if (!Number.isInteger(k) || k < 0) throw new RangeError(`${what} must be a power of two, got ${n}`);
+  return k;
+}
+
+/** Length scales of the bulk kinds (from the named constants in `limits.ts`). */
+const SCALES = {
+  bytes: { shr: log2Exact(BULK_BYTES_PER_FUEL_UNIT, "BULK_BYTES_PER_FUEL_UNIT") },
+  entries: { cap: TABLE_CHARGE_ENTRIES, shl: log2Exact(TABLE_ENTRY_FUEL_UNITS, "TABLE_ENTRY_FUEL_UNITS") },
+  pages: {
+    cap: MEMORY_GROW_CHARGE_PAGES,
+    shl: log2Exact(WASM_PAGE_BYTES / BULK_BYTES_PER_FUEL_UNIT, "WASM_PAGE_BYTES / BULK_BYTES_PER_FUEL_UNIT"),
+  },
+} as const;
+
+/** One instruction: an opcode alone, or with its one immediate (s32 for `i32.const`, else u32). */
+type Ins = number | readonly [number, number];
+
+/** Writes instructions (see {@link Ins}). */
+function emit(w: Writer, ...code: Ins[]): void {
+  for (const ins of code) {
+    if (typeof ins === "number") {
+      w.u8(ins);
+      continue;
+    }
+    w.u8(ins[0]);
+    if (ins[0] === OP.i32Const) w.s32(ins[1]);
+    else w.u32(ins[1]);
+  }
+}
+
+/** The instructions that push `amount`. */
+function amountCode(amount: Amount): Ins[] {
+  if ("units" in amount) return [[OP.i32Const, amount.units]];
+  const t: Ins = [OP.localGet, amount.scratch];
+  const scale = amount.scale;
+  if ("shr" in scale) return [t, [OP.i32Const, scale.shr], OP.i32ShrU];
+  // select(cap, T, T > cap) = min(T, cap) unsigned, then << shl
+  const cap: Ins = [OP.i32Const, scale.cap];
+  return [cap, t, t, cap, OP.i32GtU, OP.select, [OP.i32Const, scale.shl], OP.i32Shl];
+}
+
+/** Where a point reads and writes the counter. */
+interface PointShape {
+  globalIndex: number;
+  slowFunc: number;
+  /** Cached shape: the counter local and its write-back / re-read sequences; `null` = global shape. */
+  cache: { local: number; sync: Uint8Array; reload: Uint8Array } | null;
+}
+
+/**
+ * One fuel point: spend `amount`, call SLOW when the counter is negative. `fromGlobal` makes a
+ * cached-shape point read F instead of L (the function entry). A dynamic amount first saves the
+ * length operand (top of the stack, left there) into its scratch local.
+ */
+function point(shape: PointShape, amount: Amount, fromGlobal = false): Uint8Array {
+  const w = new Writer(64);
+  const c = shape.cache;
+  const f = shape.globalIndex;
+  if (!("units" in amount)) emit(w, [OP.localTee, amount.scratch]);
+  emit(w, c === null || fromGlobal ? [OP.globalGet, f] : [OP.localGet, c.local], ...amountCode(amount), OP.i32Sub);
+  if (c === null) emit(w, [OP.globalSet, f], [OP.globalGet, f]);
+  else emit(w, [OP.localTee, c.local]);
+  emit(w, [OP.i32Const, 0], OP.i32LtS, OP.if, OP.emptyBlock);
+  if (c !== null) w.bytes(c.sync);
+  emit(w, [OP.call, shape.slowFunc]);
+  if (c !== null) w.bytes(c.reload);
+  emit(w, OP.end);
   return w.finish();
+}
+
+/** The bytes inserted at every fuel point of a global-shape function. */
+export function fuelSequence(globalIndex: number, slowFunc: number): Uint8Array {
+  return point({ globalIndex, slowFunc, cache: null }, { units: 1 });
 }
 
 /** The sequences of a cached-counter function whose counter is local `local`. */
@@ -131,44 +234,36 @@ export interface CachedSequences {
 }
 
 /** Builds the cached-counter sequences for counter local `local`. */
-export function cachedFuelSequences(globalIndex: number, checkFunc: number, local: number): CachedSequences {
+export function cachedFuelSequences(globalIndex: number, slowFunc: number, local: number): CachedSequences {
   const sync = new Writer(16);
-  sync.u8(OP.localGet);
-  sync.u32(local);
-  sync.u8(OP.globalSet);
-  sync.u32(globalIndex);
+  emit(sync, [OP.localGet, local], [OP.globalSet, globalIndex]);
   const reload = new Writer(16);
-  reload.u8(OP.globalGet);
-  reload.u32(globalIndex);
-  reload.u8(OP.localSet);
-  reload.u32(local);
-  const point = (load: number, index: number) => {
-    const w = new Writer(48);
-    w.u8(load);
-    w.u32(index);
-    w.u8(OP.i32Const);
-    w.s32(1);
-    w.u8(OP.i32Sub);
-    w.u8(OP.localTee);
-    w.u32(local);
-    w.u8(OP.i32Const);
-    w.s32(0);
-    w.u8(OP.i32LtS);
-    w.u8(OP.if);
-    w.u8(OP.emptyBlock);
-    w.bytes(sync.view());
-    w.u8(OP.call);
-    w.u32(checkFunc);
-    w.bytes(reload.view());
-    w.u8(OP.end);
-    return w.finish();
-  };
+  emit(reload, [OP.globalGet, globalIndex], [OP.localSet, local]);
+  const cache = { local, sync: sync.finish(), reload: reload.finish() };
+  const shape: PointShape = { globalIndex, slowFunc, cache };
+  return { entry: point(shape, { units: 1 }, true), loop: point(shape, { units: 1 }), ...cache };
+}
+
+/** The charge sequences of the bulk operations, for a function with scratch local `scratch`. */
+function bulkCharges(shape: PointShape, scratch: number): BulkCharges {
   return {
-    entry: point(OP.globalGet, globalIndex),
-    loop: point(OP.localGet, local),
-    sync: sync.finish(),
-    reload: reload.finish(),
+    bytes: point(shape, { scratch, scale: SCALES.bytes }),
+    entries: point(shape, { scratch, scale: SCALES.entries }),
+    pages: point(shape, { scratch, scale: SCALES.pages }),
   };
+}
+
+/**
+ * SLOW's body (no locals): trap unless CHECK may be called; call CHECK; trap unless it refilled F.
+ */
+function slowBody(globalIndex: number, allowedIndex: number, checkFunc: number): Uint8Array {
+  const w = new Writer(32);
+  const trapIf: Ins[] = [OP.if, OP.emptyBlock, OP.unreachable, OP.end];
+  w.u32(0); // local groups
+  emit(w, [OP.globalGet, allowedIndex], OP.i32Eqz, ...trapIf);
+  emit(w, [OP.call, checkFunc], [OP.globalGet, globalIndex], [OP.i32Const, 0], OP.i32LtS, ...trapIf);
+  emit(w, OP.end);
+  return w.finish();
 }
 
 /** Rejects a memory minimum above the cap and returns the limits with the maximum clamped. */
@@ -187,7 +282,11 @@ interface FuelPlan {
   checkType: number;
   appendType: boolean;
   checkFunc: number;
+  /** SLOW: appended after the defined functions (its index is the first one past the original ones). */
+  slowFunc: number;
+  /** F, then E right after it. */
   globalIndex: number;
+  allowedIndex: number;
   /** The global-shape point. */
   sequence: Uint8Array;
   scheme: FuelScheme;
@@ -198,9 +297,83 @@ function planFuel(info: ModuleInfo, scheme: FuelScheme): FuelPlan {
   const appendType = checkType < 0;
   if (appendType) checkType = info.types.length;
   const checkFunc = info.importedFuncs;
+  const slowFunc = info.importedFuncs + 1 + info.funcTypes.length;
   const globalIndex = info.importedGlobals + info.globals;
-  const sequence = fuelSequence(globalIndex, checkFunc);
-  return { checkType, appendType, checkFunc, globalIndex, sequence, scheme };
+  const sequence = fuelSequence(globalIndex, slowFunc);
+  return {
+    checkType,
+    appendType,
+    checkFunc,
+    slowFunc,
+    globalIndex,
+    allowedIndex: globalIndex + 1,
+    sequence,
+    scheme,
+  };
+}
+
+/** The element count at the start of section `id`, 0 when the module has none. */
+function sectionCount(info: ModuleInfo, id: number): number {
+  const s = info.sections.find((x) => x.id === id);
+  return s === undefined || s.start === s.end ? 0 : new Reader(info.bytes, s.start, s.end).u32();
+}
+
+/** The sizes of the original module's index spaces (function-specific fields left at -1 / 0). */
+export function moduleBounds(info: ModuleInfo): IndexBounds {
+  const imported = (kind: string) => info.imports.filter((i) => i.kind === kind).length;
+  const hasDataCount = info.sections.some((s) => s.id === SectionId.dataCount);
+  return {
+    func: -1,
+    locals: 0,
+    globals: info.importedGlobals + info.globals,
+    funcs: info.importedFuncs + info.funcTypes.length,
+    types: info.types.length,
+    tables: imported("table") + sectionCount(info, SectionId.table),
+    memories: info.importedMemories + info.memories.length,
+    data: sectionCount(info, hasDataCount ? SectionId.dataCount : SectionId.data),
+    elems: sectionCount(info, SectionId.element),
+    tags: imported("tag") + sectionCount(info, SectionId.tag),
+  };
+}
+
+/**
+ * Checks the module-level indices the rewrite relies on: function and tag type indices, export and
+ * start targets. (Code and constant expressions are checked while they are walked.)
+ *
+ * @throws {GuardError} "abi" naming the index and where it was found.
+ */
+function checkModuleIndices(info: ModuleInfo, b: IndexBounds): void {
+  const bad = (what: string, index: number, space: string, n: number): never => {
+    throw new GuardError(
+      "abi",
+      `${what} uses ${space} ${index}, but the module has only ${n} (an out-of-range index is invalid ` +
+        "WebAssembly and would reach the injected fuel state)",
+    );
+  };
+  for (const imp of info.imports) {
+    if (imp.typeIndex !== undefined && imp.typeIndex >= b.types) {
+      bad(`import ${imp.module}.${imp.name}`, imp.typeIndex, "type", b.types);
+    }
+  }
+  info.funcTypes.forEach((t, i) => {
+    if (t >= b.types) bad(`function ${info.importedFuncs + i}`, t, "type", b.types);
+  });
+  const space: Readonly<Record<string, keyof IndexBounds>> = {
+    function: "funcs",
+    table: "tables",
+    memory: "memories",
+    global: "globals",
+    tag: "tags",
+  };
+  for (const e of info.exports) {
+    const k = space[e.kind];
+    if (e.index >= b[k]) bad(`export "${e.name}"`, e.index, e.kind, b[k]);
+  }
+  const start = info.sections.find((s) => s.id === SectionId.start);
+  if (start !== undefined) {
+    const f = new Reader(info.bytes, start.start, start.end).u32();
+    if (f >= b.funcs) bad("the start section", f, "function", b.funcs);
+  }
 }
 
 /** Writes one section (id, size, content). */
@@ -213,16 +386,22 @@ function emitSection(out: Writer, id: number, content: Uint8Array): void {
 /**
  * Rewrites a parsed module.
  *
- * @throws {GuardError} "memory" when a memory minimum exceeds the cap; "abi" on malformed code or
- *   unsupported opcodes.
+ * @throws {GuardError} "memory" when a memory minimum exceeds the cap; "abi" on malformed code,
+ *   unsupported opcodes, an index out of range in the original module (naming the function and the
+ *   byte offset) or an export name reserved for the injected state.
  */
 export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteResult {
   const bytes = info.bytes;
   const fuel = opts.fuel === null ? null : planFuel(info, opts.fuel.scheme ?? "cached");
+  const bounds = fuel === null ? null : moduleBounds(info);
+  if (bounds !== null) checkModuleIndices(info, bounds);
+  const allowedExport = opts.fuel?.allowedExport ?? FUEL_CHECK_ALLOWED_EXPORT;
+  const startExport = opts.fuel?.startExport ?? START_EXPORT;
+  const startSection = info.sections.find((s) => s.id === SectionId.start);
   // Constant expressions: renumbering only.
   const edit: CodeEdit = fuel === null
     ? { shiftFrom: Infinity, shift: 0, loopPoint: null, cache: null }
-    : { shiftFrom: info.importedFuncs, shift: 1, loopPoint: null, cache: null };
+    : { shiftFrom: info.importedFuncs, shift: 1, loopPoint: null, cache: null, bounds };
   const shiftFunc = (i: number) => (i >= edit.shiftFrom ? i + edit.shift : i);
   const out = new Writer(bytes.length + (bytes.length >> 3) + 256);
   out.bytes(bytes.subarray(0, 8));
@@ -234,7 +413,8 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
   // Sections the fuel rewrite needs even when the input has none.
   const synthesize: number[] = fuel === null
     ? []
-    : [SectionId.type, SectionId.import, SectionId.global, SectionId.export].filter((id) => !present.has(id));
+    : [SectionId.type, SectionId.import, SectionId.function, SectionId.global, SectionId.export, SectionId.code]
+      .filter((id) => !present.has(id));
   const emitSynthesized = (beforeRank: number) => {
     while (synthesize.length > 0 && SECTION_RANK[synthesize[0]] < beforeRank) {
       const id = synthesize.shift()!;
@@ -267,6 +447,14 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
         w.u32(fuel.checkType);
         return w.view();
       }
+      case SectionId.function: {
+        if (fuel === null) return raw(s!);
+        const n = r === null ? 0 : r.u32();
+        w.u32(n + 1);
+        if (r !== null) w.bytes(bytes.subarray(r.pos, r.end));
+        w.u32(fuel.checkType); // SLOW
+        return w.view();
+      }
       case SectionId.memory: {
         const n = r!.u32();
         w.u32(n);
@@ -281,7 +469,7 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       case SectionId.global: {
         if (fuel === null) return raw(s!);
         const n = r === null ? 0 : r.u32();
-        w.u32(n + 1);
+        w.u32(n + 2);
         for (let i = 0; i < n; i++) {
           const typeStart = r!.pos;
           readValType(r!);
@@ -289,19 +477,24 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
           w.bytes(bytes.subarray(typeStart, r!.pos));
           copyInstructions(r!, w, edit, true);
         }
-        w.u8(OP.i32);
-        w.u8(OP.mutable);
-        w.u8(OP.i32Const);
-        w.s32(opts.fuel!.initial);
-        w.u8(OP.end);
+        // F, then E ("CHECK may be called", 1 until the host says otherwise)
+        for (const initial of [opts.fuel!.initial, 1]) {
+          w.u8(OP.i32);
+          w.u8(OP.mutable);
+          w.u8(OP.i32Const);
+          w.s32(initial);
+          w.u8(OP.end);
+        }
         return w.view();
       }
       case SectionId.export: {
         if (fuel === null) return raw(s!);
-        w.u32(info.exports.length + 1);
+        const reserved = [opts.fuel!.globalExport, allowedExport, startExport];
+        const added = startSection === undefined ? 2 : 3;
+        w.u32(info.exports.length + added);
         for (const e of info.exports) {
-          if (e.name === opts.fuel!.globalExport) {
-            throw new GuardError("abi", `export name "${e.name}" is reserved for the fuel counter`);
+          if (reserved.includes(e.name)) {
+            throw new GuardError("abi", `export name "${e.name}" is reserved for the injected fuel state`);
           }
           w.name(e.name);
           w.u8(KIND_CODE[e.kind]);
@@ -310,6 +503,14 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
         w.name(opts.fuel!.globalExport);
         w.u8(OP.kindGlobal);
         w.u32(fuel.globalIndex);
+        w.name(allowedExport);
+        w.u8(OP.kindGlobal);
+        w.u32(fuel.allowedIndex);
+        if (startSection !== undefined) {
+          w.name(startExport);
+          w.u8(OP.kindFunction);
+          w.u32(shiftFunc(new Reader(bytes, startSection.start, startSection.end).u32()));
+        }
         return w.view();
       }
       case SectionId.start:
@@ -317,12 +518,20 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
         return w.view();
       case SectionId.element:
         if (fuel === null) return raw(s!);
-        rewriteElements(r!, w, edit, shiftFunc);
+        rewriteElements(r!, w, edit, shiftFunc, bounds!.funcs);
         return w.view();
-      case SectionId.code:
+      case SectionId.code: {
         if (fuel === null) return raw(s!);
-        ({ points: fuelPoints, cached: cachedFunctions } = rewriteCode(r!, w, info, edit, fuel));
+        const n = r === null ? 0 : r.u32();
+        w.u32(n + 1);
+        if (r !== null) {
+          ({ points: fuelPoints, cached: cachedFunctions } = rewriteCode(r, n, w, info, edit, fuel, bounds!));
+        }
+        const slow = slowBody(fuel.globalIndex, fuel.allowedIndex, fuel.checkFunc);
+        w.u32(slow.length);
+        w.bytes(slow);
         return w.view();
+      }
       default:
         return raw(s!);
     }
@@ -348,6 +557,8 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       continue;
     }
     emitSynthesized(SECTION_RANK[s.id]);
+    // With fuel the start function runs through the host (exported as startExport), not the engine.
+    if (s.id === SectionId.start && fuel !== null) continue;
     emitSection(out, s.id, sectionContent(s.id, s));
   }
   emitSynthesized(Infinity);
@@ -368,7 +579,13 @@ function emitCustom(out: Writer, name: string, data: Uint8Array): void {
   emitSection(out, SectionId.custom, w.view());
 }
 
-function rewriteElements(r: Reader, w: Writer, edit: CodeEdit, shiftFunc: (i: number) => number): void {
+function rewriteElements(
+  r: Reader,
+  w: Writer,
+  edit: CodeEdit,
+  shiftFunc: (i: number) => number,
+  funcs: number,
+): void {
   const n = r.u32();
   w.u32(n);
   for (let i = 0; i < n; i++) {
@@ -388,32 +605,51 @@ function rewriteElements(r: Reader, w: Writer, edit: CodeEdit, shiftFunc: (i: nu
     w.u32(count);
     for (let j = 0; j < count; j++) {
       if (flags & 4) copyInstructions(r, w, edit, true);
-      else w.u32(shiftFunc(r.u32()));
+      else {
+        const at = r.pos;
+        const f = r.u32();
+        if (f >= funcs) {
+          throw new GuardError(
+            "abi",
+            `element segment ${i} uses function ${f} at byte offset ${at}, but the module has only ${funcs}`,
+          );
+        }
+        w.u32(shiftFunc(f));
+      }
     }
   }
   if (!r.done) malformed("trailing bytes in element section", r.pos);
 }
 
 /**
- * Rewrites every function body with fuel points: the cached-counter shape for a function with at
- * least one loop, no exception handling and room for one more local; the global shape otherwise (a
- * function without loops runs its single point once per call, so a cached copy would only add
- * write-backs around its calls). Returns the fuel points inserted and the cached-shape functions.
+ * Rewrites the `n` function bodies at `r` with fuel points: the cached-counter shape for a function
+ * with at least one loop, no exception handling and room for its extra locals; the global shape
+ * otherwise (a function without loops runs its single point once per call, so a cached copy would
+ * only add write-backs around its calls). Each body is walked once first to check its indices
+ * against `bounds` and to see what it holds. Returns the fuel points inserted (entries and loop
+ * headers; bulk charges are not counted) and the cached-shape functions.
  */
 function rewriteCode(
   r: Reader,
+  n: number,
   w: Writer,
   info: ModuleInfo,
   renumber: CodeEdit,
   fuel: FuelPlan,
+  bounds: IndexBounds,
 ): { points: number; cached: number } {
-  const n = r.u32();
   const expected = info.funcTypes.length;
   if (n !== expected) malformed(`code section has ${n} bodies for ${expected} functions`, r.pos);
-  w.u32(n);
   const body = new Writer(4096);
-  const globalEdit: CodeEdit = { ...renumber, loopPoint: fuel.sequence, cache: null };
-  const sequences = new Map<number, CachedSequences>();
+  const globalShape: PointShape = { globalIndex: fuel.globalIndex, slowFunc: fuel.slowFunc, cache: null };
+  const cachedSeq = new Map<number, CachedSequences>();
+  const globalBulk = new Map<number, BulkCharges>();
+  const cachedBulk = new Map<number, BulkCharges>();
+  const memo = <T>(m: Map<number, T>, k: number, make: () => T): T => {
+    let v = m.get(k);
+    if (v === undefined) m.set(k, v = make());
+    return v;
+  };
   let points = 0;
   let cached = 0;
   for (let i = 0; i < n; i++) {
@@ -430,31 +666,45 @@ function rewriteCode(
       readValType(br);
     }
     const code = br.pos;
-    body.len = 0;
-    body.bytes(r.buf.subarray(start, code));
-    body.bytes(fuel.sequence);
-    const global = copyInstructions(br, body, globalEdit, false);
-    const params = info.types[info.funcTypes[i]]?.params.length;
-    const counter = params === undefined ? MAX_FUNCTION_LOCALS : params + locals;
-    if (
-      fuel.scheme === "cached" && global.loops > 0 && !global.exceptions && counter < MAX_FUNCTION_LOCALS
-    ) {
-      let seq = sequences.get(counter);
-      if (seq === undefined) {
-        seq = cachedFuelSequences(fuel.globalIndex, fuel.checkFunc, counter);
-        sequences.set(counter, seq);
-      }
-      body.len = 0;
-      body.u32(groups + 1);
-      body.bytes(r.buf.subarray(groupsStart, code));
-      body.u8(1);
-      body.u8(OP.i32);
-      body.bytes(seq.entry);
-      br.pos = code;
-      copyInstructions(br, body, { ...renumber, loopPoint: seq.loop, cache: seq }, false);
-      cached++;
+    // Types were checked against the original type section (checkModuleIndices).
+    const counter = info.types[info.funcTypes[i]]!.params.length + locals;
+    const func = info.importedFuncs + i;
+    const seen = copyInstructions(br, null, { ...renumber, bounds: { ...bounds, func, locals: counter } }, false);
+    const extra = seen.bulk ? 2 : 1;
+    const useCache = fuel.scheme === "cached" && seen.loops > 0 && !seen.exceptions &&
+      counter + extra <= MAX_FUNCTION_LOCALS;
+    if (!useCache && seen.bulk && counter + 1 > MAX_FUNCTION_LOCALS) {
+      throw new GuardError(
+        "abi",
+        `function ${func} has ${counter} parameters and locals: no room for the local that meters its bulk ` +
+          `operations (V8 allows ${MAX_FUNCTION_LOCALS})`,
+      );
     }
-    points += 1 + global.loops;
+    // Appended locals: [L] (cached) then [T] (bulk operations), all i32.
+    const appended = (useCache ? 1 : 0) + (seen.bulk ? 1 : 0);
+    body.len = 0;
+    body.u32(groups + (appended > 0 ? 1 : 0));
+    body.bytes(r.buf.subarray(groupsStart, code));
+    if (appended > 0) {
+      body.u32(appended);
+      body.u8(OP.i32);
+    }
+    br.pos = code;
+    if (useCache) {
+      const seq = memo(cachedSeq, counter, () => cachedFuelSequences(fuel.globalIndex, fuel.slowFunc, counter));
+      const bulk = seen.bulk
+        ? memo(cachedBulk, counter, () =>
+          bulkCharges({ ...globalShape, cache: { local: counter, sync: seq.sync, reload: seq.reload } }, counter + 1))
+        : null;
+      body.bytes(seq.entry);
+      copyInstructions(br, body, { ...renumber, loopPoint: seq.loop, cache: seq, bulk, bounds: null }, false);
+      cached++;
+    } else {
+      const bulk = seen.bulk ? memo(globalBulk, counter, () => bulkCharges(globalShape, counter)) : null;
+      body.bytes(fuel.sequence);
+      copyInstructions(br, body, { ...renumber, loopPoint: fuel.sequence, cache: null, bulk, bounds: null }, false);
+    }
+    points += 1 + seen.loops;
     w.u32(body.len);
     w.bytes(body.view());
     r.pos = end;
