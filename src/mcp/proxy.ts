@@ -158,8 +158,11 @@ export interface ForwardParams {
   sessionKey: string;
   /** Unified mode: id maps for noop servers' server→client requests. */
   relay?: Pick<RelayContext, "mapServerRequest" | "serverRequestAgentId">;
-  /** Unified mode: an upstream's non-2xx answer is always a gateway error with status 502. */
-  gatewayErrors?: boolean;
+  /**
+   * Unified mode: an upstream's non-2xx answer is a gateway error for noop servers too, and a 404
+   * (the upstream's session, not the agent's) becomes 502.
+   */
+  unified?: boolean;
   /** Called with the upstream response before it is relayed (routed session binding). */
   onUpstreamResponse?(res: Response): Response | undefined;
   /** Session id to put on the agent response. */
@@ -401,7 +404,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
 
       if (!up.ok) {
         cleanup();
-        if (guarded || p.gatewayErrors) {
+        if (guarded || p.unified) {
           // Never an upstream body the gateway did not parse: the status and its standard reason.
           await up.body?.cancel().catch(() => {});
           const err = {
@@ -409,7 +412,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
             message: `upstream "${p.upstream.id}" answered HTTP ${up.status} (${httpStatusReason(up.status)})`,
           };
           const errs = [...local, ...ex.failAll(err)];
-          const status = p.gatewayErrors ? 502 : up.status;
+          const status = p.unified && up.status === 404 ? 502 : up.status;
           if (errs.length === 0) return jsonResponse(errorResponse(null, err.code, err.message), status, outHeaders);
           return answer(errs, status, outHeaders);
         }

@@ -1,6 +1,7 @@
 /**
  * Routed mode, `/mcp/:server`: one upstream per endpoint. The upstream's `Mcp-Session-Id` is bound to
- * the agent it was issued to ({@link RoutedSessionBindings}); another agent presenting it gets 404.
+ * the agent it was issued to ({@link RoutedSessionBindings}) and the agent sees only a gateway-minted
+ * alias of it; another agent presenting the alias gets 404.
  * Stateless 2026-07-28 traffic (no session; `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`) passes too, its
  * headers derived from the body the gateway sends.
  *
@@ -11,14 +12,14 @@
  *
  * @module
  */
-import { ErrorCode, errorResponse } from "./jsonrpc.ts";
+import { ErrorCode, errorResponse, isRequest } from "./jsonrpc.ts";
 import { agentResponseHeaders, isEventStream, upstreamRequestHeaders } from "./headers.ts";
 import { guardedResponseHeaders, httpStatusReason, isGuarded } from "./channels.ts";
 import { Exchange } from "./exchange.ts";
 import { checkMethod, jsonResponse, readAgentBody, sessionNotFound } from "./http.ts";
 import { relaySse } from "./relay.ts";
-import { RoutedSessionBindings } from "./sessions.ts";
-import type { BackendRef, ProxyCore } from "./proxy.ts";
+import { RoutedSessionBindings, type SessionLimitError } from "./sessions.ts";
+import type { BackendRef, ProxyCore, Upstream } from "./proxy.ts";
 
 /**
  * The routed handler over `core`.
@@ -32,6 +33,28 @@ import type { BackendRef, ProxyCore } from "./proxy.ts";
 export function createRouted(core: ProxyCore): (req: Request, serverId: string, agentId: string) => Promise<Response> {
   const bindings = new RoutedSessionBindings();
 
+  /** The agent's alias of the session id on an upstream response, if it names a bound one. */
+  function agentSessionId(upstream: Upstream, res: Response): string | undefined {
+    const upstreamSid = res.headers.get("mcp-session-id");
+    return upstreamSid === null ? undefined : bindings.aliasOf(upstream.id, upstreamSid);
+  }
+
+  function sessionRefused(e: SessionLimitError | null): Response {
+    const message = e?.message ?? "session limit reached";
+    return jsonResponse(errorResponse(null, ErrorCode.ConnectionClosed, message), e?.status ?? 503);
+  }
+
+  function endUpstreamSession(upstream: Upstream, sessionId: string): void {
+    core.fetch(upstream.url, {
+      method: "DELETE",
+      headers: upstreamRequestHeaders({ method: "DELETE", configured: upstream.headers, sessionId }),
+      signal: AbortSignal.any([core.life, AbortSignal.timeout(core.opts.toolTimeoutMs)]),
+      redirect: "manual",
+    }).then((r) => r.body?.cancel()).catch((e) =>
+      core.log({ event: "mcp_upstream_delete_failed", upstream: upstream.id, error: String(e) })
+    );
+  }
+
   return async function routed(req, serverId, agentId) {
     const bad = checkMethod(req);
     if (bad) return bad;
@@ -40,19 +63,29 @@ export function createRouted(core: ProxyCore): (req: Request, serverId: string, 
       return jsonResponse(errorResponse(null, ErrorCode.InvalidRequest, `unknown MCP server "${serverId}"`), 404);
     }
     const guarded = isGuarded(upstream);
+    // The agent's session id is the gateway's alias of the upstream's (see RoutedSessionBindings).
     const sid = req.headers.get("mcp-session-id") ?? undefined;
-    if (sid !== undefined && bindings.check(upstream.id, sid, agentId) !== "ok") {
-      await req.body?.cancel().catch(() => {});
-      return sessionNotFound();
+    let upstreamSid: string | undefined;
+    if (sid !== undefined) {
+      upstreamSid = bindings.resolve(upstream.id, sid, agentId).upstreamSid;
+      if (upstreamSid === undefined) {
+        await req.body?.cancel().catch(() => {});
+        return sessionNotFound();
+      }
     }
     const ref: BackendRef = {
       upstreamId: upstream.id,
-      sessionId: sid,
+      sessionId: upstreamSid,
       protocolVersion: req.headers.get("mcp-protocol-version") ?? undefined,
     };
     if (req.method === "POST") {
       const parsed = await readAgentBody(req, core.opts.maxBodyBytes);
       if (parsed instanceof Response) return parsed;
+      if (sid === undefined && parsed.messages.some((m) => isRequest(m) && m.method === "initialize")) {
+        // A new session would be refused: say so before the upstream creates one.
+        const refused = bindings.room(agentId);
+        if (refused) return sessionRefused(refused);
+      }
       return await core.forward({
         req,
         agentId,
@@ -62,17 +95,25 @@ export function createRouted(core: ProxyCore): (req: Request, serverId: string, 
         sessionKey: `routed\n${upstream.id}\n${sid ?? ""}\n${agentId}`,
         onUpstreamResponse(res) {
           const newSid = res.headers.get("mcp-session-id");
-          if (res.status === 404 && sid !== undefined) bindings.unbind(upstream.id, sid);
-          if (newSid !== null && bindings.bind(upstream.id, newSid, agentId) === "foreign") {
+          if (res.status === 404 && upstreamSid !== undefined) bindings.unbind(upstream.id, upstreamSid);
+          if (newSid === null || newSid === upstreamSid) return undefined;
+          const bound = bindings.bind(upstream.id, newSid, agentId);
+          if (bound === "foreign") {
             core.log({ event: "mcp_session_collision", upstream: upstream.id });
             return jsonResponse(
               errorResponse(null, ErrorCode.ConnectionClosed, "upstream reused another agent's session id"),
               502,
             );
           }
+          if (bound === "full") {
+            // Over a session limit since the check above (concurrent initializes): the upstream
+            // session just created is ended, the agent told why.
+            endUpstreamSession(upstream, newSid);
+            return sessionRefused(bindings.room(agentId));
+          }
           return undefined;
         },
-        agentSessionId: (res) => res.headers.get("mcp-session-id") ?? undefined,
+        agentSessionId: (res) => agentSessionId(upstream, res),
       });
     }
     // GET (server→client stream) and DELETE (end the session).
@@ -84,7 +125,7 @@ export function createRouted(core: ProxyCore): (req: Request, serverId: string, 
           method: req.method as "GET" | "DELETE",
           configured: upstream.headers,
           agent: req.headers,
-          sessionId: sid,
+          sessionId: upstreamSid,
         }),
         // close() must end open GET streams too, or a graceful server shutdown waits for them forever.
         signal: AbortSignal.any([req.signal, core.life]),
@@ -97,10 +138,10 @@ export function createRouted(core: ProxyCore): (req: Request, serverId: string, 
         502,
       );
     }
-    if (sid !== undefined && (up.status === 404 || (req.method === "DELETE" && up.ok))) {
-      bindings.unbind(upstream.id, sid);
+    if (upstreamSid !== undefined && (up.status === 404 || (req.method === "DELETE" && up.ok))) {
+      bindings.unbind(upstream.id, upstreamSid);
     }
-    const newSid = up.headers.get("mcp-session-id") ?? undefined;
+    const newSid = agentSessionId(upstream, up);
     const sse = req.method === "GET" && up.ok && up.body !== null && isEventStream(up.headers);
     const outHeaders = guarded ? guardedResponseHeaders(sse, newSid) : agentResponseHeaders(up.headers, newSid);
     if (sse) {

@@ -123,6 +123,11 @@ class AgentSessionTable<V> {
     return slot;
   }
 
+  /** The value under `k` without counting as a use. */
+  peek(k: string): V | undefined {
+    return this.#slots.get(k)?.value;
+  }
+
   /** Why a new entry for `agentId` would be refused now, or null. */
   room(agentId: string): SessionLimitError | null {
     this.#expire();
@@ -206,17 +211,27 @@ export type BindResult = "ok" | "foreign" | "full";
  * Upstream session ids seen in routed mode, bound to (upstream, agent), with the session limits of
  * {@link MAX_SESSIONS_PER_AGENT}, {@link MAX_SESSIONS} and {@link SESSION_IDLE_MS}.
  *
+ * The agent never sees an upstream's session id: each binding has a gateway-minted alias
+ * ({@link aliasOf}) that the agent uses instead, and {@link resolve} maps it back. An upstream's
+ * `Mcp-Session-Id` is bytes the upstream chose; passing it on would let an upstream hand an agent
+ * data that no guard saw.
+ *
  * @example
  * ```ts
  * const b = new RoutedSessionBindings();
  * b.bind("gh", "sid-1", "agent-a");
  * b.check("gh", "sid-1", "agent-b"); // "foreign"
+ * const alias = b.aliasOf("gh", "sid-1")!; // what agent-a sees
+ * b.resolve("gh", alias, "agent-a"); // { check: "ok", upstreamSid: "sid-1" }
  * ```
  */
 export class RoutedSessionBindings {
-  readonly #table: AgentSessionTable<true>;
+  /** `upstream\nupstream sid` → `upstream\nalias`. */
+  readonly #table: AgentSessionTable<string>;
+  /** `upstream\nalias` → upstream sid. */
+  readonly #byAlias = new Map<string, string>();
   constructor(limits: SessionLimits = {}) {
-    this.#table = new AgentSessionTable(limits);
+    this.#table = new AgentSessionTable(limits, (aliasKey) => this.#byAlias.delete(aliasKey));
   }
   #key(upstreamId: string, sid: string): string {
     return `${upstreamId}\n${sid}`;
@@ -230,7 +245,9 @@ export class RoutedSessionBindings {
     const slot = this.#table.get(k, agentId);
     if (slot) return slot.agentId === agentId ? "ok" : "foreign";
     if (this.#table.room(agentId)) return "full";
-    this.#table.add(k, agentId, true);
+    const aliasKey = this.#key(upstreamId, mintSessionId());
+    this.#table.add(k, agentId, aliasKey);
+    this.#byAlias.set(aliasKey, sid);
     return "ok";
   }
   /** Whether `agentId` may use `sid` on `upstreamId` (a use: it restarts the idle clock). */
@@ -239,9 +256,24 @@ export class RoutedSessionBindings {
     if (slot === undefined) return "unknown";
     return slot.agentId === agentId ? "ok" : "foreign";
   }
+  /** The id the agent sees for a bound upstream session id. */
+  aliasOf(upstreamId: string, sid: string): string | undefined {
+    const aliasKey = this.#table.peek(this.#key(upstreamId, sid));
+    return aliasKey?.slice(upstreamId.length + 1);
+  }
+  /** The upstream session behind an agent's session id, and whether the agent may use it. */
+  resolve(upstreamId: string, agentSid: string, agentId: string): { check: BindingCheck; upstreamSid?: string } {
+    const upstreamSid = this.#byAlias.get(this.#key(upstreamId, agentSid));
+    if (upstreamSid === undefined) return { check: "unknown" };
+    const check = this.check(upstreamId, upstreamSid, agentId);
+    return check === "ok" ? { check, upstreamSid } : { check };
+  }
   /** Forgets a binding (DELETE, or the upstream answered 404). */
   unbind(upstreamId: string, sid: string): void {
-    this.#table.delete(this.#key(upstreamId, sid));
+    const k = this.#key(upstreamId, sid);
+    const aliasKey = this.#table.peek(k);
+    if (aliasKey !== undefined) this.#byAlias.delete(aliasKey);
+    this.#table.delete(k);
   }
   /**
    * Why a new session for `agentId` would be refused now, or null: lets the proxy refuse an
@@ -284,8 +316,6 @@ export class GatewaySession {
   readonly serverRequests = new BoundedMap<ServerRequestOrigin>(MAX_SERVER_REQUESTS);
   /** `${upstreamId}\n${idKey(upstream id)}` → agent-visible id, to map upstream cancellations. */
   readonly serverRequestsByOrigin = new BoundedMap<number>(MAX_SERVER_REQUESTS);
-  /** The agent's in-flight requests → the upstream serving them (for `notifications/cancelled`). */
-  readonly inflight = new Map<string, string>();
   #nextServerRequestId = 1;
 
   constructor(id: string, agentId: string, protocolVersion: string, initParams: Record<string, unknown>) {

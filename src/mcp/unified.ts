@@ -57,7 +57,8 @@ export interface Unified {
  */
 export function createUnified(core: ProxyCore): Unified {
   const { opts, client, log } = core;
-  const sessions = new GatewaySessionStore();
+  // A session forgotten for idleness ends its upstream sessions too.
+  const sessions = new GatewaySessionStore({}, (gw) => void endLinks(gw));
 
   function linkSignal(): AbortSignal {
     return AbortSignal.any([core.life, AbortSignal.timeout(opts.toolTimeoutMs)]);
@@ -129,6 +130,8 @@ export function createUnified(core: ProxyCore): Unified {
     const params = m.params ?? {};
     const asked = typeof params.protocolVersion === "string" ? params.protocolVersion : "";
     const version = SESSION_PROTOCOL_VERSIONS.includes(asked) ? asked : SESSION_PROTOCOL_VERSIONS[0];
+    const refused = sessions.room(agentId);
+    if (refused) return jsonResponse(errorResponse(m.id, ErrorCode.ConnectionClosed, refused.message), refused.status);
     const gw = new GatewaySession(mintSessionId(), agentId, version, params);
     sessions.add(gw);
     // Upstreams are initialized now, in parallel; one that fails is retried on first use.
@@ -148,8 +151,7 @@ export function createUnified(core: ProxyCore): Unified {
     );
   }
 
-  async function remove(gw: GatewaySession): Promise<Response> {
-    sessions.delete(gw.id);
+  async function endLinks(gw: GatewaySession): Promise<void> {
     await Promise.allSettled([...gw.links].map(async ([upId, p]) => {
       const link = await p;
       const up = opts.upstreams.get(upId);
@@ -167,6 +169,11 @@ export function createUnified(core: ProxyCore): Unified {
       });
       await res.body?.cancel().catch(() => {});
     }));
+  }
+
+  async function remove(gw: GatewaySession): Promise<Response> {
+    sessions.delete(gw.id);
+    await endLinks(gw);
     return new Response(null, { status: 200 });
   }
 
@@ -211,10 +218,10 @@ export function createUnified(core: ProxyCore): Unified {
     const parsed = await readAgentBody(req, opts.maxBodyBytes);
     if (parsed instanceof Response) return parsed;
     if (parsed.batch) {
-      return jsonResponse(
-        errorResponse(null, ErrorCode.InvalidRequest, "Invalid Request: batches are not supported on the unified endpoint"),
-        400,
-      );
+      // Each request of the batch gets its own refusal; nothing of it goes upstream.
+      const why = "Invalid Request: batches are not supported on the unified endpoint";
+      const answers = parsed.messages.filter(isRequest).map((r) => errorResponse(r.id, ErrorCode.InvalidRequest, why));
+      return jsonResponse(answers.length ? answers : errorResponse(null, ErrorCode.InvalidRequest, why), 400);
     }
     const m = parsed.messages[0];
     if (!sid) {
@@ -296,7 +303,7 @@ export function createUnified(core: ProxyCore): Unified {
       messages: [{ ...rq, params: { ...rq.params, name: full.slice(cut + UNIFIED_TOOL_SEPARATOR.length) } }],
       batch: false,
       sessionKey: sessionKey(gw),
-      gatewayErrors: true,
+      unified: true,
       relay: {
         mapServerRequest: (id) => gw.mapServerRequest(up.id, id),
         serverRequestAgentId: (id) => gw.agentIdOf(up.id, id),

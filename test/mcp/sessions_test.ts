@@ -1,4 +1,4 @@
-import { assertEquals, assertInstanceOf, assertStringIncludes, assertThrows } from "@std/assert";
+import { assertEquals, assertInstanceOf, assertMatch, assertStringIncludes, assertThrows } from "@std/assert";
 import {
   GatewaySession,
   GatewaySessionStore,
@@ -94,4 +94,19 @@ Deno.test("unified sessions: per-agent and global limits refuse with SessionLimi
   assertEquals(expired.sort(), ["a1", "b1", "c1"]);
   assertEquals(store.all(), []);
   assertEquals(store.room("a"), null);
+});
+
+Deno.test("routed bindings: the agent sees a gateway-minted alias, never the upstream's session id", () => {
+  const b = new RoutedSessionBindings();
+  const upstreamSid = "LEAK-chosen-by-the-upstream";
+  assertEquals(b.bind("gh", upstreamSid, "a"), "ok");
+  const alias = b.aliasOf("gh", upstreamSid)!;
+  assertMatch(alias, /^[0-9a-f]{64}$/);
+  assertEquals(b.aliasOf("gh", upstreamSid), alias, "one alias per binding");
+  assertEquals(b.resolve("gh", alias, "a"), { check: "ok", upstreamSid });
+  assertEquals(b.resolve("gh", alias, "b"), { check: "foreign" }, "another agent learns nothing");
+  assertEquals(b.resolve("gh", upstreamSid, "a"), { check: "unknown" }, "the upstream's id is not an alias");
+  assertEquals(b.resolve("other", alias, "a"), { check: "unknown" }, "aliases are per upstream");
+  b.unbind("gh", upstreamSid);
+  assertEquals(b.resolve("gh", alias, "a"), { check: "unknown" });
 });
