@@ -84,46 +84,268 @@ const V4: ProtocolVersion = "2026-07-28";
  */
 export const CHANNELS: readonly Channel[] = [
   // agent → upstream requests
-  { method: "initialize", direction: "agent request", since: V1, guarded: "metadata", note: "result rebuilt: version, tools capability, gateway serverInfo" },
-  { method: "server/discover", direction: "agent request", since: V4, guarded: "metadata", note: "result rebuilt: versions, tools capability" },
+  {
+    method: "initialize",
+    direction: "agent request",
+    since: V1,
+    guarded: "metadata",
+    note: "result rebuilt: version, tools capability, gateway serverInfo",
+  },
+  {
+    method: "server/discover",
+    direction: "agent request",
+    since: V4,
+    guarded: "metadata",
+    note: "result rebuilt: versions, tools capability",
+  },
   { method: "ping", direction: "agent request", since: V1, guarded: "metadata", note: "result is {}" },
-  { method: "tools/list", direction: "agent request", since: V1, guarded: "filtered", note: "allowed-tools list; extra result keys dropped" },
-  { method: "tools/call", direction: "agent request", since: V1, guarded: "guarded", note: "label_resource before, label_response after; task-augmented calls refused" },
-  { method: "resources/list", direction: "agent request", since: V1, guarded: "refused", note: "no guard labels resources" },
-  { method: "resources/templates/list", direction: "agent request", since: V1, guarded: "refused", note: "no guard labels resources" },
-  { method: "resources/read", direction: "agent request", since: V1, guarded: "refused", note: "no guard labels resources" },
-  { method: "resources/subscribe", direction: "agent request", since: V1, guarded: "refused", note: "no guard labels resources" },
-  { method: "resources/unsubscribe", direction: "agent request", since: V1, guarded: "refused", note: "no guard labels resources" },
-  { method: "prompts/list", direction: "agent request", since: V1, guarded: "refused", note: "no guard labels prompts" },
-  { method: "prompts/get", direction: "agent request", since: V1, guarded: "refused", note: "no guard labels prompts" },
-  { method: "completion/complete", direction: "agent request", since: V1, guarded: "refused", note: "completions echo upstream data" },
-  { method: "logging/setLevel", direction: "agent request", since: V1, guarded: "refused", note: "log messages are withheld anyway" },
-  { method: "tasks/get", direction: "agent request", since: V3, guarded: "refused", note: "task results bypass the guard" },
-  { method: "tasks/result", direction: "agent request", since: V3, guarded: "refused", note: "task results bypass the guard" },
-  { method: "tasks/list", direction: "agent request", since: V3, guarded: "refused", note: "task results bypass the guard" },
-  { method: "tasks/cancel", direction: "agent request", since: V3, guarded: "refused", note: "tasks are refused" },
-  { method: "subscriptions/listen", direction: "agent request", since: V4, guarded: "refused", note: "a stream of upstream notifications" },
+  {
+    method: "tools/list",
+    direction: "agent request",
+    since: V1,
+    guarded: "filtered",
+    note: "allowed-tools list; extra result keys dropped",
+  },
+  {
+    method: "tools/call",
+    direction: "agent request",
+    since: V1,
+    guarded: "guarded",
+    note: "label_resource before, label_response after; task-augmented calls refused",
+  },
+  {
+    method: "resources/list",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "no guard labels resources",
+  },
+  {
+    method: "resources/templates/list",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "no guard labels resources",
+  },
+  {
+    method: "resources/read",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "no guard labels resources",
+  },
+  {
+    method: "resources/subscribe",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "no guard labels resources",
+  },
+  {
+    method: "resources/unsubscribe",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "no guard labels resources",
+  },
+  {
+    method: "prompts/list",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "no guard labels prompts",
+  },
+  {
+    method: "prompts/get",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "no guard labels prompts",
+  },
+  {
+    method: "completion/complete",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "completions echo upstream data",
+  },
+  {
+    method: "logging/setLevel",
+    direction: "agent request",
+    since: V1,
+    guarded: "refused",
+    note: "log messages are withheld anyway",
+  },
+  {
+    method: "tasks/get",
+    direction: "agent request",
+    since: V3,
+    guarded: "refused",
+    note: "task results bypass the guard",
+  },
+  {
+    method: "tasks/result",
+    direction: "agent request",
+    since: V3,
+    guarded: "refused",
+    note: "task results bypass the guard",
+  },
+  {
+    method: "tasks/list",
+    direction: "agent request",
+    since: V3,
+    guarded: "refused",
+    note: "task results bypass the guard",
+  },
+  {
+    method: "tasks/cancel",
+    direction: "agent request",
+    since: V3,
+    guarded: "refused",
+    note: "tasks are refused",
+  },
+  {
+    method: "subscriptions/listen",
+    direction: "agent request",
+    since: V4,
+    guarded: "refused",
+    note: "a stream of upstream notifications",
+  },
   // agent → upstream notifications
-  { method: "notifications/initialized", direction: "agent notification", since: V1, until: V3, guarded: "metadata", note: "forwarded as the gateway writes it" },
-  { method: "notifications/cancelled", direction: "agent notification", since: V1, guarded: "metadata", note: "request id mapped to the gateway's" },
-  { method: "notifications/roots/list_changed", direction: "agent notification", since: V1, until: V3, guarded: "withheld", note: "roots are refused" },
-  { method: "notifications/progress", direction: "agent notification", since: V1, guarded: "withheld", note: "the gateway sends no upstream requests that take progress" },
+  {
+    method: "notifications/initialized",
+    direction: "agent notification",
+    since: V1,
+    until: V3,
+    guarded: "metadata",
+    note: "forwarded as the gateway writes it",
+  },
+  {
+    method: "notifications/cancelled",
+    direction: "agent notification",
+    since: V1,
+    guarded: "metadata",
+    note: "request id mapped to the gateway's",
+  },
+  {
+    method: "notifications/roots/list_changed",
+    direction: "agent notification",
+    since: V1,
+    until: V3,
+    guarded: "withheld",
+    note: "roots are refused",
+  },
+  {
+    method: "notifications/progress",
+    direction: "agent notification",
+    since: V1,
+    guarded: "withheld",
+    note: "the gateway sends no upstream requests that take progress",
+  },
   // upstream → agent notifications
-  { method: "notifications/progress", direction: "upstream notification", since: V1, guarded: "metadata", note: "progressToken/progress/total only, for a request of the same exchange" },
-  { method: "notifications/cancelled", direction: "upstream notification", since: V1, guarded: "metadata", note: "request id mapped back; no reason" },
-  { method: "notifications/tools/list_changed", direction: "upstream notification", since: V1, guarded: "metadata", note: "no params" },
-  { method: "notifications/message", direction: "upstream notification", since: V1, guarded: "withheld", note: "log text is upstream data" },
-  { method: "notifications/resources/list_changed", direction: "upstream notification", since: V1, guarded: "withheld", note: "resources are refused" },
-  { method: "notifications/resources/updated", direction: "upstream notification", since: V1, guarded: "withheld", note: "resources are refused" },
-  { method: "notifications/prompts/list_changed", direction: "upstream notification", since: V1, guarded: "withheld", note: "prompts are refused" },
-  { method: "notifications/tasks/status", direction: "upstream notification", since: V3, guarded: "withheld", note: "tasks are refused" },
-  { method: "notifications/elicitation/complete", direction: "upstream notification", since: V3, guarded: "withheld", note: "elicitation is refused" },
-  { method: "notifications/subscriptions/acknowledged", direction: "upstream notification", since: V4, guarded: "withheld", note: "subscriptions are refused" },
+  {
+    method: "notifications/progress",
+    direction: "upstream notification",
+    since: V1,
+    guarded: "metadata",
+    note: "progressToken/progress/total only, for a request of the same exchange",
+  },
+  {
+    method: "notifications/cancelled",
+    direction: "upstream notification",
+    since: V1,
+    guarded: "metadata",
+    note: "request id mapped back; no reason",
+  },
+  {
+    method: "notifications/tools/list_changed",
+    direction: "upstream notification",
+    since: V1,
+    guarded: "metadata",
+    note: "no params",
+  },
+  {
+    method: "notifications/message",
+    direction: "upstream notification",
+    since: V1,
+    guarded: "withheld",
+    note: "log text is upstream data",
+  },
+  {
+    method: "notifications/resources/list_changed",
+    direction: "upstream notification",
+    since: V1,
+    guarded: "withheld",
+    note: "resources are refused",
+  },
+  {
+    method: "notifications/resources/updated",
+    direction: "upstream notification",
+    since: V1,
+    guarded: "withheld",
+    note: "resources are refused",
+  },
+  {
+    method: "notifications/prompts/list_changed",
+    direction: "upstream notification",
+    since: V1,
+    guarded: "withheld",
+    note: "prompts are refused",
+  },
+  {
+    method: "notifications/tasks/status",
+    direction: "upstream notification",
+    since: V3,
+    guarded: "withheld",
+    note: "tasks are refused",
+  },
+  {
+    method: "notifications/elicitation/complete",
+    direction: "upstream notification",
+    since: V3,
+    guarded: "withheld",
+    note: "elicitation is refused",
+  },
+  {
+    method: "notifications/subscriptions/acknowledged",
+    direction: "upstream notification",
+    since: V4,
+    guarded: "withheld",
+    note: "subscriptions are refused",
+  },
   // upstream → agent requests (2025 era; 2026-07-28 has none on the wire)
-  { method: "ping", direction: "upstream request", since: V1, until: V3, guarded: "answered", note: "the gateway answers {}" },
-  { method: "sampling/createMessage", direction: "upstream request", since: V1, until: V3, guarded: "refused", note: "would carry upstream text to the agent's model" },
-  { method: "roots/list", direction: "upstream request", since: V1, until: V3, guarded: "refused", note: "the agent's roots are not the upstream's business" },
-  { method: "elicitation/create", direction: "upstream request", since: V2, until: V3, guarded: "refused", note: "would carry upstream text to the user" },
+  {
+    method: "ping",
+    direction: "upstream request",
+    since: V1,
+    until: V3,
+    guarded: "answered",
+    note: "the gateway answers {}",
+  },
+  {
+    method: "sampling/createMessage",
+    direction: "upstream request",
+    since: V1,
+    until: V3,
+    guarded: "refused",
+    note: "would carry upstream text to the agent's model",
+  },
+  {
+    method: "roots/list",
+    direction: "upstream request",
+    since: V1,
+    until: V3,
+    guarded: "refused",
+    note: "the agent's roots are not the upstream's business",
+  },
+  {
+    method: "elicitation/create",
+    direction: "upstream request",
+    since: V2,
+    until: V3,
+    guarded: "refused",
+    note: "would carry upstream text to the user",
+  },
 ];
 
 /**
@@ -222,7 +444,8 @@ export function metadataResult(method: string, result: unknown, serverId: string
 
 function toolsCapability(caps: unknown): Record<string, boolean> {
   const t = typeof caps === "object" && caps !== null ? (caps as Record<string, unknown>).tools : undefined;
-  const listChanged = typeof t === "object" && t !== null && (t as Record<string, unknown>).listChanged === true;
+  const listChanged = typeof t === "object" && t !== null &&
+    (t as Record<string, unknown>).listChanged === true;
   return listChanged ? { listChanged: true } : {};
 }
 
@@ -288,7 +511,9 @@ export function answerUpstreamRequest(method: string): { result: unknown } | { e
   return {
     error: {
       code: ErrorCode.MethodNotFound,
-      message: `Method not found: the gateway does not relay "${method.slice(0, 64)}" to agents of a guarded server`,
+      message: `Method not found: the gateway does not relay "${
+        method.slice(0, 64)
+      }" to agents of a guarded server`,
     },
   };
 }
@@ -314,7 +539,8 @@ const REASONS: Record<number, string> = {
 
 /** A short, safe description of an upstream HTTP status (no upstream text). */
 export function httpStatusReason(status: number): string {
-  return REASONS[status] ?? (status >= 500 ? "server error" : status >= 400 ? "client error" : "unexpected status");
+  return REASONS[status] ??
+    (status >= 500 ? "server error" : status >= 400 ? "client error" : "unexpected status");
 }
 
 /** Prefix of the 2026-07-28 per-parameter headers (`Mcp-Param-{Name}`). */
@@ -354,4 +580,24 @@ export function guardedResponseHeaders(eventStream: boolean, sessionId?: string)
   if (eventStream) h.set("x-accel-buffering", "no");
   if (sessionId !== undefined) h.set("mcp-session-id", sessionId);
   return h;
+}
+
+/**
+ * The channel table as the README's Markdown table (the README test checks that they agree).
+ *
+ * @example
+ * ```ts
+ * console.log(channelTableMarkdown()); // deno eval 'import { channelTableMarkdown } from "./src/mcp/channels.ts"; console.log(channelTableMarkdown())'
+ * ```
+ */
+export function channelTableMarkdown(): string {
+  const rows = CHANNELS.map((c) => {
+    const versions = c.until ? (c.until === c.since ? c.since : `${c.since} … ${c.until}`) : `${c.since} …`;
+    return `| \`${c.method}\` | ${c.direction} | ${versions} | ${c.guarded} | ${c.note} |`;
+  });
+  return [
+    "| Method | Sent by | Versions | On a guarded server | Why |",
+    "|---|---|---|---|---|",
+    ...rows,
+  ].join("\n");
 }

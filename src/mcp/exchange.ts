@@ -13,7 +13,13 @@
  * @module
  */
 import type { ToolCallGuard, Upstream } from "./proxy.ts";
-import { ErrorCode, errorResponse, type JsonRpcErrorObject, type JsonRpcId, type JsonRpcMessage } from "./jsonrpc.ts";
+import {
+  ErrorCode,
+  errorResponse,
+  type JsonRpcErrorObject,
+  type JsonRpcId,
+  type JsonRpcMessage,
+} from "./jsonrpc.ts";
 import { randomHex } from "../util.ts";
 import { idKey } from "./sessions.ts";
 
@@ -104,7 +110,9 @@ export class Exchange {
   }
 
   #forget(): void {
-    if (this.slot) for (const e of this.pending.values()) this.slot.registry.remove(this.slot.key, e.agentId);
+    if (this.slot) {
+      for (const e of this.pending.values()) this.slot.registry.remove(this.slot.key, e.agentId);
+    }
     this.pending.clear();
   }
 }

@@ -39,7 +39,13 @@ import {
   type JsonRpcRequest,
   toErrorObject,
 } from "./jsonrpc.ts";
-import { agentResponseHeaders, isEventStream, isJson, MODERN_PROTOCOL_VERSION, upstreamRequestHeaders } from "./headers.ts";
+import {
+  agentResponseHeaders,
+  isEventStream,
+  isJson,
+  MODERN_PROTOCOL_VERSION,
+  upstreamRequestHeaders,
+} from "./headers.ts";
 import {
   agentNotificationAllowed,
   agentRequestRefusal,
@@ -49,8 +55,14 @@ import {
   isGuarded,
   upstreamRequest,
 } from "./channels.ts";
-import { duplicateIdError, Exchange, InflightRegistry, MAX_INFLIGHT_PER_SESSION, mintUpstreamId } from "./exchange.ts";
-import { relayJson, relaySse, type Log, type RelayContext, toolAllowed } from "./relay.ts";
+import {
+  duplicateIdError,
+  Exchange,
+  InflightRegistry,
+  MAX_INFLIGHT_PER_SESSION,
+  mintUpstreamId,
+} from "./exchange.ts";
+import { type Log, type RelayContext, relayJson, relaySse, toolAllowed } from "./relay.ts";
 import { createUpstreamClient, MAX_UPSTREAM_JSON_BYTES, type UpstreamClient } from "./upstream.ts";
 import { jsonResponse, readBounded, UpstreamError } from "./http.ts";
 import { createRouted } from "./routed.ts";
@@ -185,7 +197,9 @@ export interface ProxyCore {
 
 function progressTokenOf(m: JsonRpcRequest): string | number | undefined {
   const meta = m.params?._meta;
-  const t = typeof meta === "object" && meta !== null ? (meta as { progressToken?: unknown }).progressToken : undefined;
+  const t = typeof meta === "object" && meta !== null
+    ? (meta as { progressToken?: unknown }).progressToken
+    : undefined;
   return typeof t === "string" || typeof t === "number" ? t : undefined;
 }
 
@@ -213,7 +227,12 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
   /** Posts the gateway's answer to a request the upstream sent; failures are only logged. */
   function answerer(upstream: Upstream, ref: BackendRef) {
     return (response: JsonRpcMessage) => {
-      client.post(upstream, ref, response, AbortSignal.any([life.signal, AbortSignal.timeout(opts.toolTimeoutMs)]))
+      client.post(
+        upstream,
+        ref,
+        response,
+        AbortSignal.any([life.signal, AbortSignal.timeout(opts.toolTimeoutMs)]),
+      )
         .catch((e) => log({ event: "mcp_upstream_answer_failed", upstream: upstream.id, error: String(e) }));
     };
   }
@@ -245,7 +264,8 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     const local: JsonRpcMessage[] = [];
     const send: JsonRpcMessage[] = [];
     const ac = new AbortController();
-    const onAgentAbort = () => ac.abort(p.req.signal.reason ?? new DOMException("agent disconnected", "AbortError"));
+    const onAgentAbort = () =>
+      ac.abort(p.req.signal.reason ?? new DOMException("agent disconnected", "AbortError"));
     if (p.req.signal.aborted) onAgentAbort();
     else p.req.signal.addEventListener("abort", onAgentAbort, { once: true });
     // close() ends POST streams still open (their pending requests get a JSON-RPC error).
@@ -269,7 +289,10 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     }
     const timeoutError = (): JsonRpcErrorObject | undefined =>
       timedOut
-        ? { code: ErrorCode.RequestTimeout, message: `upstream "${p.upstream.id}" tools/call timed out after ${deadlineMs} ms` }
+        ? {
+          code: ErrorCode.RequestTimeout,
+          message: `upstream "${p.upstream.id}" tools/call timed out after ${deadlineMs} ms`,
+        }
         : undefined;
     const answer = (msgs: JsonRpcMessage[], status: number, headers?: Headers): Response => {
       if (msgs.length === 0) return new Response(null, { status: 202, headers });
@@ -409,11 +432,15 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
           await up.body?.cancel().catch(() => {});
           const err = {
             code: ErrorCode.ConnectionClosed,
-            message: `upstream "${p.upstream.id}" answered HTTP ${up.status} (${httpStatusReason(up.status)})`,
+            message: `upstream "${p.upstream.id}" answered HTTP ${up.status} (${
+              httpStatusReason(up.status)
+            })`,
           };
           const errs = [...local, ...ex.failAll(err)];
           const status = p.unified && up.status === 404 ? 502 : up.status;
-          if (errs.length === 0) return jsonResponse(errorResponse(null, err.code, err.message), status, outHeaders);
+          if (errs.length === 0) {
+            return jsonResponse(errorResponse(null, err.code, err.message), status, outHeaders);
+          }
           return answer(errs, status, outHeaders);
         }
         ex.abortAll(`upstream HTTP ${up.status}`);
@@ -438,7 +465,12 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       const ctx = relayContext(ex, p.ref, p.relay);
       if (sse) {
         return new Response(
-          relaySse(up.body, ctx, { prefix: local, failure: timeoutError, done: cleanup, closed: life.signal }),
+          relaySse(up.body, ctx, {
+            prefix: local,
+            failure: timeoutError,
+            done: cleanup,
+            closed: life.signal,
+          }),
           { status: up.status, headers: outHeaders },
         );
       }
@@ -448,7 +480,12 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
         let failure: JsonRpcErrorObject | undefined;
         try {
           out = await relayJson(await readBounded(up.body, MAX_UPSTREAM_JSON_BYTES), ctx);
-          if (!out) failure = { code: ErrorCode.ConnectionClosed, message: `upstream "${p.upstream.id}" sent invalid JSON` };
+          if (!out) {
+            failure = {
+              code: ErrorCode.ConnectionClosed,
+              message: `upstream "${p.upstream.id}" sent invalid JSON`,
+            };
+          }
         } catch (e) {
           failure = timeoutError() ?? {
             code: ErrorCode.ConnectionClosed,
@@ -480,7 +517,12 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     }
   }
 
-  async function callBackend(ref: BackendRef, name: string, args: unknown, signal: AbortSignal): Promise<unknown> {
+  async function callBackend(
+    ref: BackendRef,
+    name: string,
+    args: unknown,
+    signal: AbortSignal,
+  ): Promise<unknown> {
     const up = opts.upstreams.get(ref.upstreamId);
     if (!up) throw new UpstreamError(ref.upstreamId, "is not configured");
     const params: Record<string, unknown> = { name, arguments: args ?? {} };

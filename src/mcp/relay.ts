@@ -23,8 +23,8 @@ import { parseSseStream, serializeSseBlock, type SseBlock } from "./sse.ts";
 import type { Exchange } from "./exchange.ts";
 import {
   answerUpstreamRequest,
-  isGuarded,
   guardedNotification,
+  isGuarded,
   metadataResult,
   unguardableResult,
   upstreamErrorForAgent,
@@ -100,9 +100,10 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
     if (isErrorResponse(msg)) {
       exp.guard?.abort(msg.error);
       const err = isGuarded(up)
-        ? (exp.method === "tools/call"
-          ? upstreamErrorForAgent(msg.error, up.id)
-          : { code: msg.error.code, message: `upstream "${up.id}" answered ${exp.method} with error ${msg.error.code}` })
+        ? (exp.method === "tools/call" ? upstreamErrorForAgent(msg.error, up.id) : {
+          code: msg.error.code,
+          message: `upstream "${up.id}" answered ${exp.method} with error ${msg.error.code}`,
+        })
         : msg.error;
       return errorResponse(exp.agentId, err.code, err.message, err.data);
     }
@@ -121,7 +122,10 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
       }
     }
     if (exp.method === "tools/list") {
-      const list = (typeof r === "object" && r !== null ? r : {}) as { tools?: unknown; nextCursor?: unknown };
+      const list = (typeof r === "object" && r !== null ? r : {}) as {
+        tools?: unknown;
+        nextCursor?: unknown;
+      };
       const tools = Array.isArray(list.tools) ? filterTools(up, list.tools, false) : [];
       if (!isGuarded(up)) return result(exp.agentId, Array.isArray(list.tools) ? { ...list, tools } : r);
       return result(
@@ -135,7 +139,9 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
   if (isRequest(msg)) {
     if (isGuarded(up)) {
       ctx.log({ event: "mcp_upstream_request_refused", upstream: up.id, method: msg.method.slice(0, 64) });
-      ctx.answerUpstream({ jsonrpc: "2.0", id: msg.id, ...answerUpstreamRequest(msg.method) } as JsonRpcMessage);
+      ctx.answerUpstream(
+        { jsonrpc: "2.0", id: msg.id, ...answerUpstreamRequest(msg.method) } as JsonRpcMessage,
+      );
       return undefined;
     }
     return ctx.mapServerRequest ? { ...msg, id: ctx.mapServerRequest(msg.id) } : msg;
@@ -143,7 +149,9 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
   if (isNotification(msg)) {
     if (isGuarded(up)) {
       const out = guardedNotification(msg, ex);
-      if (!out) ctx.log({ event: "mcp_withheld_notification", upstream: up.id, method: msg.method.slice(0, 64) });
+      if (!out) {
+        ctx.log({ event: "mcp_withheld_notification", upstream: up.id, method: msg.method.slice(0, 64) });
+      }
       return out;
     }
     if (msg.method === "notifications/cancelled" && msg.params && "requestId" in msg.params) {
@@ -186,7 +194,11 @@ async function blockToAgent(b: SseBlock, ctx: RelayContext): Promise<SseBlock | 
       parsed = JSON.parse(b.data);
     } catch {
       // Data that is not JSON cannot be guarded: withheld (fail closed).
-      ctx.log({ event: "mcp_withheld_block", upstream: ctx.exchange.upstream.id, reason: "data is not JSON" });
+      ctx.log({
+        event: "mcp_withheld_block",
+        upstream: ctx.exchange.upstream.id,
+        reason: "data is not JSON",
+      });
       parsed = [];
     }
     batch = Array.isArray(parsed);
@@ -226,7 +238,8 @@ export function relaySse(
   const ex = ctx.exchange;
   const reader = parseSseStream(body).getReader();
   const enc = new TextEncoder();
-  const message = (m: JsonRpcMessage) => enc.encode(serializeSseBlock({ event: "message", data: JSON.stringify(m) }));
+  const message = (m: JsonRpcMessage) =>
+    enc.encode(serializeSseBlock({ event: "message", data: JSON.stringify(m) }));
   let finished = false;
   let onClose: (() => void) | undefined;
   const unlisten = () => {

@@ -30,7 +30,9 @@ import type { BackendRef, ProxyCore, Upstream } from "./proxy.ts";
  * app.all("/mcp/:server", (c) => routed(c.req.raw, c.req.param("server"), agentId));
  * ```
  */
-export function createRouted(core: ProxyCore): (req: Request, serverId: string, agentId: string) => Promise<Response> {
+export function createRouted(
+  core: ProxyCore,
+): (req: Request, serverId: string, agentId: string) => Promise<Response> {
   const bindings = new RoutedSessionBindings();
 
   /** The agent's alias of the session id on an upstream response, if it names a bound one. */
@@ -60,7 +62,10 @@ export function createRouted(core: ProxyCore): (req: Request, serverId: string, 
     if (bad) return bad;
     const upstream = core.opts.upstreams.get(serverId);
     if (!upstream) {
-      return jsonResponse(errorResponse(null, ErrorCode.InvalidRequest, `unknown MCP server "${serverId}"`), 404);
+      return jsonResponse(
+        errorResponse(null, ErrorCode.InvalidRequest, `unknown MCP server "${serverId}"`),
+        404,
+      );
     }
     const guarded = isGuarded(upstream);
     // The agent's session id is the gateway's alias of the upstream's (see RoutedSessionBindings).
@@ -143,7 +148,9 @@ export function createRouted(core: ProxyCore): (req: Request, serverId: string, 
     }
     const newSid = agentSessionId(upstream, up);
     const sse = req.method === "GET" && up.ok && up.body !== null && isEventStream(up.headers);
-    const outHeaders = guarded ? guardedResponseHeaders(sse, newSid) : agentResponseHeaders(up.headers, newSid);
+    const outHeaders = guarded
+      ? guardedResponseHeaders(sse, newSid)
+      : agentResponseHeaders(up.headers, newSid);
     if (sse) {
       const ex = new Exchange(upstream);
       return new Response(

@@ -262,7 +262,11 @@ export class RoutedSessionBindings {
     return aliasKey?.slice(upstreamId.length + 1);
   }
   /** The upstream session behind an agent's session id, and whether the agent may use it. */
-  resolve(upstreamId: string, agentSid: string, agentId: string): { check: BindingCheck; upstreamSid?: string } {
+  resolve(
+    upstreamId: string,
+    agentSid: string,
+    agentId: string,
+  ): { check: BindingCheck; upstreamSid?: string } {
     const upstreamSid = this.#byAlias.get(this.#key(upstreamId, agentSid));
     if (upstreamSid === undefined) return { check: "unknown" };
     const check = this.check(upstreamId, upstreamSid, agentId);

@@ -79,7 +79,9 @@ export function createUnified(core: ProxyCore): Unified {
     const result = (response as { result?: { protocolVersion?: unknown } }).result;
     const link: UpstreamLink = {
       sessionId: headers.get("mcp-session-id") ?? undefined,
-      protocolVersion: typeof result?.protocolVersion === "string" ? result.protocolVersion : gw.protocolVersion,
+      protocolVersion: typeof result?.protocolVersion === "string"
+        ? result.protocolVersion
+        : gw.protocolVersion,
     };
     await client.post(up, link, { jsonrpc: "2.0", method: "notifications/initialized" }, signal);
     return link;
@@ -111,7 +113,9 @@ export function createUnified(core: ProxyCore): Unified {
             method: "tools/list",
             params: cursor ? { cursor } : {},
           }, linkSignal());
-          if (isErrorResponse(response)) throw new UpstreamError(up.id, `tools/list error ${response.error.code}`);
+          if (isErrorResponse(response)) {
+            throw new UpstreamError(up.id, `tools/list error ${response.error.code}`);
+          }
           const r = (response as { result: { tools?: unknown; nextCursor?: unknown } }).result;
           if (Array.isArray(r?.tools)) tools.push(...r.tools);
           if (typeof r?.nextCursor !== "string" || r.nextCursor === "") break;
@@ -123,7 +127,9 @@ export function createUnified(core: ProxyCore): Unified {
         return [];
       }
     }));
-    return jsonResponse({ jsonrpc: "2.0", id, result: { tools: lists.flat() } }, 200, { "mcp-session-id": gw.id });
+    return jsonResponse({ jsonrpc: "2.0", id, result: { tools: lists.flat() } }, 200, {
+      "mcp-session-id": gw.id,
+    });
   }
 
   async function initialize(agentId: string, m: JsonRpcRequest): Promise<Response> {
@@ -131,7 +137,9 @@ export function createUnified(core: ProxyCore): Unified {
     const asked = typeof params.protocolVersion === "string" ? params.protocolVersion : "";
     const version = SESSION_PROTOCOL_VERSIONS.includes(asked) ? asked : SESSION_PROTOCOL_VERSIONS[0];
     const refused = sessions.room(agentId);
-    if (refused) return jsonResponse(errorResponse(m.id, ErrorCode.ConnectionClosed, refused.message), refused.status);
+    if (refused) {
+      return jsonResponse(errorResponse(m.id, ErrorCode.ConnectionClosed, refused.message), refused.status);
+    }
     const gw = new GatewaySession(mintSessionId(), agentId, version, params);
     sessions.add(gw);
     // Upstreams are initialized now, in parallel; one that fails is retried on first use.
@@ -186,7 +194,12 @@ export function createUnified(core: ProxyCore): Unified {
       if (!entry || !up) return;
       const params: Record<string, unknown> = { requestId: entry.upstreamId };
       if (typeof m.params?.reason === "string") params.reason = m.params.reason;
-      await client.post(up, await ensureLink(gw, up), { jsonrpc: "2.0", method: m.method, params }, linkSignal());
+      await client.post(
+        up,
+        await ensureLink(gw, up),
+        { jsonrpc: "2.0", method: m.method, params },
+        linkSignal(),
+      );
       return;
     }
     await Promise.allSettled([...opts.upstreams.values()].map(async (up) => {
@@ -206,7 +219,11 @@ export function createUnified(core: ProxyCore): Unified {
     const sid = req.headers.get("mcp-session-id");
     if (req.method === "GET") {
       return jsonResponse(
-        errorResponse(null, ErrorCode.ConnectionClosed, "Method Not Allowed: the unified endpoint has no GET stream"),
+        errorResponse(
+          null,
+          ErrorCode.ConnectionClosed,
+          "Method Not Allowed: the unified endpoint has no GET stream",
+        ),
         405,
         { allow: "POST, DELETE" },
       );
@@ -220,7 +237,9 @@ export function createUnified(core: ProxyCore): Unified {
     if (parsed.batch) {
       // Each request of the batch gets its own refusal; nothing of it goes upstream.
       const why = "Invalid Request: batches are not supported on the unified endpoint";
-      const answers = parsed.messages.filter(isRequest).map((r) => errorResponse(r.id, ErrorCode.InvalidRequest, why));
+      const answers = parsed.messages.filter(isRequest).map((r) =>
+        errorResponse(r.id, ErrorCode.InvalidRequest, why)
+      );
       return jsonResponse(answers.length ? answers : errorResponse(null, ErrorCode.InvalidRequest, why), 400);
     }
     const m = parsed.messages[0];
@@ -259,7 +278,10 @@ export function createUnified(core: ProxyCore): Unified {
     const rq = m as JsonRpcRequest;
     switch (rq.method) {
       case "initialize":
-        return jsonResponse(errorResponse(rq.id, ErrorCode.InvalidRequest, "Invalid Request: already initialized"), 400);
+        return jsonResponse(
+          errorResponse(rq.id, ErrorCode.InvalidRequest, "Invalid Request: already initialized"),
+          400,
+        );
       case "ping":
         return jsonResponse({ jsonrpc: "2.0", id: rq.id, result: {} }, 200, headers);
       case "tools/list":
@@ -268,7 +290,11 @@ export function createUnified(core: ProxyCore): Unified {
         break;
       default:
         return jsonResponse(
-          errorResponse(rq.id, ErrorCode.MethodNotFound, `Method not found: ${rq.method} (the unified endpoint serves tools)`),
+          errorResponse(
+            rq.id,
+            ErrorCode.MethodNotFound,
+            `Method not found: ${rq.method} (the unified endpoint serves tools)`,
+          ),
           200,
           headers,
         );
@@ -279,7 +305,11 @@ export function createUnified(core: ProxyCore): Unified {
     const up = cut > 0 ? opts.upstreams.get(full.slice(0, cut)) : undefined;
     if (!up) {
       return jsonResponse(
-        errorResponse(rq.id, ErrorCode.InvalidParams, `unknown tool "${full}": expected <server>${UNIFIED_TOOL_SEPARATOR}<tool>`),
+        errorResponse(
+          rq.id,
+          ErrorCode.InvalidParams,
+          `unknown tool "${full}": expected <server>${UNIFIED_TOOL_SEPARATOR}<tool>`,
+        ),
         200,
         headers,
       );
@@ -294,7 +324,11 @@ export function createUnified(core: ProxyCore): Unified {
         headers,
       );
     }
-    const ref: BackendRef = { upstreamId: up.id, sessionId: link.sessionId, protocolVersion: link.protocolVersion };
+    const ref: BackendRef = {
+      upstreamId: up.id,
+      sessionId: link.sessionId,
+      protocolVersion: link.protocolVersion,
+    };
     return await core.forward({
       req,
       agentId,
