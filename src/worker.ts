@@ -4,9 +4,10 @@
  * - Configuration: the JSON text of the `MCP_EDGE_GUARD_CONFIG` var or secret (same shape as on
  *   Deno). `${VAR}` in it expands from the Worker's other string vars and secrets.
  * - Guards: workerd forbids compiling wasm at runtime, so the build prepares every configured WASM
- *   guard (validation, memory cap, fuel) and the generated `worker_guards.js` imports each one as a
- *   compiled `WebAssembly.Module` (`import source`). A guard is found by its name in `guards`; its
- *   `path` only matters to the build. The host checks the preparation mark of each module.
+ *   guard from its original (validation, ABI, caps, fuel) and the generated `worker_guards.js`
+ *   imports each one as a compiled `WebAssembly.Module` (`import source`) next to the build's record
+ *   of it. A guard is found by its name in `guards`; its `path` only matters to the build. The host
+ *   accepts a module only when its preparation mark equals the record's and fits the limits.
  * - The gateway is built once per isolate, on the first request, and reused.
  * - Agent labels live in the `AGENT_LABELS` Durable Object namespace (one object per agent); without
  *   that binding they stay in isolate memory (a warning is logged).
@@ -30,7 +31,7 @@ import { guardFromPreparedModule } from "./guard/host.ts";
 import { assertJspi } from "./guard/jspi.ts";
 import { planServers } from "./registry.ts";
 // @ts-types="./worker_guards.d.ts"
-import { guards as bundledGuards } from "./worker_guards.js";
+import { guards as bundledGuards, records as bundledRecords } from "./worker_guards.js";
 
 /** The bindings this Worker reads; every other string binding is available to `${VAR}` expansion. */
 export interface WorkerEnv {
@@ -91,7 +92,7 @@ async function buildGateway(env: WorkerEnv): Promise<Gateway> {
     return Promise.resolve(
       guardFromPreparedModule(
         module,
-        { name: g.name, limits: config.limits },
+        { name: g.name, limits: config.limits, prepared: bundledRecords[g.name] },
         "run `deno task build` with the deployed configuration",
       ),
     );

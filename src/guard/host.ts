@@ -42,6 +42,7 @@ import {
   type GuardErrorKind,
   type GuardLimits,
   FUEL_CHECK_TARGET_MS,
+  HOST_CALL_FUEL_UNITS,
   MIN_FUEL_REFILL,
   resolveLimits,
   WASM_PAGE_BYTES,
@@ -51,13 +52,14 @@ import {
   FUEL_IMPORT_MODULE,
   FUEL_IMPORT_NAME,
   FUEL_INITIAL,
-  inspectGuard,
   LABEL_EXPORTS,
   type PreparedMark,
+  preparedModuleProblem,
+  type PreparedRecord,
   prepareGuard,
-  readPreparedMark,
   validateGuardAbi,
 } from "./prepare.ts";
+import { MODULE_CAP_KEYS, pickCaps } from "./wasm/caps.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
 import { errorMessage } from "../util.ts";
@@ -94,16 +96,36 @@ export interface WasmGuardOptions {
    * CPU-bound guard can only be stopped by the deadline check at `call_backend`, i.e. not at all.
    */
   fuel?: boolean;
+  /**
+   * For a compiled `WebAssembly.Module` only: the record our build wrote when it prepared the module
+   * (`scripts/build.ts` puts it in the generated manifest). Without it a compiled module is refused.
+   */
+  prepared?: PreparedRecord;
+}
+
+/** A wasm guard session: a {@link GuardSession} whose usage also counts every memory and table. */
+export interface WasmGuardSessionApi extends GuardSession {
+  usage(): WasmGuardUsage;
+}
+
+/** What a wasm session reports: {@link GuardUsage} plus what the instance held besides memory 0. */
+export interface WasmGuardUsage extends GuardUsage {
+  /** Pages over ALL memories of the instance (`memoryPages` counts the ABI memory only). */
+  totalMemoryPages: number;
+  /** Memories and tables the instance holds, and entries over all tables. */
+  memories: number;
+  tables: number;
+  tableEntries: number;
 }
 
 /**
  * Loads a guard once per isolate.
  *
- * - Bytes (Deno): if they already carry the preparer's mark they are compiled as they are;
- *   otherwise they are prepared (ABI validation, memory cap, fuel injection) and then compiled.
- * - A compiled `WebAssembly.Module` (Workers, where runtime compilation is forbidden): it must carry
- *   the `mcp_edge_guard.prepared` custom section, prepared with fuel (unless `fuel: false`) and with
- *   a memory cap no larger than `limits.maxMemoryPages`.
+ * - Bytes (a path's contents on Deno, or any caller's bytes): ALWAYS prepared here (validation, ABI,
+ *   caps, fuel injection) and then compiled. Bytes that already carry our mark, our fuel import or
+ *   reserved exports are refused: a mark from outside is never trusted.
+ * - A compiled `WebAssembly.Module` (Workers, where runtime compilation is forbidden): accepted only
+ *   with `opts.prepared`, the record our build wrote for it (see {@link guardFromPreparedModule}).
  *
  * @example
  * ```ts
@@ -121,15 +143,12 @@ export async function loadGuardModule(
   assertJspi();
   const name = opts.name || "guard";
   const limits = resolveLimits(opts.limits);
-  const wantFuel = opts.fuel ?? true;
-  const info = inspectGuard(source);
-  if (info.abiError) throw new GuardError("abi", `guard '${name}': ${info.abiError}`);
   let bytes: Uint8Array<ArrayBuffer>;
-  if (info.prepared) {
-    checkMark(name, info.prepared, limits, wantFuel);
-    bytes = new Uint8Array(source);
-  } else {
-    bytes = prepareGuard(source, { maxMemoryPages: limits.maxMemoryPages, fuel: wantFuel }).bytes;
+  try {
+    bytes = prepareGuard(source, { caps: pickCaps(limits), fuel: opts.fuel ?? true }).bytes;
+  } catch (e) {
+    if (!(e instanceof GuardError)) throw e;
+    throw new GuardError(e.kind, `guard '${name}': ${e.message}`, { limit: e.limit, value: e.value, cause: e });
   }
   let module: WebAssembly.Module;
   try {
@@ -142,15 +161,17 @@ export async function loadGuardModule(
 
 /**
  * The Workers path of {@link loadGuardModule}, synchronous and free of the preparer and of runtime
- * compilation (so a bundle that uses only this function contains neither): checks the prepared mark
- * of an already compiled module against the limits and wraps it.
+ * compilation (so a bundle that uses only this function contains neither): accepts an already
+ * compiled module only when its preparation mark equals the one in `opts.prepared` (the record our
+ * build wrote when it prepared the module), and every cap the mark binds is within the limits.
  *
- * @param remedy what the operator should do when the mark is missing or too permissive.
+ * @param remedy what the operator should do when the module is refused.
  * @example
  * ```ts
- * import source mod from "./guard.wasm";
- * const guard = guardFromPreparedModule(mod, { name: "github" }, "run `deno task build`");
+ * import { guards, records } from "./worker_guards.js";
+ * const guard = guardFromPreparedModule(guards.github, { name: "github", prepared: records.github });
  * ```
+ * @throws {GuardError} kind "abi" (with `limit` for a cap above the limits).
  */
 export function guardFromPreparedModule(
   module: WebAssembly.Module,
@@ -158,36 +179,25 @@ export function guardFromPreparedModule(
   remedy = "run the guard preparer at build time; a compiled module cannot be prepared at runtime",
 ): WasmGuard {
   assertJspi();
-  checkMark(
-    opts.name || "guard",
-    readPreparedMark(module),
-    resolveLimits(opts.limits),
-    opts.fuel ?? true,
-    remedy,
-  );
+  const name = opts.name || "guard";
+  const proof = preparedModuleProblem(module, opts.prepared);
+  if ("problem" in proof) {
+    throw new GuardError("abi", `guard '${name}' is not a module our build prepared: ${proof.problem} (${remedy})`);
+  }
+  checkMark(name, proof.mark, resolveLimits(opts.limits), opts.fuel ?? true, remedy);
   return new WasmGuard(module, opts);
 }
 
-function checkMark(
-  name: string,
-  mark: PreparedMark | null,
-  limits: GuardLimits,
-  wantFuel: boolean,
-  remedy = "prepare it again with the configured limits",
-): void {
-  if (!mark) {
-    throw new GuardError(
-      "abi",
-      `guard '${name}' is not prepared: the module has no mcp_edge_guard.prepared section (${remedy})`,
-    );
-  }
-  if (mark.maxMemoryPages > limits.maxMemoryPages) {
-    throw new GuardError(
-      "abi",
-      `guard '${name}' was prepared with a memory cap of ${mark.maxMemoryPages} pages, above ` +
-        `limits.maxMemoryPages=${limits.maxMemoryPages} (${remedy})`,
-      { limit: "maxMemoryPages", value: limits.maxMemoryPages },
-    );
+/** A proven mark must also fit the limits: every cap at most the limit, fuel when required. */
+function checkMark(name: string, mark: PreparedMark, limits: GuardLimits, wantFuel: boolean, remedy: string): void {
+  for (const k of MODULE_CAP_KEYS) {
+    if (mark.caps[k] > limits[k]) {
+      throw new GuardError(
+        "abi",
+        `guard '${name}' was prepared with ${k}=${mark.caps[k]}, above limits.${k}=${limits[k]} (${remedy})`,
+        { limit: k, value: limits[k] },
+      );
+    }
   }
   if (wantFuel && !mark.fuel) {
     throw new GuardError("abi", `guard '${name}' was prepared without fuel metering (${remedy})`);
@@ -254,7 +264,7 @@ export class WasmGuard implements Guard {
    * Opens a session on a fresh instance. Never throws: an instantiation failure (start function
    * trap, fuel, abort) is reported by the session's first call.
    */
-  open(ctx: GuardContext): GuardSession {
+  open(ctx: GuardContext): WasmGuardSessionApi {
     return new WasmGuardSession(this, ctx);
   }
 }
@@ -304,7 +314,18 @@ class WasmGuardSession implements GuardSession {
   #busy = false;
   #closed = false;
   #call: CallState | undefined;
-  #usage: GuardUsage = { fuel: 0, backendCalls: 0, memoryPages: 0, ms: 0 };
+  #usage: WasmGuardUsage = {
+    fuel: 0,
+    backendCalls: 0,
+    memoryPages: 0,
+    ms: 0,
+    totalMemoryPages: 0,
+    memories: 0,
+    tables: 0,
+    tableEntries: 0,
+  };
+  /** Every memory and table of the instance (the preparer exports each under a reserved name). */
+  #held: { memories: WebAssembly.Memory[]; tables: WebAssembly.Table[] } = { memories: [], tables: [] };
 
   constructor(guard: WasmGuard, ctx: GuardContext) {
     this.#guard = guard;
@@ -317,6 +338,7 @@ class WasmGuardSession implements GuardSession {
       const instance = new WebAssembly.Instance(guard.module, this.#imports());
       this.#instance = instance;
       this.#memory = findMemory(instance.exports);
+      this.#held = heldBy(instance.exports);
       const g = instance.exports[FUEL_GLOBAL_EXPORT];
       if (g instanceof WebAssembly.Global) {
         this.#call.fuelSpent = this.#call.refill - (g.value as number);
@@ -370,7 +392,7 @@ class WasmGuardSession implements GuardSession {
     return this.#invoke("label_response", inputJson);
   }
 
-  usage(): GuardUsage {
+  usage(): WasmGuardUsage {
     return { ...this.#usage };
   }
 
@@ -443,7 +465,7 @@ class WasmGuardSession implements GuardSession {
       if (this.#fuelGlobal) call.fuelSpent += call.refill - (this.#fuelGlobal.value as number);
       this.#usage.fuel += call.fuelSpent;
       this.#usage.ms += performance.now() - t0;
-      if (this.#memory) this.#usage.memoryPages = this.#memory.buffer.byteLength / WASM_PAGE_BYTES;
+      this.#recordHeld();
       call.abort.abort(CALL_ENDED);
       this.#call = undefined;
       this.#busy = false;
@@ -605,11 +627,24 @@ class WasmGuardSession implements GuardSession {
     return new DataView(this.#memory!.buffer);
   }
 
-  /** Second line of defence behind the prepared maximum: memory above the cap kills the session. */
+  /** What the instance holds now, into the usage (memory 0 and the totals over all). */
+  #recordHeld(): void {
+    const u = this.#usage;
+    if (this.#memory) u.memoryPages = this.#memory.buffer.byteLength / WASM_PAGE_BYTES;
+    u.memories = this.#held.memories.length;
+    u.tables = this.#held.tables.length;
+    u.totalMemoryPages = totalPages(this.#held.memories);
+    u.tableEntries = this.#held.tables.reduce((a, t) => a + t.length, 0);
+  }
+
+  /**
+   * Second line of defence behind the prepared maxima: memory above the cap (over all memories the
+   * instance holds) kills the session.
+   */
   #checkMemory(): void {
     const mem = this.#memory;
     if (!mem) return;
-    const pages = mem.buffer.byteLength / WASM_PAGE_BYTES;
+    const pages = Math.max(mem.buffer.byteLength / WASM_PAGE_BYTES, totalPages(this.#held.memories));
     const cap = this.#limits.maxMemoryPages;
     if (pages > cap) {
       throw new GuardError(
@@ -646,7 +681,7 @@ class WasmGuardSession implements GuardSession {
     for (const [name, f] of Object.entries(wasi)) {
       out[name] = (...a: never[]) => {
         const call = this.#call;
-        if (call?.stop) return WASI_ECANCELED;
+        if (!this.#chargeHostCall(call)) return WASI_ECANCELED;
         try {
           return f(...a);
         } catch (e) {
@@ -675,6 +710,20 @@ class WasmGuardSession implements GuardSession {
     } finally {
       if (allowed) allowed.value = 0;
     }
+  }
+
+  /**
+   * Charges `HOST_CALL_FUEL_UNITS` for a host import call. False when the import must refuse: the
+   * instance is stopped, or this charge exhausted the budget (which stops it). True outside a call
+   * (no wasm runs then but the allocator, whose imports the host does not meter).
+   */
+  #chargeHostCall(call: CallState | undefined): boolean {
+    if (!call) return true;
+    if (call.stop) return false;
+    call.fuelSpent += HOST_CALL_FUEL_UNITS;
+    const problem = this.#liveProblem(call, performance.now());
+    if (problem) this.#stop(call, problem);
+    return problem === undefined;
   }
 
   /**
@@ -768,7 +817,7 @@ class WasmGuardSession implements GuardSession {
     resSize: number,
   ): Promise<number> {
     const call = this.#call;
-    if (!call || call.stop) return -1;
+    if (!call || !this.#chargeHostCall(call)) return -1;
     call.backendCalls++;
     this.#usage.backendCalls++;
     if (call.backendCalls > this.#limits.maxBackendCalls) {
@@ -824,7 +873,7 @@ class WasmGuardSession implements GuardSession {
   }
 
   #hostLog(level: number, ptr: number, len: number): void {
-    if (this.#call?.stop) return;
+    if (!this.#chargeHostCall(this.#call)) return;
     const msg = this.#readText(ptr, len);
     if (msg === null) return;
     this.#log(HOST_LOG_LEVELS[level] ?? "debug", msg, { source: "host_log" });
@@ -902,6 +951,19 @@ class WasmGuardSession implements GuardSession {
       // a broken logger must not break the guard call
     }
   }
+}
+
+/** The distinct memories and tables among an instance's exports. */
+function heldBy(exports: WebAssembly.Exports): { memories: WebAssembly.Memory[]; tables: WebAssembly.Table[] } {
+  const values = new Set(Object.values(exports));
+  return {
+    memories: [...values].filter((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory),
+    tables: [...values].filter((v): v is WebAssembly.Table => v instanceof WebAssembly.Table),
+  };
+}
+
+function totalPages(memories: WebAssembly.Memory[]): number {
+  return memories.reduce((a, m) => a + m.buffer.byteLength / WASM_PAGE_BYTES, 0);
 }
 
 function findMemory(exports: WebAssembly.Exports): WebAssembly.Memory | undefined {

@@ -50,6 +50,14 @@ export const FUEL_CHECK_TARGET_MS = 1;
  * all expensive spends far less than 1 % of its time in checks at this size.
  */
 export const MIN_FUEL_REFILL = 1_000;
+/**
+ * Fuel units every call of a host import costs (`call_backend`, `host_log`, any WASI function),
+ * charged by the host when the call arrives. A JSPI round trip through `call_backend` measured
+ * ~1.2 µs and a plain import call ~0.1 µs, i.e. hundreds to thousands of plain units: without a
+ * charge, a guard calling an import in a loop would spend one unit per ~µs and outlive its budget by
+ * far.
+ */
+export const HOST_CALL_FUEL_UNITS = 1_000;
 
 /** Every limit a guard call runs under. All are per export call unless stated otherwise. */
 export interface GuardLimits {
@@ -76,6 +84,24 @@ export interface GuardLimits {
   yieldIntervalMs: number;
   /** Wall-clock deadline per export call in ms (includes time suspended in `call_backend`). */
   timeoutMs: number;
+  /**
+   * Module shape, checked at load time (see `src/guard/wasm/caps.ts`): entries over ALL tables of an
+   * instance. Each funcref/externref entry costs the engine a pointer or more, so 10^7 entries are
+   * ~80 MiB outside the memory cap; declared maxima are clamped so `table.grow` past it returns -1.
+   */
+  maxTableEntries: number;
+  /** Functions (imported + defined) a module may declare; V8's own ceiling is 1,000,000. */
+  maxFunctions: number;
+  /** Globals (imported + defined) a module may declare. */
+  maxGlobals: number;
+  /** Data segments a module may declare. */
+  maxDataSegments: number;
+  /** Bytes over all data segments (active and passive). */
+  maxDataBytes: number;
+  /** Element segments a module may declare. */
+  maxElementSegments: number;
+  /** Entries over all element segments (active, passive and declarative). */
+  maxElementEntries: number;
 }
 
 /** Defaults: the reference's limits plus a fuel budget of roughly one to a few CPU-seconds. */
@@ -90,6 +116,16 @@ export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
   fuelSlice: 1_000_000,
   yieldIntervalMs: 4,
   timeoutMs: 10_000,
+  // Module shape: generous for real toolchain output (Rust/TinyGo/AssemblyScript guards and every
+  // .wasm in node_modules stay far below), small enough that no module holds more than a few MiB
+  // outside its linear memory.
+  maxTableEntries: 100_000,
+  maxFunctions: 100_000,
+  maxGlobals: 10_000,
+  maxDataSegments: 10_000,
+  maxDataBytes: 32 * 1024 * 1024,
+  maxElementSegments: 10_000,
+  maxElementEntries: 100_000,
 });
 
 /** What went wrong in a guard call. Stable strings: the CLI, logs and clients see them. */
@@ -100,7 +136,7 @@ export type GuardErrorKind =
   | "timeout"
   /** the caller's AbortSignal fired (client gone, gateway shutdown, tool timeout) */
   | "aborted"
-  /** memory above the cap, or memory missing/unusable */
+  /** memory or table entries above their cap (all memories / all tables), or memory missing/unusable */
   | "memory"
   /** input JSON larger than `maxInputBytes` */
   | "input_size"
@@ -108,7 +144,10 @@ export type GuardErrorKind =
   | "output_size"
   /** the guard trapped (unreachable, out of bounds, stack overflow, ...) */
   | "trap"
-  /** the module does not satisfy the guard ABI (exports, signatures, imports, not prepared) */
+  /**
+   * the module is invalid, does not satisfy the guard ABI (exports, signatures, imports), exceeds a
+   * module-shape limit (functions, globals, segments), or carries our preparation mark from outside
+   */
   | "abi"
   /** the guard called WASI `proc_exit` */
   | "proc_exit"

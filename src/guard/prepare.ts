@@ -1,7 +1,13 @@
 /**
- * Guard preparation: validate the guard ABI, clamp linear memory to the cap, inject fuel metering,
+ * Guard preparation: validate the module (the engine's validator plus our structural checks), check
+ * the guard ABI, cap memories, tables and the module's shape (`wasm/caps.ts`), inject fuel metering,
  * and mark the result. Runs at build time (Workers forbid runtime compilation) or at cold start on
- * Deno; the host refuses modules without the mark (`readPreparedMark`).
+ * Deno.
+ *
+ * Nothing from outside is trusted as prepared: a module that arrives carrying our mark, our fuel
+ * import or any export or custom section in our reserved namespace is refused (not stripped: a
+ * prepared module's original is gone, and re-metering it would meter the meter). A compiled module
+ * skips preparation only with the {@link PreparedRecord} our own build wrote when it made it.
  *
  * ABI rules and error texts follow gh-aw-mcpg (`NewWasmGuardWithOptions`): imports are checked first
  * (the reference fails them at instantiation), then the exports in the reference's order.
@@ -9,14 +15,25 @@
  * @module
  */
 
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { DEFAULT_LIMITS, GuardError, MAX_WASM32_PAGES } from "./limits.ts";
 import { ENV_MODULE, ENV_SIGNATURES, WASI_MODULE, WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
+import {
+  applyCaps,
+  type CapsReport,
+  MODULE_CAP_KEYS,
+  type ModuleCaps,
+  pickCaps,
+  planCaps,
+  RESERVED_EXPORT_PREFIX,
+} from "./wasm/caps.ts";
 import { type ExternKind, formatFuncType, funcTypeOf, type ModuleInfo, parseModule } from "./wasm/module.ts";
 import { type FuelScheme, rewriteModule } from "./wasm/rewrite.ts";
-import { sha256Hex } from "./wasm/sha256.ts";
 
 export { WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
 export type { FuelScheme } from "./wasm/rewrite.ts";
+export type { CapsReport, ModuleCaps } from "./wasm/caps.ts";
 
 /** Import module of the injected fuel check. */
 export const FUEL_IMPORT_MODULE = "mcp_edge_guard";
@@ -26,35 +43,55 @@ export const FUEL_IMPORT_NAME = "fuel_check";
 export const FUEL_GLOBAL_EXPORT = "__mcp_edge_guard_fuel";
 /** Custom section holding the UTF-8 JSON `PreparedMark`. */
 export const PREPARED_SECTION = "mcp_edge_guard.prepared";
+/** Custom sections whose name starts with this are ours: an input carrying one is refused. */
+const RESERVED_SECTION_PREFIX = "mcp_edge_guard";
 
 /** Reference memory cap: 512 pages = 32 MiB (`WithMemoryLimitPages(512)`). */
 const DEFAULT_MAX_MEMORY_PAGES = DEFAULT_LIMITS.maxMemoryPages;
 /** Initial fuel counter, so a start function runs before the host can set the global. */
 export const FUEL_INITIAL = 1_000_000;
-/** Version of the `PreparedMark` format. */
-const MARK_VERSION = 1;
+/**
+ * Version of the `PreparedMark` format. 2 binds every module cap; marks of version 1 (memory cap
+ * only) are stale and never accepted.
+ */
+const MARK_VERSION = 2;
 
 /** Fuel shapes a mark may name (see `wasm/rewrite.ts`). */
 const FUEL_SCHEMES: readonly FuelScheme[] = ["cached", "global"];
 
 /** What preparation recorded in the module. */
 export interface PreparedMark {
-  v: 1;
+  v: 2;
   fuel: boolean;
+  /** With fuel: how fuel points reach the counter. The host protocol is the same for both. */
+  fuelScheme?: FuelScheme;
+  /** Memory cap over all memories, in pages (also in `caps`, kept for readers of version 1). */
   maxMemoryPages: number;
+  /** Every module cap the module was checked and clamped against. */
+  caps: ModuleCaps;
+  /** SHA-256 (hex) and size of the original module the preparer read. */
   sourceSha256: string;
   sourceBytes: number;
-  /**
-   * With fuel: how fuel points reach the counter. Absent in marks written before the cached shape
-   * existed, which means "global". The host protocol is the same for both.
-   */
-  fuelScheme?: FuelScheme;
+}
+
+/**
+ * What our own build records about a prepared module it wrote (the generated manifest next to the
+ * Worker bundle): the exact mark text, and the SHA-256 of the prepared bytes. A compiled module is
+ * accepted without preparing it only when its mark section equals `mark` byte for byte.
+ */
+export interface PreparedRecord {
+  /** The UTF-8 JSON of the module's `mcp_edge_guard.prepared` section. */
+  mark: string;
+  /** SHA-256 (hex) of the prepared bytes the build wrote. */
+  preparedSha256: string;
 }
 
 /** Preparation options. */
 export interface PrepareOptions {
-  /** Memory cap in 64 KiB pages (default 512). */
+  /** Memory cap in 64 KiB pages over all memories (default 512). */
   maxMemoryPages?: number;
+  /** The other module caps (`maxTableEntries`, `maxFunctions`, ...); missing ones take the defaults. */
+  caps?: Partial<ModuleCaps>;
   /** Inject fuel metering (default true). */
   fuel?: boolean;
   /**
@@ -89,6 +126,8 @@ export interface PrepareReport {
   exports: GuardExport[];
   /** Memory 0 (`null` when the module has none: the host then fails at call time). */
   memory: { imported: boolean; minPages: number; declaredMaxPages: number | null; maxPages: number } | null;
+  /** Every memory, table and shape count next to its cap (the maxima after clamping). */
+  caps: CapsReport;
   /** Both `alloc` and `dealloc` exported. */
   allocDealloc: boolean;
   /** Defined functions. */
@@ -101,11 +140,22 @@ export interface PrepareReport {
   strippedSections: string[];
 }
 
-/** What `inspectGuard` reports. */
+/** What `inspectGuard` reports: each check's problem, or `null` when it passed. */
 export type GuardInspection =
-  & Omit<PrepareReport, "bytesOut" | "fuelPoints" | "fuelCachedFunctions" | "strippedSections">
+  & Omit<PrepareReport, "bytesOut" | "fuelPoints" | "fuelCachedFunctions" | "strippedSections" | "caps">
   & {
+    /** The engine's validator (`WebAssembly.validate`, message from a compile attempt). */
+    invalid: string | null;
+    /** First import problem, else first export/signature problem (the reference's order). */
     abiError: string | null;
+    /** First import problem. */
+    importError: string | null;
+    /** Memory, table and shape caps: the report, or the problem. */
+    caps: CapsReport | null;
+    capsError: { limit: string | undefined; message: string } | null;
+    /** Our mark, fuel import or reserved names found in the input (it would be refused). */
+    reserved: string | null;
+    /** The mark, when the input carries one that parses (never trusted). */
     prepared: PreparedMark | null;
   };
 
@@ -165,11 +215,17 @@ function checkImport(imp: GuardImport): string | null {
   return null;
 }
 
-function abiProblem(exports: GuardExport[], imports: GuardImport[]): string | null {
+function importProblem(imports: GuardImport[]): string | null {
   for (const imp of imports) {
     const problem = checkImport(imp);
     if (problem !== null) return problem;
   }
+  return null;
+}
+
+function abiProblem(exports: GuardExport[], imports: GuardImport[]): string | null {
+  const imported = importProblem(imports);
+  if (imported !== null) return imported;
   const fn = new Map<string, GuardExport>();
   for (const e of exports) if (e.kind === "function") fn.set(e.name, e);
   const resource = fn.get("label_resource");
@@ -237,7 +293,7 @@ function describeExports(info: ModuleInfo): GuardExport[] {
   });
 }
 
-function describeMemory(info: ModuleInfo, cap: number): PrepareReport["memory"] {
+function describeMemory(info: ModuleInfo, caps: CapsReport | null): PrepareReport["memory"] {
   const imported = info.imports.find((i) => i.kind === "memory")?.limits;
   const limits = imported ?? info.memories[0];
   if (limits === undefined) return null;
@@ -245,28 +301,44 @@ function describeMemory(info: ModuleInfo, cap: number): PrepareReport["memory"] 
     imported: imported !== undefined,
     minPages: limits.min,
     declaredMaxPages: limits.max,
-    maxPages: limits.max === null ? cap : Math.min(limits.max, cap),
+    maxPages: caps?.memories[0]?.max ?? limits.max ?? DEFAULT_MAX_MEMORY_PAGES,
   };
 }
 
 const UTF8 = new TextDecoder();
+const UTF8_ENCODER = new TextEncoder();
+
+/** SHA-256 of `bytes` as lowercase hex (`@noble/hashes`: synchronous, runs wherever the preparer runs). */
+export function sha256Hex(bytes: Uint8Array): string {
+  return bytesToHex(sha256(bytes));
+}
+
+function isCaps(v: unknown): v is ModuleCaps {
+  if (v === null || typeof v !== "object") return false;
+  const c = v as Record<string, unknown>;
+  return Object.keys(c).length === MODULE_CAP_KEYS.length &&
+    MODULE_CAP_KEYS.every((k) => Number.isSafeInteger(c[k]) && (c[k] as number) > 0);
+}
 
 function parseMark(data: Uint8Array | ArrayBuffer): PreparedMark | null {
   try {
     const m = JSON.parse(UTF8.decode(data));
     if (
       m !== null && typeof m === "object" && m.v === MARK_VERSION && typeof m.fuel === "boolean" &&
-      Number.isSafeInteger(m.maxMemoryPages) && typeof m.sourceSha256 === "string" &&
-      Number.isSafeInteger(m.sourceBytes)
+      Number.isSafeInteger(m.maxMemoryPages) && isCaps(m.caps) &&
+      m.caps.maxMemoryPages === m.maxMemoryPages && typeof m.sourceSha256 === "string" &&
+      /^[0-9a-f]{64}$/.test(m.sourceSha256) && Number.isSafeInteger(m.sourceBytes) &&
+      (m.fuel ? FUEL_SCHEMES.includes(m.fuelScheme) : m.fuelScheme === undefined)
     ) {
       const mark: PreparedMark = {
         v: MARK_VERSION,
         fuel: m.fuel,
         maxMemoryPages: m.maxMemoryPages,
+        caps: pickCaps(m.caps),
         sourceSha256: m.sourceSha256,
         sourceBytes: m.sourceBytes,
       };
-      if (FUEL_SCHEMES.includes(m.fuelScheme)) mark.fuelScheme = m.fuelScheme;
+      if (m.fuel) mark.fuelScheme = m.fuelScheme;
       return mark;
     }
   } catch {
@@ -280,6 +352,58 @@ function markOf(info: ModuleInfo): PreparedMark | null {
   return s === undefined ? null : parseMark(info.bytes.subarray(s.start, s.end));
 }
 
+/**
+ * Why an input module cannot be a guard source because it uses our reserved namespace: a custom
+ * section named `mcp_edge_guard*` (our mark, forged or real), an import from `mcp_edge_guard`
+ * (our fuel check) or an export named `__mcp_edge_guard*` (our counter, memory and table exports).
+ */
+function reservedProblem(info: ModuleInfo): string | null {
+  const section = info.sections.find((s) => s.id === 0 && s.name!.startsWith(RESERVED_SECTION_PREFIX));
+  if (section !== undefined) {
+    return `it has a "${section.name}" custom section (our preparation mark); ` +
+      "marks are never trusted from outside: load the original, unprepared .wasm";
+  }
+  const imp = info.imports.find((i) => i.module === FUEL_IMPORT_MODULE);
+  if (imp !== undefined) {
+    return `it imports ${imp.module}.${imp.name} (our fuel check): load the original, unprepared .wasm`;
+  }
+  const exp = info.exports.find((e) => e.name.startsWith(RESERVED_EXPORT_PREFIX));
+  if (exp !== undefined) {
+    return `it exports "${exp.name}" (names starting with ${RESERVED_EXPORT_PREFIX} are the host's)`;
+  }
+  return null;
+}
+
+/**
+ * The engine's verdict on a module: `null` when `WebAssembly.validate` accepts it, else the
+ * reason. The reason comes from a `new WebAssembly.Module` attempt, which only runs when validation
+ * already failed (so nothing is compiled for a valid module); where compilation is forbidden
+ * (Workers at runtime) the reason is generic.
+ *
+ * @example
+ * ```ts
+ * engineValidationProblem(bytes); // "Compiling function #0 failed: invalid local index: 4 @+58"
+ * ```
+ */
+export function engineValidationProblem(bytes: Uint8Array): string | null {
+  const copy = bytes.buffer instanceof ArrayBuffer ? bytes as Uint8Array<ArrayBuffer> : new Uint8Array(bytes);
+  if (WebAssembly.validate(copy)) return null;
+  try {
+    new WebAssembly.Module(copy);
+  } catch (e) {
+    if (e instanceof WebAssembly.CompileError) {
+      return e.message.replace(/^WebAssembly\.Module\(\): /, "");
+    }
+  }
+  return "WebAssembly.validate rejected the module";
+}
+
+/** Throws the "abi" error for a module the engine does not validate. */
+function assertEngineValid(bytes: Uint8Array): void {
+  const problem = engineValidationProblem(bytes);
+  if (problem !== null) throw new GuardError("abi", `invalid WebAssembly module: ${problem}`);
+}
+
 function resolveScheme(opts: PrepareOptions): FuelScheme {
   const scheme = opts.fuelScheme ?? "cached";
   if (!FUEL_SCHEMES.includes(scheme)) {
@@ -288,62 +412,73 @@ function resolveScheme(opts: PrepareOptions): FuelScheme {
   return scheme;
 }
 
-function resolveCap(opts: PrepareOptions): number {
-  const cap = opts.maxMemoryPages ?? DEFAULT_MAX_MEMORY_PAGES;
+function resolveCaps(opts: PrepareOptions): ModuleCaps {
+  const caps = { ...pickCaps(DEFAULT_LIMITS), ...opts.caps };
+  caps.maxMemoryPages = opts.maxMemoryPages ?? opts.caps?.maxMemoryPages ?? DEFAULT_MAX_MEMORY_PAGES;
+  const cap = caps.maxMemoryPages;
   if (!Number.isSafeInteger(cap) || cap < 1 || cap > MAX_WASM32_PAGES) {
     throw new RangeError(`maxMemoryPages must be an integer in 1..${MAX_WASM32_PAGES}, got ${cap}`);
   }
-  return cap;
+  for (const k of MODULE_CAP_KEYS) {
+    if (!Number.isSafeInteger(caps[k]) || caps[k] < 1) {
+      throw new RangeError(`${k} must be a positive integer, got ${caps[k]}`);
+    }
+  }
+  return caps;
 }
 
 /**
- * Prepares a guard module for this host: validates the ABI, clamps every defined memory's maximum to
- * `maxMemoryPages` (a missing maximum becomes the cap), injects fuel metering (import
- * `mcp_edge_guard.fuel_check`, exported counter `__mcp_edge_guard_fuel`, one unit spent at every
- * function entry and loop header; functions with loops and no exception handling keep the counter
- * in a local and write it back before calls and exits), strips debug sections and appends the
- * `PreparedMark`.
+ * Prepares a guard module for this host, in this order:
+ *
+ * 1. structural decode (`parseModule`: header, section order, sizes, declarations);
+ * 2. refuse anything in our reserved namespace (mark, fuel import, `__mcp_edge_guard*` exports);
+ * 3. the engine's validator (`WebAssembly.validate`; an invalid module never reaches the rewriter,
+ *    so every index the rewriter meets was in range in the original);
+ * 4. the guard ABI (imports, then exports and signatures, the reference's messages);
+ * 5. caps (`wasm/caps.ts`): memories and tables clamped so their totals fit `maxMemoryPages` and
+ *    `maxTableEntries`, shape limits on functions, globals and segments; a reserved export for
+ *    every memory and table;
+ * 6. fuel injection (import `mcp_edge_guard.fuel_check`, exported counter `__mcp_edge_guard_fuel`,
+ *    see `wasm/rewrite.ts`), debug sections stripped, and the `PreparedMark` appended.
  *
  * @example
  * ```ts
  * const { bytes, report } = prepareGuard(await Deno.readFile("guard.wasm"), { maxMemoryPages: 512 });
  * const module = await WebAssembly.compile(bytes);
  * ```
- * @throws {GuardError} "abi" for ABI violations, malformed input, unsupported opcodes or an already
- *   prepared module; "memory" (limit `maxMemoryPages`) when a memory's minimum exceeds the cap.
- * @throws {RangeError} for a bad `maxMemoryPages` or `fuelScheme`.
+ * @throws {GuardError} "abi" for invalid or malformed input, reserved names (an already prepared or
+ *   forged module), ABI violations, unsupported opcodes and shape limits (with `limit`); "memory"
+ *   (limit `maxMemoryPages` / `maxTableEntries`) when the minimums do not fit the caps.
+ * @throws {RangeError} for a bad `maxMemoryPages`, cap or `fuelScheme`.
  */
 export function prepareGuard(
   bytes: Uint8Array,
   opts: PrepareOptions = {},
 ): { bytes: Uint8Array<ArrayBuffer>; report: PrepareReport } {
   const t0 = performance.now();
-  const cap = resolveCap(opts);
+  const caps = resolveCaps(opts);
   const fuel = opts.fuel ?? true;
   const fuelScheme = resolveScheme(opts);
-  const info = parseModule(bytes);
-  if (info.sections.some((s) => s.id === 0 && s.name === PREPARED_SECTION)) {
-    throw new GuardError("abi", `already prepared: the module has a "${PREPARED_SECTION}" custom section`);
-  }
-  if (info.imports.some((i) => i.module === FUEL_IMPORT_MODULE)) {
-    throw new GuardError("abi", `already prepared: the module imports from "${FUEL_IMPORT_MODULE}"`);
-  }
-  if (info.exports.some((e) => e.name === FUEL_GLOBAL_EXPORT)) {
-    throw new GuardError("abi", `already prepared: the module exports "${FUEL_GLOBAL_EXPORT}"`);
-  }
-  const imports = describeImports(info);
-  const exports = describeExports(info);
+  const source = parseModule(bytes);
+  const reserved = reservedProblem(source);
+  if (reserved !== null) throw new GuardError("abi", `refused: ${reserved}`);
+  assertEngineValid(bytes);
+  const imports = describeImports(source);
+  const exports = describeExports(source);
   validateGuardAbi(exports, imports);
+  const capsReport = planCaps(source, caps);
+  const info = parseModule(applyCaps(source, capsReport));
   const mark: PreparedMark = {
     v: MARK_VERSION,
     fuel,
-    maxMemoryPages: cap,
+    maxMemoryPages: caps.maxMemoryPages,
+    caps,
     sourceSha256: sha256Hex(bytes),
     sourceBytes: bytes.length,
   };
   if (fuel) mark.fuelScheme = fuelScheme;
   const out = rewriteModule(info, {
-    maxMemoryPages: cap,
+    maxMemoryPages: caps.maxMemoryPages,
     fuel: fuel
       ? {
         importModule: FUEL_IMPORT_MODULE,
@@ -353,7 +488,7 @@ export function prepareGuard(
         scheme: fuelScheme,
       }
       : null,
-    appendCustom: [{ name: PREPARED_SECTION, data: new TextEncoder().encode(JSON.stringify(mark)) }],
+    appendCustom: [{ name: PREPARED_SECTION, data: UTF8_ENCODER.encode(JSON.stringify(mark)) }],
   });
   const report: PrepareReport = {
     bytesIn: bytes.length,
@@ -361,9 +496,10 @@ export function prepareGuard(
     ms: performance.now() - t0,
     imports,
     exports,
-    memory: describeMemory(info, cap),
+    memory: describeMemory(source, capsReport),
+    caps: capsReport,
     allocDealloc: hasFunctionExport(exports, "alloc") && hasFunctionExport(exports, "dealloc"),
-    functions: info.funcTypes.length,
+    functions: source.funcTypes.length,
     fuelPoints: out.fuelPoints,
     fuelCachedFunctions: out.cachedFunctions,
     strippedSections: out.strippedSections,
@@ -376,47 +512,108 @@ function hasFunctionExport(exports: GuardExport[], name: string): boolean {
 }
 
 /**
- * Reads a module's imports, exports, memory and preparation mark without changing or rejecting it
- * for ABI reasons (the first ABI problem is returned in `abiError`; the fuel check import of a
- * prepared module is not a problem). Memory limits are reported against the default cap, or the
- * mark's cap for prepared modules.
+ * Reads a module's imports, exports, memory, caps and any mark without changing or rejecting it:
+ * each check's first problem is returned in its own field (`invalid`, `importError`, `abiError`,
+ * `capsError`, `reserved`). The caps are evaluated against `caps` (defaults otherwise).
  *
  * @example
  * ```ts
  * const info = inspectGuard(bytes);
- * if (info.abiError) console.error(info.abiError);
+ * if (info.invalid ?? info.abiError) console.error(info.invalid ?? info.abiError);
  * ```
- * @throws {GuardError} "abi" only for malformed or unsupported binaries.
+ * @throws {GuardError} "abi" only for malformed or unsupported binaries (our structural decode).
  */
-export function inspectGuard(bytes: Uint8Array): GuardInspection {
+export function inspectGuard(bytes: Uint8Array, caps: Partial<ModuleCaps> = {}): GuardInspection {
   const t0 = performance.now();
   const info = parseModule(bytes);
   const imports = describeImports(info);
   const exports = describeExports(info);
-  const prepared = markOf(info);
+  let capsReport: CapsReport | null = null;
+  let capsError: GuardInspection["capsError"] = null;
+  try {
+    capsReport = planCaps(info, resolveCaps({ caps }));
+  } catch (e) {
+    if (!(e instanceof GuardError)) throw e;
+    capsError = { limit: e.limit, message: e.message };
+  }
   return {
     bytesIn: bytes.length,
     ms: performance.now() - t0,
     imports,
     exports,
-    memory: describeMemory(info, prepared?.maxMemoryPages ?? DEFAULT_MAX_MEMORY_PAGES),
+    memory: describeMemory(info, capsReport),
     allocDealloc: hasFunctionExport(exports, "alloc") && hasFunctionExport(exports, "dealloc"),
     functions: info.funcTypes.length,
+    invalid: engineValidationProblem(bytes),
     abiError: abiProblem(exports, imports),
-    prepared,
+    importError: importProblem(imports),
+    caps: capsReport,
+    capsError,
+    reserved: reservedProblem(info),
+    prepared: markOf(info),
   };
 }
 
 /**
- * The `PreparedMark` of a compiled module, or `null` if it was not prepared (or the mark is not
- * ours). Works where only a `WebAssembly.Module` exists (Workers bundle imports).
+ * The `PreparedMark` of a compiled module, or `null` if it has none that parses (exactly one
+ * section, current version). Reading a mark proves nothing: see {@link preparedModuleProblem}.
  *
  * @example
  * ```ts
- * if (readPreparedMark(module) === null) throw new Error("run prepareGuard first");
+ * const mark = readPreparedMark(module);
  * ```
  */
 export function readPreparedMark(module: WebAssembly.Module): PreparedMark | null {
   const sections = WebAssembly.Module.customSections(module, PREPARED_SECTION);
-  return sections.length === 0 ? null : parseMark(sections[0]);
+  return sections.length === 1 ? parseMark(sections[0]) : null;
+}
+
+/**
+ * The record our build keeps for prepared bytes it wrote: the mark text and the bytes' SHA-256.
+ *
+ * @example
+ * ```ts
+ * const { bytes } = prepareGuard(source);
+ * const record = preparedRecord(bytes); // written into the generated manifest
+ * ```
+ * @throws {GuardError} "abi" when the bytes carry no valid mark.
+ */
+export function preparedRecord(prepared: Uint8Array): PreparedRecord {
+  const info = parseModule(prepared);
+  const marks = info.sections.filter((s) => s.id === 0 && s.name === PREPARED_SECTION);
+  const text = marks.length === 1 ? UTF8.decode(prepared.subarray(marks[0].start, marks[0].end)) : "";
+  if (parseMark(UTF8_ENCODER.encode(text)) === null) {
+    throw new GuardError("abi", "not prepared by this version: no single valid mcp_edge_guard.prepared section");
+  }
+  return { mark: text, preparedSha256: sha256Hex(prepared) };
+}
+
+/**
+ * Checks that a compiled module is the one our build prepared: it carries exactly one mark section
+ * and its text equals `record.mark` byte for byte. Returns the mark, or the problem.
+ *
+ * What this proves: the build never emits a module it did not prepare itself (inputs carrying our
+ * mark, fuel import or reserved exports are refused), and the manifest holding `record` is written
+ * by the same build, so a module matching its record was made by that build from the source whose
+ * hash and limits the mark binds. A `.wasm` supplied by someone else cannot carry a matching mark
+ * into the bundle: it is always re-prepared from scratch.
+ */
+export function preparedModuleProblem(
+  module: WebAssembly.Module,
+  record: PreparedRecord | undefined,
+): { mark: PreparedMark } | { problem: string } {
+  if (record === undefined) {
+    return { problem: "a compiled module is trusted only with the record of the build that prepared it" };
+  }
+  const sections = WebAssembly.Module.customSections(module, PREPARED_SECTION);
+  if (sections.length !== 1) {
+    return { problem: `the module has ${sections.length} ${PREPARED_SECTION} sections, expected 1` };
+  }
+  const text = UTF8.decode(sections[0]);
+  if (text !== record.mark) {
+    return { problem: "its preparation mark differs from the one the build recorded (stale or foreign module)" };
+  }
+  const mark = parseMark(sections[0]);
+  if (mark === null) return { problem: "its preparation mark is not one this version writes (stale build)" };
+  return { mark };
 }

@@ -8,7 +8,7 @@ import type { BackendCaller, GuardContext, GuardSession } from "../../src/difc/g
 import { loadGuardModule, WasmGuard, type WasmGuardOptions } from "../../src/guard/host.ts";
 import { assertJspi } from "../../src/guard/jspi.ts";
 import { GuardError, type GuardErrorKind } from "../../src/guard/limits.ts";
-import { prepareGuard } from "../../src/guard/prepare.ts";
+import { preparedRecord, prepareGuard } from "../../src/guard/prepare.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/host/", import.meta.url);
@@ -361,24 +361,32 @@ Deno.test("second line of defence: an unprepared module growing past the cap kil
   await rejectsKind(s.labelResource("{}"), "memory", "unavailable");
 });
 
-Deno.test("compiled modules (Workers path) must carry the prepared mark with a cap ≤ the limit", async () => {
+Deno.test("compiled modules (Workers path) need the build's record and caps ≤ the limits", async () => {
   const plain = await WebAssembly.compile(await wat("echo_alloc"));
-  await rejectsKind(loadGuardModule(plain), "abi", "not prepared");
+  await rejectsKind(loadGuardModule(plain), "abi", "not a module our build prepared");
   const prepared = prepareGuard(await wat("echo_alloc"), { maxMemoryPages: 512 }).bytes;
+  const record = preparedRecord(prepared);
   const compiled = await WebAssembly.compile(prepared);
+  await rejectsKind(loadGuardModule(compiled), "abi", "trusted only with the record");
   const err = await rejectsKind(
-    loadGuardModule(compiled, { limits: { maxMemoryPages: 128 } }),
+    loadGuardModule(compiled, { limits: { maxMemoryPages: 128 }, prepared: record }),
     "abi",
-    "memory cap of 512 pages",
+    "maxMemoryPages=512, above limits.maxMemoryPages=128",
   );
   assertEquals(err.limit, "maxMemoryPages");
-  const unmetered = await WebAssembly.compile(prepareGuard(await wat("echo_alloc"), { fuel: false }).bytes);
-  await rejectsKind(loadGuardModule(unmetered), "abi", "without fuel");
-  const guard = await loadGuardModule(compiled);
+  const unmeteredBytes = prepareGuard(await wat("echo_alloc"), { fuel: false }).bytes;
+  const unmetered = await WebAssembly.compile(unmeteredBytes);
+  await rejectsKind(
+    loadGuardModule(unmetered, { prepared: preparedRecord(unmeteredBytes) }),
+    "abi",
+    "without fuel",
+  );
+  await rejectsKind(loadGuardModule(unmetered, { prepared: record }), "abi", "differs from the one the build");
+  const guard = await loadGuardModule(compiled, { prepared: record });
   assert(guard.metered);
   assertEquals(await guard.open(context().ctx).labelAgent("hi"), "hi");
-  // prepared bytes are compiled as they are
-  assertEquals(await (await loadGuardModule(prepared)).open(context().ctx).labelAgent("yo"), "yo");
+  // prepared bytes are never trusted: they carry our mark and fuel import
+  await rejectsKind(loadGuardModule(prepared), "abi", "refused: it has a");
 });
 
 // ---- host imports ----

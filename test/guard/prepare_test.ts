@@ -12,7 +12,10 @@ import {
   assertThrows,
 } from "@std/assert";
 import wabtInit from "wabt";
-import { GuardError } from "../../src/guard/limits.ts";
+import { DEFAULT_LIMITS, GuardError } from "../../src/guard/limits.ts";
+import { pickCaps } from "../../src/guard/wasm/caps.ts";
+import { parseModule } from "../../src/guard/wasm/module.ts";
+import { rewriteModule } from "../../src/guard/wasm/rewrite.ts";
 import {
   FUEL_GLOBAL_EXPORT,
   FUEL_IMPORT_MODULE,
@@ -419,9 +422,10 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", source));
   const sha = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
   const mark = {
-    v: 1,
+    v: 2,
     fuel: true,
     maxMemoryPages: 64,
+    caps: { ...pickCaps(DEFAULT_LIMITS), maxMemoryPages: 64 },
     sourceSha256: sha,
     sourceBytes: source.length,
     fuelScheme: "cached",
@@ -434,6 +438,7 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
   const seen = inspectGuard(bytes);
   assertEquals(seen.prepared, mark);
   assertEquals(seen.abiError, null, "the fuel import of a prepared guard is not an ABI problem");
+  assertStringIncludes(seen.reserved ?? "", PREPARED_SECTION, "but it is refused as a source");
   assertEquals(seen.memory, { imported: false, minPages: 2, declaredMaxPages: 64, maxPages: 64 });
   const before = inspectGuard(source);
   assertEquals(before.prepared, null);
@@ -448,11 +453,11 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
 
 Deno.test("mark: preparing twice is refused", () => {
   const { bytes } = prepareGuard(fixture("guard_basic.wat"));
-  assertStringIncludes(abiError(() => prepareGuard(bytes)).message, "already prepared");
+  assertStringIncludes(abiError(() => prepareGuard(bytes)).message, "refused: it has a");
   const noMark = prepareGuard(fixture("guard_basic.wat"), { fuel: true }).bytes;
   // Even with the mark removed, the fuel import gives it away.
   const withoutMark = noMark.subarray(0, noMark.length - markSectionLength(noMark));
-  assertStringIncludes(abiError(() => prepareGuard(withoutMark)).message, "already prepared");
+  assertStringIncludes(abiError(() => prepareGuard(withoutMark)).message, "our fuel check");
 });
 
 /** Byte length of the trailing prepared-mark custom section. */
@@ -510,22 +515,41 @@ function handBuiltGuard(body: number[]): { bytes: Uint8Array<ArrayBuffer>; bodyA
   return { bytes, bodyAt: head.length + 2 + 1 + 1 + 1 };
 }
 
+/** The fuel rewrite alone (no validation), as prepareGuard runs it. */
+function rewriteWithFuel(bytes: Uint8Array): Uint8Array {
+  return rewriteModule(parseModule(bytes), {
+    maxMemoryPages: 8,
+    fuel: {
+      importModule: FUEL_IMPORT_MODULE,
+      importName: FUEL_IMPORT_NAME,
+      globalExport: FUEL_GLOBAL_EXPORT,
+      initial: 1,
+    },
+  }).bytes;
+}
+
 Deno.test("unsupported opcodes are named in hex with their byte offset", () => {
+  // prepareGuard stops these at the engine's validator; the rewriter names the opcode on its own.
   const gc = handBuiltGuard([0x41, 0x00, 0xfb, 0x14, 0x0b]);
-  const e = abiError(() => prepareGuard(gc.bytes));
+  assertStringIncludes(abiError(() => prepareGuard(gc.bytes)).message, "invalid WebAssembly module: ");
+  const e = abiError(() => rewriteWithFuel(gc.bytes));
   assertStringIncludes(e.message, "0xfb 0x14");
   assertStringIncludes(e.message, `byte offset ${gc.bodyAt + 2}`);
   assertStringIncludes(e.message, "GC");
 
   const unknown = handBuiltGuard([0xff, 0x0b]);
   assertStringIncludes(
-    abiError(() => prepareGuard(unknown.bytes)).message,
+    abiError(() => rewriteWithFuel(unknown.bytes)).message,
     `0xff at byte offset ${unknown.bodyAt}`,
   );
   const fc = handBuiltGuard([0xfc, 0x30, 0x0b]);
-  assertStringIncludes(abiError(() => prepareGuard(fc.bytes)).message, "0xfc 0x30");
+  assertStringIncludes(abiError(() => rewriteWithFuel(fc.bytes)).message, "0xfc 0x30");
   const fd = handBuiltGuard([0xfd, 0xff, 0x04, 0x0b]);
-  assertStringIncludes(abiError(() => prepareGuard(fd.bytes)).message, "0xfd 0x27f");
+  assertStringIncludes(abiError(() => rewriteWithFuel(fd.bytes)).message, "0xfd 0x27f");
+  for (const m of [unknown, fc, fd]) {
+    assertStringIncludes(abiError(() => prepareGuard(m.bytes)).message, "invalid WebAssembly module: ");
+  }
+
   // The hand-built module itself is fine apart from the body.
   assert(WebAssembly.validate(handBuiltGuard([0x41, 0x07, 0x0b]).bytes));
   assert(WebAssembly.validate(prepareGuard(handBuiltGuard([0x41, 0x07, 0x0b]).bytes).bytes));

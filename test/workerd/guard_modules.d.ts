@@ -1,7 +1,9 @@
 /**
  * Types of `guard_modules.js`, which guard_workerd_test.ts writes next to the bundled worker: it
- * imports the prepared guards with `import source x from "./x.wasm"` (a `WebAssembly.Module` each).
+ * imports the prepared guards with `import source x from "./x.wasm"` (a `WebAssembly.Module` each)
+ * and holds the record of each as the build's manifest would.
  */
-export declare const backend: WebAssembly.Module;
-export declare const spin: WebAssembly.Module;
-export declare const grow: WebAssembly.Module;
+import type { PreparedRecord } from "../../src/guard/prepare.ts";
+
+export declare const modules: Readonly<Record<string, WebAssembly.Module>>;
+export declare const records: Readonly<Record<string, PreparedRecord>>;

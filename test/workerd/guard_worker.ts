@@ -6,16 +6,30 @@
  * JSON: the guard output or `{kind, limit, value, message}` of the GuardError.
  */
 // @deno-types="./guard_modules.d.ts"
-import { backend, grow, spin } from "./guard_modules.js";
-import { loadGuardModule } from "../../src/guard/host.ts";
+import { modules, records } from "./guard_modules.js";
+import { loadGuardModule, type WasmGuardOptions } from "../../src/guard/host.ts";
 import { GuardError } from "../../src/guard/limits.ts";
 
 const noLog = () => {};
 
+/** Loads a bundled module with the record the test wrote for it. */
+function load(name: string, opts: WasmGuardOptions = {}) {
+  return loadGuardModule(modules[name], { name, prepared: records[name], ...opts });
+}
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+    return null;
+  } catch (e) {
+    return e;
+  }
+}
+
 async function route(path: string): Promise<unknown> {
   const signal = new AbortController().signal;
   if (path === "/backend") {
-    const guard = await loadGuardModule(backend, { name: "backend" });
+    const guard = await load("backend");
     const session = guard.open({
       signal,
       log: noLog,
@@ -27,23 +41,22 @@ async function route(path: string): Promise<unknown> {
     return { output: JSON.parse(await session.labelResource('{"q":1}')), usage: session.usage() };
   }
   if (path === "/spin") {
-    const guard = await loadGuardModule(spin, { name: "spin", limits: { fuel: 20_000_000 } });
+    const guard = await load("spin", { limits: { fuel: 20_000_000 } });
     const session = guard.open({ signal, log: noLog, backend: () => Promise.reject(new Error("none")) });
     const other = guard.open({ signal, log: noLog, backend: () => Promise.reject(new Error("none")) });
     const [spun, ok] = await Promise.allSettled([session.labelAgent("{}"), other.labelResponse("{}")]);
     return { spun: spun.status === "rejected" ? spun.reason : spun.value, other: ok };
   }
   if (path === "/grow") {
-    const guard = await loadGuardModule(grow, { name: "grow", limits: { maxMemoryPages: 80 } });
+    const guard = await load("grow", { limits: { maxMemoryPages: 80 } });
     const session = guard.open({ signal, log: noLog, backend: () => Promise.reject(new Error("none")) });
     await session.labelAgent("{}");
-    let rejected: unknown = null;
-    try {
-      await loadGuardModule(grow, { name: "grow", limits: { maxMemoryPages: 64 } });
-    } catch (e) {
-      rejected = e;
-    }
-    return { memoryPages: session.usage().memoryPages, smallerCap: rejected };
+    return {
+      memoryPages: session.usage().memoryPages,
+      smallerCap: await rejection(load("grow", { limits: { maxMemoryPages: 64 } })),
+      foreignRecord: await rejection(loadGuardModule(modules.grow, { name: "grow", prepared: records.spin })),
+      noRecord: await rejection(loadGuardModule(modules.grow, { name: "grow" })),
+    };
   }
   return { error: `no route ${path}` };
 }

@@ -7,20 +7,22 @@ import { assertEquals, assertStringIncludes } from "@std/assert";
 import * as esbuild from "esbuild";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
 import wabtInit from "wabt";
-import { prepareGuard } from "../../src/guard/prepare.ts";
+import { type PreparedRecord, preparedRecord, prepareGuard } from "../../src/guard/prepare.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/host/", import.meta.url);
 const WORKER = new URL("./guard_worker.ts", import.meta.url);
 /**
- * Prepared guards as compiled modules: the one `.wasm` import form that works in workerd and Deno.
- * Written next to the bundle (the `.wasm` files exist only there); `guard_modules.d.ts` types it.
+ * Prepared guards as compiled modules (`import source`, the one `.wasm` import form that works in
+ * workerd and Deno) and the record of each, as `deno task build` writes its manifest. Written next
+ * to the bundle (the `.wasm` files exist only there); `guard_modules.d.ts` types it.
  */
-const GUARD_MODULES_JS = `import source backend from "./backend.wasm";
-import source spin from "./spin.wasm";
-import source grow from "./grow.wasm";
-export { backend, grow, spin };
-`;
+function guardModulesJs(guards: { name: string; record: PreparedRecord }[]): string {
+  const lines = guards.map((g, i) => `import source m${i} from "./${g.name}.wasm";`);
+  lines.push(`export const modules = { ${guards.map((g, i) => `${JSON.stringify(g.name)}: m${i}`).join(", ")} };`);
+  lines.push(`export const records = ${JSON.stringify(Object.fromEntries(guards.map((g) => [g.name, g.record])))};`);
+  return lines.join("\n") + "\n";
+}
 
 async function preparedGuard(name: string, maxMemoryPages = 512): Promise<Uint8Array> {
   const mod = wabt.parseWat(`${name}.wat`, await Deno.readTextFile(new URL(`${name}.wat`, FIXTURES)), {
@@ -51,10 +53,16 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "guard_workerd_" });
     let mf: Miniflare | undefined;
     try {
-      await Deno.writeFile(`${dir}/backend.wasm`, await preparedGuard("backend"));
-      await Deno.writeFile(`${dir}/spin.wasm`, await preparedGuard("spin"));
-      await Deno.writeFile(`${dir}/grow.wasm`, await preparedGuard("grow_bomb", 80));
-      await Deno.writeTextFile(`${dir}/guard_modules.js`, GUARD_MODULES_JS);
+      const guards: { name: string; bytes: Uint8Array }[] = [
+        { name: "backend", bytes: await preparedGuard("backend") },
+        { name: "spin", bytes: await preparedGuard("spin") },
+        { name: "grow", bytes: await preparedGuard("grow_bomb", 80) },
+      ];
+      for (const g of guards) await Deno.writeFile(`${dir}/${g.name}.wasm`, g.bytes);
+      await Deno.writeTextFile(
+        `${dir}/guard_modules.js`,
+        guardModulesJs(guards.map((g) => ({ name: g.name, record: preparedRecord(g.bytes) }))),
+      );
       try {
         await esbuild.build({
           entryPoints: [WORKER.pathname],
@@ -79,9 +87,7 @@ Deno.test({
         modules: [
           { type: "ESModule", path: `${dir}/worker.js` },
           { type: "ESModule", path: `${dir}/guard_modules.js` },
-          { type: "CompiledWasm", path: `${dir}/backend.wasm` },
-          { type: "CompiledWasm", path: `${dir}/spin.wasm` },
-          { type: "CompiledWasm", path: `${dir}/grow.wasm` },
+          ...guards.map((g) => ({ type: "CompiledWasm", path: `${dir}/${g.name}.wasm` })),
         ],
         compatibilityDate: "2026-11-01",
         // deno-lint-ignore no-explicit-any
@@ -100,7 +106,11 @@ Deno.test({
       const grow = await get(mf, "/grow");
       assertEquals(grow.memoryPages, 80);
       assertEquals(grow.smallerCap.kind, "abi");
-      assertStringIncludes(grow.smallerCap.message, "memory cap of 80 pages");
+      assertStringIncludes(grow.smallerCap.message, "maxMemoryPages=80, above limits.maxMemoryPages=64");
+      assertEquals(grow.smallerCap.limit, "maxMemoryPages");
+      // A bundled module with another module's record, or none, is refused.
+      assertStringIncludes(grow.foreignRecord.message, "differs from the one the build recorded");
+      assertStringIncludes(grow.noRecord.message, "trusted only with the record");
     } finally {
       await mf?.dispose();
       await Deno.remove(dir, { recursive: true });

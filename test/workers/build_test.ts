@@ -5,7 +5,7 @@
 import { assertEquals, assertGreater, assertStringIncludes } from "@std/assert";
 import { Miniflare } from "miniflare";
 import { buildWorker, guardModuleSource } from "../../scripts/build.ts";
-import { inspectGuard } from "../../src/guard/prepare.ts";
+import { inspectGuard, preparedRecord, sha256Hex } from "../../src/guard/prepare.ts";
 import { miniflareOptions } from "./targets.ts";
 
 /** Workers' gzipped size budget this project holds the bundle (without guards) to. */
@@ -43,9 +43,17 @@ Deno.test({
       for (const bad of ["WebAssembly.compile", "WebAssembly.instantiate", "prepareGuard", "Deno.", dir]) {
         assertEquals(bundle.includes(bad), false, `bundle contains ${bad}`);
       }
-      assertEquals(new TextDecoder().decode(fa.get("worker_guards.js")), guardModuleSource(["demo"]));
-      const mark = inspectGuard(fa.get("guards/demo.wasm")!).prepared;
-      assertEquals([mark?.fuel, mark?.maxMemoryPages], [true, 512]);
+      const demo = fa.get("guards/demo.wasm")!;
+      const record = preparedRecord(demo);
+      assertEquals(a.guards[0].record, record);
+      assertEquals(
+        new TextDecoder().decode(fa.get("worker_guards.js")),
+        guardModuleSource([{ name: "demo", record }]),
+      );
+      assertEquals(record.preparedSha256, sha256Hex(demo), "the manifest records the bytes it wrote");
+      const mark = inspectGuard(demo).prepared;
+      assertEquals([mark?.fuel, mark?.maxMemoryPages, mark?.caps.maxTableEntries], [true, 512, 100_000]);
+      assertEquals(mark?.sourceSha256, sha256Hex(await Deno.readFile("guards/demo/demo-guard.wasm")));
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

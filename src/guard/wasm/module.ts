@@ -1,7 +1,7 @@
 /**
  * Module-level decoding: the section list and the declarations a guard host cares about (types,
- * imports, functions, memories, globals, exports). Function bodies are left undecoded here; the
- * rewriter walks them (`code.ts`).
+ * imports, functions, memories, tables, globals, exports, the sizes of data and element segments).
+ * Function bodies are left undecoded here; the rewriter walks them (`code.ts`).
  *
  * @module
  */
@@ -77,8 +77,25 @@ export interface Import {
   name: string;
   kind: ExternKind;
   typeIndex?: number;
-  /** Memory imports: their limits. */
+  /** Memory and table imports: their limits. */
   limits?: Limits;
+}
+
+/** A table: its element type (`type` is the raw byte range of the reference type) and limits. */
+export interface Table {
+  elemType: string;
+  typeStart: number;
+  limits: Limits;
+}
+
+/** Counts of the data and element sections (what an instance copies or keeps at instantiation). */
+export interface SegmentCounts {
+  dataSegments: number;
+  /** Bytes over all data segments. */
+  dataBytes: number;
+  elementSegments: number;
+  /** Entries over all element segments. */
+  elementEntries: number;
 }
 
 /** Memory limits plus where they sit in the input, for in-place clamping. */
@@ -108,13 +125,17 @@ export interface ModuleInfo {
   importedFuncs: number;
   importedGlobals: number;
   importedMemories: number;
+  importedTables: number;
   /** Type index of every defined function. */
   funcTypes: number[];
   /** Defined memories in index order (after imported ones). */
   memories: Limits[];
+  /** Defined tables in index order (after imported ones). */
+  tables: Table[];
   /** Number of defined globals. */
   globals: number;
   exports: Export[];
+  segments: SegmentCounts;
 }
 
 /** Abstract heap type codes (single-byte negative s33) and their text-format names. */
@@ -236,10 +257,100 @@ function readTypeSection(r: Reader): (FuncType | null)[] {
   return types;
 }
 
-/** Skips a table type (reference type + limits). */
-function skipTableType(r: Reader): void {
-  readValType(r);
-  readLimits(r, false);
+/** Reads a table type (reference type + limits); 64-bit tables are refused like memory64. */
+function readTableType(r: Reader): Table {
+  const typeStart = r.pos;
+  const elemType = readValType(r);
+  const limits = readLimits(r, false);
+  if ((limits.flags & 0x04) !== 0) {
+    throw new GuardError(
+      "abi",
+      `table64 is not supported: guards use 32-bit tables (limits flags 0x${
+        limits.flags.toString(16)
+      } at byte offset ${limits.start})`,
+    );
+  }
+  return { elemType, typeStart, limits };
+}
+
+/**
+ * Skips one constant expression up to and including its `end`: the instructions a valid module may
+ * use there (`*.const`, `global.get`, `ref.null`, `ref.func`, extended-const arithmetic, `v128.const`).
+ */
+export function skipConstExpr(r: Reader): void {
+  for (;;) {
+    const at = r.pos;
+    const op = r.u8();
+    switch (op) {
+      case 0x0b:
+        return;
+      case 0x41: // i32.const
+      case 0x42: // i64.const
+        r.skipLeb();
+        break;
+      case 0x43: // f32.const
+        r.skip(4);
+        break;
+      case 0x44: // f64.const
+        r.skip(8);
+        break;
+      case 0x23: // global.get
+      case 0xd2: // ref.func
+        r.u32();
+        break;
+      case 0xd0: // ref.null
+        readHeapType(r);
+        break;
+      case 0x6a: // i32.add / sub / mul, i64.add / sub / mul (extended const)
+      case 0x6b:
+      case 0x6c:
+      case 0x7c:
+      case 0x7d:
+      case 0x7e:
+        break;
+      case 0xfd: // v128.const
+        if (r.u32() !== 12) malformed("unsupported instruction in a constant expression", at);
+        r.skip(16);
+        break;
+      default:
+        malformed(`unsupported instruction 0x${op.toString(16)} in a constant expression`, at);
+    }
+  }
+}
+
+/** Counts data segments and their bytes (flags 0: active memory 0; 1: passive; 2: active memory x). */
+function readDataSection(r: Reader, seg: SegmentCounts): void {
+  for (let n = r.u32(); n > 0; n--) {
+    const at = r.pos;
+    const flags = r.u32();
+    if (flags > 2) malformed(`unknown data segment flags ${flags}`, at);
+    if (flags === 2) r.u32();
+    if (flags !== 1) skipConstExpr(r);
+    const len = r.u32();
+    r.skip(len);
+    seg.dataSegments++;
+    seg.dataBytes += len;
+  }
+}
+
+/** Counts element segments and their entries (flags 0..7 of the binary format). */
+function readElementSection(r: Reader, seg: SegmentCounts): void {
+  for (let n = r.u32(); n > 0; n--) {
+    const at = r.pos;
+    const flags = r.u32();
+    if (flags > 7) malformed(`unknown element segment flags ${flags}`, at);
+    if (flags === 2 || flags === 6) r.u32(); // table index
+    if ((flags & 1) === 0) skipConstExpr(r); // active: offset
+    if (flags === 1 || flags === 2 || flags === 3) r.u8(); // elemkind
+    if (flags >= 5) readValType(r); // reftype
+    const count = r.u32();
+    for (let j = 0; j < count; j++) {
+      if (flags & 4) skipConstExpr(r);
+      else r.u32();
+    }
+    seg.elementSegments++;
+    seg.elementEntries += count;
+  }
 }
 
 /**
@@ -262,10 +373,13 @@ export function parseModule(bytes: Uint8Array): ModuleInfo {
     importedFuncs: 0,
     importedGlobals: 0,
     importedMemories: 0,
+    importedTables: 0,
     funcTypes: [],
     memories: [],
+    tables: [],
     globals: 0,
     exports: [],
+    segments: { dataSegments: 0, dataBytes: 0, elementSegments: 0, elementEntries: 0 },
   };
   const top = new Reader(bytes, WASM_HEADER.length);
   let lastRank = 0;
@@ -293,7 +407,7 @@ export function parseModule(bytes: Uint8Array): ModuleInfo {
     lastRank = rank;
     info.sections.push(section);
     decodeSection(info, id, r);
-    if (id !== SectionId.code && id !== SectionId.data && id !== SectionId.element && !r.done) {
+    if (id !== SectionId.code && !r.done) {
       malformed(`section ${id} has ${r.end - r.pos} trailing bytes`, r.pos);
     }
   }
@@ -321,7 +435,8 @@ function decodeSection(info: ModuleInfo, id: number, r: Reader): void {
           imp.typeIndex = r.u32();
           info.importedFuncs++;
         } else if (kind === "table") {
-          skipTableType(r);
+          imp.limits = readTableType(r).limits;
+          info.importedTables++;
         } else if (kind === "memory") {
           imp.limits = readLimits(r, true);
           info.importedMemories++;
@@ -341,6 +456,15 @@ function decodeSection(info: ModuleInfo, id: number, r: Reader): void {
       break;
     case SectionId.memory:
       for (let n = r.u32(); n > 0; n--) info.memories.push(readLimits(r, true));
+      break;
+    case SectionId.table:
+      for (let n = r.u32(); n > 0; n--) info.tables.push(readTableType(r));
+      break;
+    case SectionId.data:
+      readDataSection(r, info.segments);
+      break;
+    case SectionId.element:
+      readElementSection(r, info.segments);
       break;
     case SectionId.global:
       info.globals = r.u32();
