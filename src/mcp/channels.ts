@@ -457,10 +457,14 @@ export function unguardableResult(result: unknown): string | undefined {
   return `result type ${JSON.stringify(String(t).slice(0, 40))} cannot be guarded`;
 }
 
-/** The error an agent gets for an upstream error answer to a guarded tools/call: the code only. */
-export function upstreamErrorForAgent(err: JsonRpcErrorObject, upstreamId: string): JsonRpcErrorObject {
-  const code = Number.isInteger(err.code) ? err.code : ErrorCode.InternalError;
-  return { code, message: `upstream "${upstreamId}" answered tools/call with error ${code}` };
+/** The error an agent gets for an upstream error answer on a guarded server: the code only. */
+export function upstreamErrorForAgent(
+  err: JsonRpcErrorObject,
+  upstreamId: string,
+  method: string,
+): JsonRpcErrorObject {
+  const code = Number.isSafeInteger(err.code) ? err.code : ErrorCode.InternalError;
+  return { code, message: `upstream "${upstreamId}" answered ${method} with error ${code}` };
 }
 
 /** Where the gateway rebuilds an upstream notification: the tokens and id maps of one exchange. */

@@ -459,10 +459,12 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
           }),
         ];
         if (errs.length > 0) return answer(errs, 200, outHeaders);
-        return new Response(null, { status: up.status, headers: outHeaders });
+        return new Response(null, { status: guarded ? 202 : up.status, headers: outHeaders });
       }
 
       const ctx = relayContext(ex, p.ref, p.relay);
+      // A guarded server's 2xx status is not passed on either: 200 is the gateway's own.
+      const okStatus = guarded ? 200 : up.status;
       if (sse) {
         return new Response(
           relaySse(up.body, ctx, {
@@ -471,7 +473,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
             done: cleanup,
             closed: life.signal,
           }),
-          { status: up.status, headers: outHeaders },
+          { status: okStatus, headers: outHeaders },
         );
       }
 
@@ -494,7 +496,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
         }
         cleanup();
         if (failure) return answer([...local, ...ex.failAll(failure)], 502, guarded ? outHeaders : undefined);
-        return answer([...local, ...out!], up.status, outHeaders);
+        return answer([...local, ...out!], okStatus, outHeaders);
       }
 
       // Neither JSON nor SSE: nothing the gateway can inspect; pending calls fail closed.

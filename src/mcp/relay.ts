@@ -99,12 +99,7 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
     }
     if (isErrorResponse(msg)) {
       exp.guard?.abort(msg.error);
-      const err = isGuarded(up)
-        ? (exp.method === "tools/call" ? upstreamErrorForAgent(msg.error, up.id) : {
-          code: msg.error.code,
-          message: `upstream "${up.id}" answered ${exp.method} with error ${msg.error.code}`,
-        })
-        : msg.error;
+      const err = isGuarded(up) ? upstreamErrorForAgent(msg.error, up.id, exp.method) : msg.error;
       return errorResponse(exp.agentId, err.code, err.message, err.data);
     }
     const r = (msg as { result: unknown }).result;

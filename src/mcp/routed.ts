@@ -160,14 +160,14 @@ export function createRouted(
           done: () => {},
           closed: core.life,
         }),
-        { status: up.status, headers: outHeaders },
+        { status: guarded ? 200 : up.status, headers: outHeaders },
       );
     }
     if (!guarded) return new Response(up.body, { status: up.status, headers: outHeaders });
     // A guarded server's agent gets no upstream bytes here: the status, and for a failure a
     // gateway-written error with its standard reason.
     await up.body?.cancel().catch(() => {});
-    if (up.ok) return new Response(null, { status: up.status, headers: outHeaders });
+    if (up.ok) return new Response(null, { status: 200, headers: outHeaders });
     return jsonResponse(
       errorResponse(
         null,

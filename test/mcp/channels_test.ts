@@ -171,10 +171,10 @@ Deno.test("channels: upstream notifications and requests for a guarded server's 
 });
 
 Deno.test("channels: errors and results the gateway writes carry no upstream text", () => {
-  const e = upstreamErrorForAgent({ code: -32001, message: MARK, data: MARK }, "gh");
+  const e = upstreamErrorForAgent({ code: -32001, message: MARK, data: MARK }, "gh", "tools/call");
   assertEquals(e.code, -32001);
   assert(!JSON.stringify(e).includes(MARK));
-  assertEquals(upstreamErrorForAgent({ code: 1.5, message: MARK }, "gh").code, -32603);
+  assertEquals(upstreamErrorForAgent({ code: 1.5, message: MARK }, "gh", "ping").code, -32603);
   assertEquals(unguardableResult({ resultType: "complete", content: [] }), undefined);
   assertEquals(unguardableResult({ content: [] }), undefined);
   assert(unguardableResult({ resultType: "input_required", inputRequests: {} }));
