@@ -465,3 +465,580 @@ for (const kind of ["raw", "sdk"] as const) {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The issue's concrete attacks, one at a time, routed and unified.
+
+/** Tool calls the upstream received after `from` (its `calls` record). */
+function callsSince(up: HostileUpstream, from: number): string[] {
+  return up.calls.slice(from);
+}
+
+for (const mode of ["routed", "unified"] as const) {
+  for (const server of ["demo", "guarded"] as const) {
+    Deno.test({
+      name:
+        `attack, ${mode}, ${server} guard: duplicate ids in a batch get -32600 and never reach the upstream`,
+      ignore: GATED,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        await using s = await setup({ kind: "sdk", version: "2025-03-26", mode, server });
+        const up = s.upstream as HostileUpstream;
+        const agent = new RawAgent(s.url, "2025-03-26");
+        await agent.init();
+        const t = (tool: string) => toolName(mode, server, tool);
+        const from = up.calls.length;
+        const batches: Msg[][] = [
+          // The blocked get_issue and an allowed call under one id.
+          [
+            agent.request(7, "tools/call", {
+              name: t("get_issue"),
+              arguments: { repo: "acme/web", number: 2 },
+            }),
+            agent.request(7, "tools/call", { name: t("get_repo"), arguments: { repo: "acme/web" } }),
+          ],
+          // The tools/list trick: an unfiltered list under a filtered list's id.
+          [agent.request(8, "tools/list"), agent.request(8, "tools/list")],
+          [
+            agent.request(9, "tools/list"),
+            agent.request(9, "tools/call", { name: t("get_secret"), arguments: {} }),
+          ],
+          // A duplicate next to a clean request: only the duplicates are refused.
+          [
+            agent.request("a", "tools/call", { name: t("get_secret"), arguments: {} }),
+            agent.request("a", "ping"),
+            agent.request("b", "ping"),
+          ],
+        ];
+        for (const batch of batches) {
+          const reply = await agent.post(batch);
+          const got = assertExactlyOnce(batch, responsesOf(reply.messages), `${mode} batch`);
+          for (const [id, rs] of got) {
+            if (id === '"b"') {
+              assertEquals(rs[0].result, {}, "the unique id is answered normally");
+              continue;
+            }
+            for (const r of rs) assertEquals(codeOf(r), -32600, `duplicate id ${id}: ${JSON.stringify(r)}`);
+          }
+        }
+        assertNoMarker(agent.received, s.marker, `${mode} duplicate ids`);
+        assertEquals(
+          callsSince(up, from),
+          [],
+          "nothing of a duplicate reached the upstream (guard backend calls included)",
+        );
+      },
+    });
+  }
+
+  Deno.test({
+    name: `attack, ${mode}: a request id already in flight on the session gets -32600`,
+    ignore: GATED,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      await using s = await setup({ kind: "sdk", version: "2025-11-25", mode, server: "guarded" });
+      const up = s.upstream as HostileUpstream;
+      const agent = new RawAgent(s.url, "2025-11-25");
+      await agent.init();
+      const t = (tool: string) => toolName(mode, "guarded", tool);
+      const slow = agent.request(5, "tools/call", { name: t("echo"), arguments: { text: "slow", ms: 700 } });
+      const first = agent.post(slow);
+      await waitUntil(() => up.calls.includes("echo"), "the slow call reached the upstream");
+      const from = up.calls.length;
+      const dup = agent.request(5, "tools/call", { name: t("get_secret"), arguments: {} });
+      const second = await agent.post(dup);
+      const r2 = responsesOf(second.messages);
+      assertEquals(r2.length, 1, second.text);
+      assertEquals(r2[0].id, 5);
+      assertEquals(codeOf(r2[0]), -32600);
+      const r1 = responsesOf((await first).messages);
+      assertEquals(r1.length, 1);
+      assertEquals(r1[0].id, 5);
+      assertStringIncludes(JSON.stringify(r1[0].result), "slow", "the first request keeps its own answer");
+      assertEquals(callsSince(up, from), [], "the duplicate never reached the upstream");
+      assertNoMarker(agent.received, s.marker, `${mode} in-flight duplicate`);
+    },
+  });
+
+  Deno.test({
+    name: `attack, ${mode}: type-confused ids 1 and "1" are two requests, each answered once with its own id`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    ignore: GATED && mode === "unified",
+    fn: async () => {
+      await using s = await setup({ kind: "sdk", version: "2025-03-26", mode, server: "guarded" });
+      const agent = new RawAgent(s.url, "2025-03-26");
+      await agent.init();
+      agent.received = ""; // about id mapping only (the matrix covers initialize)
+      const t = (tool: string) => toolName(mode, "guarded", tool);
+      const batch = [
+        agent.request(1, "tools/call", { name: t("echo"), arguments: { text: "number-one" } }),
+        agent.request("1", "tools/call", { name: t("echo"), arguments: { text: "string-one" } }),
+        agent.request(2, "ping"),
+      ];
+      const reply = await agent.post(batch);
+      const got = assertExactlyOnce(batch, responsesOf(reply.messages), "type-confused ids");
+      assertStringIncludes(JSON.stringify(got.get("1")![0].result), "number-one");
+      assertStringIncludes(JSON.stringify(got.get('"1"')![0].result), "string-one");
+      assertNoMarker(agent.received, s.marker, "type-confused ids");
+    },
+  });
+
+  for (const server of ["demo", "guarded"] as const) {
+    Deno.test({
+      name: `attack, ${mode}, ${server} guard: case-variant and extra params keys never reach the upstream`,
+      ignore: GATED,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        await using s = await setup({ kind: "sdk", version: "2025-11-25", mode, server });
+        const up = s.upstream as HostileUpstream;
+        const agent = new RawAgent(s.url, "2025-11-25");
+        await agent.init();
+        const from = up.bodies.length;
+        // Written by hand: "name" twice (JSON.parse keeps the last), case variants, an extra key.
+        const name = toolName(mode, server, "get_repo");
+        const body =
+          `{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"${
+            toolName(mode, server, "create_issue")
+          }","name":"${name}","arguments":{"repo":"acme/web"},"Name":"create_issue",` +
+          `"Arguments":{"repo":"acme/public-site","title":"x","body":"y"},"NAME":"fail_tool","extra":"e",` +
+          `"_meta":{"progressToken":"p-11"}}}`;
+        const reply = await agent.post(body);
+        const r = responsesOf(reply.messages);
+        assertEquals(r.length, 1, reply.text);
+        assert(r[0].result, `get_repo is allowed: ${reply.text}`);
+        const sent = up.bodies.slice(from).filter((b) => b.includes('"tools/call"'));
+        assert(sent.length >= 1, "the call reached the upstream");
+        for (const b of sent) {
+          for (const bad of ['"Name"', '"Arguments"', '"NAME"', '"extra"', "create_issue", "public-site"]) {
+            assert(!b.includes(bad), `upstream body carries ${bad}: ${b}`);
+          }
+          assertEquals(b.split('"name"').length - 1, 1, `one "name" key: ${b}`);
+          const params = JSON.parse(b).params as Msg;
+          assert(
+            Object.keys(params).every((k) => ["name", "arguments", "_meta"].includes(k)),
+            `params keys: ${b}`,
+          );
+          assertEquals(params.name, "get_repo");
+        }
+        assertEquals(up.calls.slice(-1), ["get_repo"]);
+      },
+    });
+  }
+
+  Deno.test({
+    name: `attack, ${mode}: a task-augmented call and tasks/result are refused before the upstream`,
+    ignore: GATED,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      await using s = await setup({ kind: "sdk", version: "2025-11-25", mode, server: "demo" });
+      const up = s.upstream as HostileUpstream;
+      const agent = new RawAgent(s.url, "2025-11-25");
+      await agent.init();
+      const from = up.bodies.length;
+      const call = agent.request(21, "tools/call", {
+        name: toolName(mode, "demo", "get_issue"),
+        arguments: { repo: "acme/web", number: 2 },
+        task: { ttl: 60_000 },
+      });
+      const r1 = responsesOf((await agent.post(call)).messages);
+      assertEquals(r1.length, 1);
+      assertEquals(codeOf(r1[0]), -32601);
+      assertStringIncludes(JSON.stringify(r1[0].error), "guarded");
+      for (const method of ["tasks/result", "tasks/get", "tasks/list", "tasks/cancel"]) {
+        const r = responsesOf(
+          (await agent.post(agent.request(22, method, { taskId: `task-${s.marker.slice(0, 5)}` }))).messages,
+        );
+        assertEquals(r.length, 1);
+        assertEquals(codeOf(r[0]), -32601, `${method}: ${JSON.stringify(r[0])}`);
+      }
+      assertEquals(up.bodies.slice(from), [], "nothing reached the upstream");
+      assertNoMarker(agent.received, s.marker, "tasks");
+    },
+  });
+
+  Deno.test({
+    name: `control, ${mode}: through a noop server the task channel carries the marker`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      await using s = await setup({ kind: "sdk", version: "2025-11-25", mode, server: "open" });
+      const agent = new RawAgent(s.url, "2025-11-25");
+      await agent.init();
+      const call = agent.request(21, "tools/call", {
+        name: toolName(mode, "open", "get_issue"),
+        arguments: { repo: "acme/web", number: 2 },
+        task: { ttl: 60_000 },
+      });
+      const r1 = await agent.post(call);
+      if (mode === "routed") {
+        assertStringIncludes(r1.text, s.marker, "the CreateTaskResult carries the marker");
+        const r2 = await agent.post(agent.request(22, "tasks/result", { taskId: "task-1" }));
+        assertStringIncludes(r2.text, s.marker, "tasks/result carries the marker");
+      } else {
+        assertStringIncludes(agent.received + r1.text, s.marker);
+      }
+    },
+  });
+
+  for (const status of [500, 403, 429]) {
+    Deno.test({
+      name:
+        `attack, ${mode}: upstream HTTP ${status} body is not relayed; status kept, JSON-RPC error per request`,
+      ignore: GATED,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        await using s = await setup({ kind: "raw", version: "2025-11-25", mode, server: "guarded" });
+        const raw = s.upstream as RawHostileUpstream;
+        const agent = new RawAgent(s.url, "2025-11-25");
+        await agent.init();
+        raw.behaviour = { ...raw.behaviour, httpStatus: status };
+        for (
+          const m of [
+            agent.request(31, "tools/call", {
+              name: toolName(mode, "guarded", "echo"),
+              arguments: { text: "x" },
+            }),
+            agent.request(32, "tools/list"),
+          ]
+        ) {
+          const reply = await agent.post(m);
+          assertNoMarker(agent.received, s.marker, `HTTP ${status}`);
+          const r = responsesOf(reply.messages);
+          assertEquals(r.length, 1, `one JSON-RPC answer: ${reply.status} ${reply.text.slice(0, 200)}`);
+          assertEquals(r[0].id, m.id);
+          assert(codeOf(r[0]) !== undefined, "an error");
+          if (mode === "routed" && m.method === "tools/call") {
+            assertEquals(reply.status, status, "status kept");
+          }
+        }
+        assertNoMarker(agent.received, s.marker, `HTTP ${status}`);
+      },
+    });
+  }
+
+  Deno.test({
+    name: `control, ${mode}: through a noop server an upstream HTTP 500 body reaches the agent`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    ignore: mode === "unified", // unified has no transparent path for an upstream's error body
+    fn: async () => {
+      await using s = await setup({ kind: "raw", version: "2025-11-25", mode, server: "open" });
+      const raw = s.upstream as RawHostileUpstream;
+      const agent = new RawAgent(s.url, "2025-11-25");
+      await agent.init();
+      raw.behaviour = { ...raw.behaviour, httpStatus: 500 };
+      const reply = await agent.post(
+        agent.request(31, "tools/call", { name: "echo", arguments: { text: "x" } }),
+      );
+      assertEquals(reply.status, 500);
+      assertStringIncludes(reply.text, s.marker);
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "attack, 2026-07-28 routed: an MRTR InputRequiredResult to a guarded tools/call is refused (SDK v2 upstream)",
+  ignore: GATED,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    for (const json of [false, true]) {
+      await using s = await setup({
+        kind: "sdk",
+        version: "2026-07-28",
+        mode: "routed",
+        server: "guarded",
+        json,
+      });
+      const agent = new RawAgent(s.url, "2026-07-28");
+      const reply = await agent.post(agent.request(41, "tools/call", { name: "ask_user", arguments: {} }));
+      const r = responsesOf(reply.messages);
+      assertEquals(r.length, 1, reply.text);
+      assert(codeOf(r[0]) !== undefined, `refused: ${reply.text}`);
+      assertNoMarker(agent.received, s.marker, "MRTR");
+    }
+  },
+});
+
+Deno.test({
+  name: "control, 2026-07-28 routed: through a noop server the MRTR InputRequiredResult carries the marker",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using s = await setup({ kind: "sdk", version: "2026-07-28", mode: "routed", server: "open" });
+    const agent = new RawAgent(s.url, "2026-07-28");
+    const reply = await agent.post(agent.request(41, "tools/call", { name: "ask_user", arguments: {} }));
+    assertStringIncludes(reply.text, "input_required");
+    assertStringIncludes(reply.text, s.marker);
+  },
+});
+
+Deno.test({
+  name: "demo guard on the hostile SDK upstream: issue #2 (the marker) is blocked, #1 released",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using s = await setup({ kind: "sdk", version: "2025-11-25", mode: "routed", server: "demo" });
+    const agent = new RawAgent(s.url, "2025-11-25");
+    await agent.init();
+    agent.received = ""; // this test is about the tool results only (the matrix covers initialize)
+    const blocked = responsesOf(
+      (await agent.post(
+        agent.request(1, "tools/call", { name: "get_issue", arguments: { repo: "acme/web", number: 2 } }),
+      )).messages,
+    );
+    assertEquals(blocked.length, 1);
+    assert(codeOf(blocked[0]) !== undefined, `blocked: ${JSON.stringify(blocked[0])}`);
+    const released = responsesOf(
+      (await agent.post(
+        agent.request(2, "tools/call", { name: "get_issue", arguments: { repo: "acme/web", number: 1 } }),
+      )).messages,
+    );
+    assertStringIncludes(JSON.stringify(released[0].result), "nothing to see");
+    assertNoMarker(agent.received, s.marker, "demo guard");
+  },
+});
+
+// ---------------------------------------------------------------------------------------------------
+// SDK clients over a recording fetch: every byte they received.
+
+// @ts-types="@modelcontextprotocol/sdk/client/index"
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+// @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+// @ts-types="@modelcontextprotocol/sdk/types"
+import {
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
+  ListRootsRequestSchema,
+} from "@modelcontextprotocol/sdk/types.js";
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as TransportV2,
+} from "@modelcontextprotocol/client";
+import { API_KEY } from "./harness.ts";
+import { recordingFetch } from "../helpers/failclosed.ts";
+
+/** Runs `f`, returning the error code it rejected with, or "ok". */
+async function outcome(f: () => Promise<unknown>): Promise<number | "ok"> {
+  try {
+    await f();
+    return "ok";
+  } catch (e) {
+    return (e as { code?: number }).code ?? -1;
+  }
+}
+
+/** The SDK v1 client session: every channel a 2025 client can touch. */
+async function sdkV1Session(url: string, tool: (n: string) => string) {
+  const sink = { text: "", pending: [] as Promise<void>[] };
+  const asked: string[] = [];
+  const client = new Client({ name: "failclosed-agent", version: "0" }, {
+    capabilities: { sampling: {}, elicitation: {}, roots: { listChanged: true } },
+  });
+  client.setRequestHandler(CreateMessageRequestSchema, () => {
+    asked.push("sampling");
+    return { role: "assistant", content: { type: "text", text: "ok" }, model: "m" };
+  });
+  client.setRequestHandler(ElicitRequestSchema, () => {
+    asked.push("elicitation");
+    return { action: "decline" };
+  });
+  client.setRequestHandler(ListRootsRequestSchema, () => {
+    asked.push("roots");
+    return { roots: [] };
+  });
+  const notes: unknown[] = [];
+  client.fallbackNotificationHandler = (n) => {
+    notes.push(n);
+    return Promise.resolve();
+  };
+  const transport = new StreamableHTTPClientTransport(new URL(url), {
+    requestInit: { headers: { authorization: `Bearer ${API_KEY}`, "x-agent-id": "sdk-agent" } },
+    fetch: recordingFetch(sink),
+  });
+  await client.connect(transport);
+  const progress: unknown[] = [];
+  const results: Record<string, number | "ok"> = {};
+  try {
+    results.instructions = client.getInstructions() === undefined ? "ok" : -1;
+    results.listTools = await outcome(() => client.listTools());
+    results.getRepo = await outcome(() =>
+      client.callTool({ name: tool("get_repo"), arguments: { repo: "acme/web" } }, undefined, {
+        onprogress: (p) => void progress.push(p),
+      })
+    );
+    results.getSecret = await outcome(() => client.callTool({ name: tool("get_secret"), arguments: {} }));
+    results.failTool = await outcome(() => client.callTool({ name: tool("fail_tool"), arguments: {} }));
+    results.listIssues = await outcome(() =>
+      client.callTool({ name: tool("list_issues"), arguments: { repo: "acme/web" } })
+    );
+    results.listResources = await outcome(() => client.listResources());
+    results.readResource = await outcome(() => client.readResource({ uri: "file:///x" }));
+    results.listPrompts = await outcome(() => client.listPrompts());
+    results.getPrompt = await outcome(() => client.getPrompt({ name: "leak" }));
+    results.complete = await outcome(() =>
+      client.complete({ ref: { type: "ref/prompt", name: "leak" }, argument: { name: "a", value: "" } })
+    );
+    results.setLevel = await outcome(() => client.setLoggingLevel("debug"));
+    results.ping = await outcome(() => client.ping());
+    await new Promise((r) => setTimeout(r, 200)); // the GET stream's first events
+  } finally {
+    await transport.terminateSession().catch(() => {});
+    await client.close();
+  }
+  await Promise.race([Promise.all(sink.pending), new Promise((r) => setTimeout(r, 2000))]);
+  return { text: sink.text, asked, results, progress, notes, serverVersion: client.getServerVersion() };
+}
+
+for (const mode of ["routed", "unified"] as const) {
+  for (const json of [false, true]) {
+    Deno.test({
+      name: `SDK v1 client, ${mode}, ${
+        json ? "JSON" : "SSE"
+      } upstream: a guarded server leaks nothing to the client`,
+      ignore: GATED,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async () => {
+        await using s = await setup({ kind: "sdk", version: "2025-11-25", mode, server: "guarded", json });
+        const r = await sdkV1Session(s.url, (n) => toolName(mode, "guarded", n));
+        assertNoMarker(r.text, s.marker, `SDK v1 ${mode}`);
+        assertEquals(r.asked, [], "no server request reached the client");
+        assertEquals(r.results.getRepo, "ok");
+        assertEquals(r.results.listTools, "ok");
+        assertEquals(r.results.ping, "ok");
+        for (
+          const k of ["listResources", "readResource", "listPrompts", "getPrompt", "complete", "setLevel"]
+        ) {
+          assertEquals(r.results[k], -32601, `${k} refused`);
+        }
+        assert(typeof r.results.getSecret === "number", "the marker result is blocked");
+        assert(!String(r.serverVersion?.name).startsWith("hostile-"));
+        if (!json && mode === "routed") assert(r.progress.length > 0, "progress of the call is relayed");
+      },
+    });
+  }
+  Deno.test({
+    name: `SDK v1 client, ${mode}: through a noop server the same session sees the marker`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      await using s = await setup({ kind: "sdk", version: "2025-11-25", mode, server: "open" });
+      const r = await sdkV1Session(s.url, (n) => toolName(mode, "open", n));
+      assertStringIncludes(r.text, s.marker);
+      if (mode === "routed") {
+        assertEquals(r.results.readResource, "ok", "resources reach a noop server");
+        assert(r.asked.includes("sampling"), "the upstream's sampling request reached the client");
+      }
+    },
+  });
+}
+
+/** The SDK v2 client pinned to 2026-07-28, routed. */
+async function sdkV2Session(url: string) {
+  const sink = { text: "", pending: [] as Promise<void>[] };
+  const client = new ClientV2({ name: "failclosed-agent-v2", version: "0" }, {
+    capabilities: {},
+    versionNegotiation: { mode: { pin: "2026-07-28" } },
+    // deno-lint-ignore no-explicit-any
+  } as any);
+  const transport = new TransportV2(new URL(url), {
+    requestInit: { headers: { authorization: `Bearer ${API_KEY}`, "x-agent-id": "sdk-agent-v2" } },
+    fetch: recordingFetch(sink),
+  });
+  const results: Record<string, number | "ok"> = {};
+  // deno-lint-ignore no-explicit-any
+  const c = client as any;
+  try {
+    await client.connect(transport);
+    results.listTools = await outcome(() => c.listTools());
+    results.getRepo = await outcome(() => c.callTool({ name: "get_repo", arguments: { repo: "acme/web" } }));
+    results.getSecret = await outcome(() => c.callTool({ name: "get_secret", arguments: {} }));
+    results.askUser = await outcome(() => c.callTool({ name: "ask_user", arguments: {} }));
+    results.listResources = await outcome(() => c.listResources());
+    results.readResource = await outcome(() => c.readResource({ uri: "file:///x" }));
+    results.getPrompt = await outcome(() => c.getPrompt({ name: "leak" }));
+  } finally {
+    await client.close().catch(() => {});
+  }
+  await Promise.race([Promise.all(sink.pending), new Promise((r) => setTimeout(r, 2000))]);
+  return { text: sink.text, results };
+}
+
+for (const json of [false, true]) {
+  Deno.test({
+    name: `SDK v2 client, 2026-07-28 routed, ${
+      json ? "JSON" : "SSE"
+    } upstream: a guarded server leaks nothing`,
+    ignore: GATED,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      await using s = await setup({
+        kind: "sdk",
+        version: "2026-07-28",
+        mode: "routed",
+        server: "guarded",
+        json,
+      });
+      const r = await sdkV2Session(s.url);
+      assertNoMarker(r.text, s.marker, "SDK v2");
+      assertEquals(r.results.getRepo, "ok");
+      assert(typeof r.results.getSecret === "number");
+      assert(typeof r.results.askUser === "number", "the MRTR result is refused");
+      for (const k of ["listResources", "readResource", "getPrompt"]) assertEquals(r.results[k], -32601, k);
+    },
+  });
+}
+
+Deno.test({
+  name: "SDK v2 client, 2026-07-28 routed: through a noop server the marker arrives",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using s = await setup({ kind: "sdk", version: "2026-07-28", mode: "routed", server: "open" });
+    const r = await sdkV2Session(s.url);
+    assertStringIncludes(r.text, s.marker);
+    assertEquals(r.results.listResources, "ok", "resources reach a noop server");
+  },
+});
+
+Deno.test({
+  name: "SDK v2 client (auto), 2026-07-28 via unified: falls back or is served; nothing leaks",
+  ignore: GATED,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using s = await setup({ kind: "sdk", version: "2026-07-28", mode: "unified", server: "guarded" });
+    const sink = { text: "", pending: [] as Promise<void>[] };
+    const client = new ClientV2({ name: "auto", version: "0" }, {
+      capabilities: {},
+      versionNegotiation: { mode: "auto" },
+      // deno-lint-ignore no-explicit-any
+    } as any);
+    const transport = new TransportV2(new URL(s.url), {
+      requestInit: { headers: { authorization: `Bearer ${API_KEY}` } },
+      fetch: recordingFetch(sink),
+    });
+    // deno-lint-ignore no-explicit-any
+    const c = client as any;
+    try {
+      await client.connect(transport);
+      await c.listTools();
+      await c.callTool({ name: "guarded___get_repo", arguments: { repo: "acme/web" } });
+      await outcome(() => c.callTool({ name: "guarded___get_secret", arguments: {} }));
+    } finally {
+      await client.close().catch(() => {});
+    }
+    await Promise.race([Promise.all(sink.pending), new Promise((r) => setTimeout(r, 2000))]);
+    assertNoMarker(sink.text, s.marker, "SDK v2 auto, unified");
+  },
+});
