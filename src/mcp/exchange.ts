@@ -62,6 +62,8 @@ export interface InflightSlot {
 export class Exchange {
   /** Minted upstream id → expectation. */
   readonly pending = new Map<string, Expectation>();
+  /** Requests the upstream sent on this exchange (see relay.ts). */
+  upstreamRequests = 0;
   constructor(readonly upstream: Upstream, readonly slot?: InflightSlot) {}
 
   /** Registers a request about to be sent upstream under `upstreamId`. */

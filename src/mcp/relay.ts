@@ -40,6 +40,9 @@ export function toolAllowed(up: Upstream, tool: string): boolean {
   return up.tools.includes("*") || up.tools.includes(tool);
 }
 
+/** Upstream requests the gateway answers per exchange on a guarded server; later ones are dropped. */
+export const MAX_UPSTREAM_REQUESTS_ANSWERED = 16;
+
 /** A structured log sink. */
 export type Log = (rec: Record<string, unknown>) => void;
 
@@ -134,9 +137,13 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
   if (isRequest(msg)) {
     if (isGuarded(up)) {
       ctx.log({ event: "mcp_upstream_request_refused", upstream: up.id, method: msg.method.slice(0, 64) });
-      ctx.answerUpstream(
-        { jsonrpc: "2.0", id: msg.id, ...answerUpstreamRequest(msg.method) } as JsonRpcMessage,
-      );
+      // Answered by the gateway, a bounded number per exchange: a flood of requests must not turn
+      // into a flood of gateway POSTs (the rest are left unanswered, which the upstream can bear).
+      if (++ex.upstreamRequests <= MAX_UPSTREAM_REQUESTS_ANSWERED) {
+        ctx.answerUpstream(
+          { jsonrpc: "2.0", id: msg.id, ...answerUpstreamRequest(msg.method) } as JsonRpcMessage,
+        );
+      }
       return undefined;
     }
     return ctx.mapServerRequest ? { ...msg, id: ctx.mapServerRequest(msg.id) } : msg;
