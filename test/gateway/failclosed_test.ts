@@ -745,7 +745,6 @@ for (const mode of ["routed", "unified"] as const) {
 Deno.test({
   name:
     "attack, 2026-07-28 routed: an MRTR InputRequiredResult to a guarded tools/call is refused (SDK v2 upstream)",
-  ignore: GATED,
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
