@@ -1,0 +1,200 @@
+/**
+ * Hostile guards against the metering (test/fixtures/wat/hostile/, prefixes eh_, bulk_, tail_,
+ * start_, recursion_, index_): each is refused at load or ends with the right typed error within its
+ * budget, by fuel and by deadline, also when it catches exceptions of either proposal and retries;
+ * and the next session on the same compiled guard answers.
+ */
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertMatch,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
+import wabtInit from "wabt";
+import type { BackendCaller, GuardContext } from "../../src/difc/guard.ts";
+import { loadGuardModule, type WasmGuard, type WasmGuardOptions } from "../../src/guard/host.ts";
+import { GuardError, type GuardErrorKind } from "../../src/guard/limits.ts";
+import { FUEL_GLOBAL_EXPORT, FUEL_IMPORT_MODULE, FUEL_IMPORT_NAME } from "../../src/guard/prepare.ts";
+import { parseModule } from "../../src/guard/wasm/module.ts";
+import { rewriteModule } from "../../src/guard/wasm/rewrite.ts";
+
+const wabt = await wabtInit();
+const FIXTURES = new URL("../fixtures/wat/hostile/", import.meta.url);
+const FEATURES = { exceptions: true, tail_call: true, bulk_memory: true, reference_types: true };
+
+/** Fuel-bounded: small enough that every spinning export runs out of fuel in well under a second. */
+const FUEL_BOUND = { fuel: 20_000_000, timeoutMs: 30_000 };
+/** Deadline-bounded: fuel that is never reached, a short deadline. */
+const TIME_BOUND = { fuel: Number.MAX_SAFE_INTEGER, timeoutMs: 300 };
+/**
+ * How late after the deadline a stop may come in these tests. The target (`limits.timeoutMs` +
+ * 10 ms) is measured by `bench/hostile_bench.ts`; tests share two cores with other work, so they
+ * allow more.
+ */
+const LATE_MS = 150;
+
+export async function hostileWasm(name: string): Promise<Uint8Array<ArrayBuffer>> {
+  const text = await Deno.readTextFile(new URL(`${name}.wat`, FIXTURES));
+  const mod = wabt.parseWat(`${name}.wat`, text, FEATURES);
+  try {
+    return new Uint8Array(mod.toBinary({}).buffer);
+  } finally {
+    mod.destroy();
+  }
+}
+
+async function load(name: string, opts: WasmGuardOptions): Promise<WasmGuard> {
+  return loadGuardModule(await hostileWasm(name), { name, ...opts });
+}
+
+function context(over: Partial<GuardContext> = {}): GuardContext {
+  return {
+    signal: new AbortController().signal,
+    backend: () => Promise.resolve({ ok: true }),
+    log: () => {},
+    ...over,
+  };
+}
+
+type Export = "labelAgent" | "labelResource";
+
+/** Calls `fn` on a fresh session; the typed error it ends with and how long it took. */
+async function ends(guard: WasmGuard, fn: Export, ctx = context()): Promise<{ err: GuardError; ms: number }> {
+  const s = guard.open(ctx);
+  const t0 = performance.now();
+  const err = await assertRejects(() => s[fn]("{}"), GuardError) as GuardError;
+  const ms = performance.now() - t0;
+  s.close();
+  return { err, ms };
+}
+
+/** The next session on the same compiled guard answers label_response. */
+async function nextCallSucceeds(guard: WasmGuard): Promise<void> {
+  const s = guard.open(context());
+  assertEquals(await s.labelResponse("{}"), "ok");
+  s.close();
+}
+
+/** Spinning fixtures and the exports that spin. */
+const SPINNING: Record<string, Export[]> = {
+  eh_legacy_catch_all: ["labelAgent", "labelResource"],
+  eh_new_catch_all: ["labelAgent", "labelResource"],
+  recursion_catch_legacy: ["labelAgent", "labelResource"],
+  recursion_catch_new: ["labelAgent", "labelResource"],
+  bulk_memory_fill_copy: ["labelAgent", "labelResource"],
+  bulk_memory_init_grow: ["labelAgent", "labelResource"],
+  bulk_table_fill_copy: ["labelAgent", "labelResource"],
+  bulk_table_init_grow: ["labelAgent", "labelResource"],
+  tail_call_loop: ["labelAgent", "labelResource"],
+  eh_catch_import_error: ["labelResource"],
+};
+
+for (const [name, fns] of Object.entries(SPINNING)) {
+  Deno.test(`${name}: ends with a fuel error at limits.fuel, and with a timeout at the deadline`, async () => {
+    const byFuel = await load(name, { limits: FUEL_BOUND });
+    for (const fn of fns) {
+      const { err } = await ends(byFuel, fn);
+      assertEquals(err.kind, "fuel", `${fn}: ${err.message}`);
+      assertEquals([err.limit, err.value], ["fuel", FUEL_BOUND.fuel]);
+      await nextCallSucceeds(byFuel);
+    }
+    const byTime = await load(name, { limits: TIME_BOUND });
+    for (const fn of fns) {
+      const { err, ms } = await ends(byTime, fn);
+      assertEquals(err.kind, "timeout", `${fn}: ${err.message}`);
+      assertLessOrEqual(ms, TIME_BOUND.timeoutMs + LATE_MS, `${fn} stopped ${ms} ms after its call began`);
+      await nextCallSucceeds(byTime);
+    }
+  });
+}
+
+Deno.test("a guard that catches and retries is stopped by its session's signal", async () => {
+  for (const name of ["eh_legacy_catch_all", "eh_new_catch_all", "recursion_catch_legacy", "recursion_catch_new"]) {
+    const guard = await load(name, { limits: TIME_BOUND });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(new Error("client went away")), 50);
+    const { err, ms } = await ends(guard, "labelAgent", context({ signal: ac.signal }));
+    assertEquals(err.kind, "aborted", `${name}: ${err.message}`);
+    assertStringIncludes(err.message, "client went away");
+    assertLessOrEqual(ms, 50 + LATE_MS);
+    await nextCallSucceeds(guard);
+  }
+});
+
+Deno.test("proc_exit caught by catch_all and retried still ends the call with proc_exit", async () => {
+  const guard = await load("eh_catch_import_error", { limits: FUEL_BOUND });
+  const { err } = await ends(guard, "labelAgent");
+  assertEquals(err.kind, "proc_exit", err.message);
+  assertStringIncludes(err.message, "proc_exit(3)");
+  await nextCallSucceeds(guard);
+});
+
+Deno.test("a guard retrying call_backend after the deadline gets -1 and is stopped at its next fuel point", async () => {
+  let calls = 0;
+  const backend: BackendCaller = () => {
+    calls++;
+    return new Promise(() => {}); // never answers: the deadline ends the call
+  };
+  const guard = await load("eh_catch_import_error", { limits: TIME_BOUND });
+  const { err, ms } = await ends(guard, "labelResource", context({ backend }));
+  assertEquals(err.kind, "timeout", err.message);
+  assertLessOrEqual(ms, TIME_BOUND.timeoutMs + LATE_MS);
+  assertEquals(calls, 1, "after the stop call_backend refuses without calling the backend");
+});
+
+Deno.test("a spinning start function with a catch_all ends the first call (fuel or deadline), every time", async () => {
+  const byFuel = await load("start_spin_eh", { limits: FUEL_BOUND });
+  for (let i = 0; i < 2; i++) {
+    const { err } = await ends(byFuel, "labelAgent");
+    assertEquals([err.kind, err.limit], ["fuel", "fuel"], err.message);
+  }
+  const byTime = await load("start_spin_eh", { limits: TIME_BOUND });
+  const { err, ms } = await ends(byTime, "labelResource");
+  assertEquals(err.kind, "timeout", err.message);
+  assertLessOrEqual(ms, TIME_BOUND.timeoutMs + LATE_MS);
+});
+
+Deno.test("bulk operations pay in proportion to their length, before they run", async () => {
+  // 16 MiB per memory.fill at 16 bytes per unit: 2^20 units, so a 5,000,000-unit budget pays for 4
+  // fills (plus loop units) and the 5th is refused before it runs.
+  const guard = await load("bulk_memory_fill_copy", { limits: { fuel: 5_000_000, timeoutMs: 30_000 } });
+  const s = guard.open(context());
+  const t0 = performance.now();
+  const err = await assertRejects(() => s.labelAgent("{}"), GuardError) as GuardError;
+  const ms = performance.now() - t0;
+  assertEquals(err.kind, "fuel");
+  const spent = s.usage().fuel;
+  assert(spent > 5_000_000 && spent <= 5_000_000 + (1 << 20) + 10, `spent ${spent}`);
+  assertLessOrEqual(ms, 1_000, "four 16 MiB fills, not an unbounded loop");
+});
+
+const INDEX_CASES: Record<string, string> = {
+  index_local: "uses local 4",
+  index_global: "uses global 0",
+  index_func: "uses function 3",
+  index_type: "uses type 1",
+};
+
+for (const [name, text] of Object.entries(INDEX_CASES)) {
+  Deno.test(`${name}: refused at load; the rewriter itself refuses it, naming the function and offset`, async () => {
+    const err = await assertRejects(() => load(name, { limits: FUEL_BOUND }), GuardError) as GuardError;
+    assertEquals(err.kind, "abi" as GuardErrorKind);
+    // The preparer's own defence, behind validation: the rewrite alone refuses the module.
+    const bytes = await hostileWasm(name);
+    const own = assertThrows(() => rewriteWithFuel(bytes), GuardError);
+    assertEquals(own.kind, "abi" as GuardErrorKind);
+    assertStringIncludes(own.message, text);
+    assertMatch(own.message, /function \d+ uses .* at byte offset \d+|^export|^the start/);
+  });
+}
+
+/** The fuel rewrite alone, as the preparer runs it after validation. */
+function rewriteWithFuel(bytes: Uint8Array): Uint8Array {
+  return rewriteModule(parseModule(bytes), {
+    maxMemoryPages: 8,
+    fuel: { importModule: FUEL_IMPORT_MODULE, importName: FUEL_IMPORT_NAME, globalExport: FUEL_GLOBAL_EXPORT, initial: 1 },
+  }).bytes;
+}
