@@ -16,27 +16,10 @@ import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import { startConformanceUpstream } from "../fixtures/conformance-upstream.ts";
 import { startDemo } from "./harness.ts";
 import { runConformance, type Verdict } from "../helpers/conformance.ts";
-import { API_KEY, connectAgent, startTestGateway, type TestGateway, within } from "./harness.ts";
+import { connectAgent, keyedFront, startTestGateway, within } from "./harness.ts";
 
 /** Bound on one conformance run (a healthy run takes about 2 s). */
 const RUN_TIMEOUT_MS = 60_000;
-
-/** Serves `gw.gateway.fetch` on 127.0.0.1:0, adding the API key to every request. */
-function keyedFront(gw: TestGateway): { port: number; close(): Promise<void> } {
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
-    const headers = new Headers(req.headers);
-    headers.set("authorization", `Bearer ${API_KEY}`);
-    return gw.gateway.fetch(
-      new Request(req.url, {
-        method: req.method,
-        headers,
-        body: req.body,
-        signal: req.signal,
-      }),
-    );
-  });
-  return { port: server.addr.port, close: () => server.shutdown() };
-}
 
 Deno.test("conformance: identical verdicts direct and through the gateway; dns-rebinding passes on its own", async () => {
   await using upstream = await startConformanceUpstream({ port: 0 });

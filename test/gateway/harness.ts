@@ -84,6 +84,34 @@ export async function startTestGateway(
   };
 }
 
+/**
+ * Serves `gw.gateway.fetch` on 127.0.0.1:0, adding the API key to every request: for third-party
+ * clients that cannot send one (the conformance CLI). Host, Origin and the body reach the gateway
+ * untouched, so its own checks (auth stays on, Host/Origin) run as for any agent.
+ *
+ * @example
+ * ```ts
+ * const front = keyedFront(gw);
+ * await runConformance(`http://localhost:${front.port}/mcp/conf`);
+ * await front.close();
+ * ```
+ */
+export function keyedFront(gw: TestGateway): { port: number; close(): Promise<void> } {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    const headers = new Headers(req.headers);
+    headers.set("authorization", `Bearer ${API_KEY}`);
+    return gw.gateway.fetch(
+      new Request(req.url, {
+        method: req.method,
+        headers,
+        body: req.body,
+        signal: req.signal,
+      }),
+    );
+  });
+  return { port: server.addr.port, close: () => server.shutdown() };
+}
+
 /** The demo upstream on loopback. */
 export interface RunningDemo extends AsyncDisposable {
   url: string;

