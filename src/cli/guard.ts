@@ -3,8 +3,9 @@
  *
  * ```
  * guard check FILE.wasm [--memory-pages N]
- *     ABI report: exports, imports, memory, size, alloc path, whether it prepares cleanly.
- *     Exit 1 with the reason when the guard is unusable.
+ *     ABI report: exports, imports, memory, size, alloc path, then one line per load-time check
+ *     (validated, imports, ABI, memory cap, table cap, segment limits, prepared by us / fuel) with
+ *     pass or FAIL and the reason. Exit 1 with the first reason when the guard is unusable.
  * guard call FILE.wasm --policy JSON --tool NAME --args JSON [--result JSON] [--backend FIXTURE.json]
  *            [--fuel N] [--timeout-ms N] [--memory-pages N]
  *     One fresh instance: label_agent(policy), label_resource, and label_response when --result is
@@ -18,10 +19,11 @@
  */
 import { parseArgs } from "node:util";
 import type { BackendCaller, GuardLogger, GuardUsage } from "../difc/guard.ts";
-import { loadGuardModule } from "../guard/host.ts";
+import { loadGuardModule, type WasmGuardUsage } from "../guard/host.ts";
 import { canonicalJson } from "../difc/payload.ts";
 import { GuardError, type GuardLimits, resolveLimits } from "../guard/limits.ts";
-import { inspectGuard, prepareGuard } from "../guard/prepare.ts";
+import { type GuardInspection, inspectGuard, prepareGuard } from "../guard/prepare.ts";
+import { pickCaps } from "../guard/wasm/caps.ts";
 import { errorMessage } from "../util.ts";
 
 const USAGE = `usage:
@@ -99,12 +101,69 @@ async function readWasm(file: string | undefined): Promise<Uint8Array> {
   }
 }
 
-/** `guard check`: prints the report; returns the exit code. */
+/** One load-time check: its label, and the problem (`null` = passed) or the detail of a pass. */
+interface CheckLine {
+  label: string;
+  problem: string | null;
+  detail?: string | null;
+  /** Not run because an earlier check failed. */
+  skipped?: boolean;
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/** The cap lines of `guard check`, from the inspection's caps report (or the caps problem). */
+function capsLines(info: GuardInspection, limits: GuardLimits): CheckLine[] {
+  const c = info.caps;
+  const err = info.capsError;
+  const isMemory = err?.limit === "maxMemoryPages";
+  const isTable = err?.limit === "maxTableEntries";
+  const range = (xs: { min: number; max: number }[], unit: string) =>
+    xs.length === 0 ? "" : ` (${xs.map((x) => `${x.min}..${x.max}`).join(", ")} ${unit})`;
+  return [
+    {
+      label: "memory cap",
+      problem: isMemory ? err!.message : null,
+      detail: c &&
+        `${plural(c.memories.length, "memory", "memories")}${range(c.memories, "pages")}, ` +
+          `${c.memoryPages} of ${limits.maxMemoryPages} pages over all memories`,
+    },
+    {
+      label: "table cap",
+      problem: isTable ? err!.message : null,
+      detail: c &&
+        `${plural(c.tables.length, "table")}${range(c.tables, "entries")}, ` +
+          `${c.tableEntries} of ${limits.maxTableEntries} entries over all tables`,
+    },
+    {
+      label: "segment limits",
+      problem: err && !isMemory && !isTable ? err.message : null,
+      detail: c &&
+        `${c.functions}/${limits.maxFunctions} functions, ${c.globals}/${limits.maxGlobals} globals, ` +
+          `${c.dataSegments}/${limits.maxDataSegments} data segments (${c.dataBytes}/${limits.maxDataBytes} bytes), ` +
+          `${c.elementSegments}/${limits.maxElementSegments} element segments ` +
+          `(${c.elementEntries}/${limits.maxElementEntries} entries)`,
+    },
+  ];
+}
+
+/** `guard check`: prints the report and one line per check; returns the exit code. */
 async function check(file: string | undefined, memoryPages: number | undefined): Promise<number> {
   const bytes = await readWasm(file);
   const limits = resolveLimits(memoryPages ? { maxMemoryPages: memoryPages } : {});
-  const info = inspectGuard(bytes);
   const lines: string[] = [`file: ${file}`, `size: ${bytes.length} bytes`];
+  let info: GuardInspection;
+  try {
+    info = inspectGuard(bytes, pickCaps(limits));
+  } catch (e) {
+    // Our structural decode refused it (malformed or unsupported): no other check can run.
+    if (!(e instanceof GuardError)) throw e;
+    lines.push("checks:", `  ${"validated".padEnd(22)} FAIL: ${e.message}`, `usable: no: ${e.message}`);
+    console.log(lines.join("\n"));
+    return 1;
+  }
   lines.push("exports:", ...info.exports.map((e) => `  ${e.kind} ${e.name}${e.type ? " " + e.type : ""}`));
   lines.push(
     "imports:",
@@ -115,32 +174,53 @@ async function check(file: string | undefined, memoryPages: number | undefined):
     m
       ? `memory: ${m.imported ? "imported, " : ""}min ${m.minPages} pages, declared max ${
         m.declaredMaxPages ?? "none"
-      }, effective max ${Math.min(m.maxPages, limits.maxMemoryPages)} pages (cap ${limits.maxMemoryPages})`
+      }, effective max ${m.maxPages} pages (cap ${limits.maxMemoryPages} over all memories)`
       : "memory: none (every call would fail: WASM module has no memory)",
   );
   lines.push(`functions: ${info.functions}`);
   lines.push(
     `buffers: ${info.allocDealloc ? "guard alloc/dealloc" : "host-managed (direct, end of memory)"}`,
   );
-  let problem: string | null = info.abiError ?? (m ? null : "WASM module has no memory");
   if (info.prepared) {
-    lines.push(`prepared: yes (fuel ${info.prepared.fuel}, cap ${info.prepared.maxMemoryPages} pages)`);
-    if (info.prepared.maxMemoryPages > limits.maxMemoryPages) {
-      problem ??=
-        `prepared with a memory cap of ${info.prepared.maxMemoryPages} pages, above ${limits.maxMemoryPages}`;
-    }
-  } else if (!info.abiError) {
+    lines.push(
+      `prepared: carries a mark (fuel ${info.prepared.fuel}, cap ${info.prepared.maxMemoryPages} pages): ` +
+        "never trusted, refused as a guard source",
+    );
+  }
+  const checks: CheckLine[] = [
+    { label: "validated", problem: info.invalid && `invalid WebAssembly module: ${info.invalid}` },
+    { label: "imports", problem: info.importError },
+    { label: "ABI", problem: info.importError ? null : info.abiError },
+    ...capsLines(info, limits),
+  ];
+  let prepared: CheckLine = {
+    label: "prepared by us / fuel",
+    problem: info.reserved && `refused: ${info.reserved}`,
+  };
+  if (prepared.problem === null && checks.some((c) => c.problem !== null)) {
+    prepared = { ...prepared, skipped: true, detail: "not prepared (an earlier check failed)" };
+  } else if (prepared.problem === null) {
     try {
-      const { report } = prepareGuard(bytes, { maxMemoryPages: limits.maxMemoryPages });
-      lines.push(
-        `prepares cleanly: yes (${report.bytesIn} -> ${report.bytesOut} bytes, ${report.fuelPoints} fuel points, ` +
+      const { report } = prepareGuard(bytes, { caps: pickCaps(limits) });
+      prepared = {
+        ...prepared,
+        detail: "no mark, fuel import or reserved export in the input; prepares cleanly: yes " +
+          `(${report.bytesIn} -> ${report.bytesOut} bytes, ${report.fuelPoints} fuel points, ` +
           `${report.ms.toFixed(1)} ms)`,
-      );
+      };
     } catch (e) {
-      problem ??= (e as Error).message;
-      lines.push(`prepares cleanly: no (${(e as Error).message})`);
+      prepared.problem = `prepares cleanly: no (${(e as Error).message})`;
     }
   }
+  checks.push(prepared);
+  lines.push("checks:");
+  for (const c of checks) {
+    const status = c.problem !== null
+      ? `FAIL: ${c.problem}`
+      : `${c.skipped ? "skipped" : "pass"}${c.detail ? `: ${c.detail}` : ""}`;
+    lines.push(`  ${c.label.padEnd(22)} ${status}`);
+  }
+  const problem = checks.find((c) => c.problem !== null)?.problem ?? (m ? null : "WASM module has no memory");
   lines.push(problem ? `usable: no: ${problem}` : "usable: yes");
   console.log(lines.join("\n"));
   return problem ? 1 : 0;
@@ -182,7 +262,7 @@ async function call(file: string | undefined, values: Record<string, string | un
       label_agent: unknown;
       label_resource: unknown;
       label_response: unknown;
-      usage?: GuardUsage;
+      usage?: GuardUsage & Pick<WasmGuardUsage, "totalMemoryPages" | "tableEntries">;
     } = {
       label_agent: outputValue(await session.labelAgent(canonicalJson(policy))),
       label_resource: outputValue(
@@ -198,7 +278,14 @@ async function call(file: string | undefined, values: Record<string, string | un
       );
     }
     const u = session.usage();
-    out.usage = { fuel: u.fuel, backendCalls: u.backendCalls, memoryPages: u.memoryPages, ms: u.ms };
+    out.usage = {
+      fuel: u.fuel,
+      backendCalls: u.backendCalls,
+      memoryPages: u.memoryPages,
+      ms: u.ms,
+      totalMemoryPages: u.totalMemoryPages,
+      tableEntries: u.tableEntries,
+    };
     return out;
   } finally {
     session.close();

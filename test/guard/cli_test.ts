@@ -1,6 +1,7 @@
 /** The `guard` CLI, spawned as a subprocess on WAT guards compiled into a temporary folder. */
 import { assertEquals, assertStringIncludes } from "@std/assert";
 import wabtInit from "wabt";
+import { hostileBytes, hostileNames, MODULE_LEVEL_PREFIXES, REFUSALS } from "../helpers/hostile_corpus.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/host/", import.meta.url);
@@ -39,6 +40,12 @@ Deno.test("guard check: report for a usable guard, exit 1 with the reason for an
     assertStringIncludes(ok.stdout, "buffers: guard alloc/dealloc");
     assertStringIncludes(ok.stdout, "prepares cleanly: yes");
     assertStringIncludes(ok.stdout, "usable: yes");
+    for (
+      const label of ["validated", "imports", "ABI", "memory cap", "table cap", "segment limits"]
+    ) {
+      assertStringIncludes(ok.stdout, `  ${label.padEnd(22)} pass`);
+    }
+    assertStringIncludes(ok.stdout, "prepared by us / fuel  pass: no mark, fuel import or reserved export");
     const bad = await run("check", `${dir}/missing_label_agent.wasm`);
     assertEquals(bad.code, 1);
     assertStringIncludes(bad.stdout, "usable: no: WASM module must export label_agent");
@@ -67,7 +74,14 @@ Deno.test("guard call: one JSON document with the three outputs (sorted-key inpu
       '{"capabilities":{},"tool_args":{"owner":"acme","repo":"web"},"tool_name":"get_file"}',
     );
     assertEquals(doc.label_response, "long");
-    assertEquals(Object.keys(doc.usage), ["fuel", "backendCalls", "memoryPages", "ms"]);
+    assertEquals(Object.keys(doc.usage), [
+      "fuel",
+      "backendCalls",
+      "memoryPages",
+      "ms",
+      "totalMemoryPages",
+      "tableEntries",
+    ]);
     // logs are JSON lines on stderr
     const first = JSON.parse(r.stderr.split("\n")[0]);
     assertEquals([first.level, first.msg, first.guard], ["debug", "alloc", "echo_alloc"]);
@@ -134,4 +148,28 @@ Deno.test("guard call: limit errors and usage errors are {error:{kind,message}} 
     const j = await run("call", `${dir}/spin.wasm`, "--policy", "{", "--tool", "t", "--args", "{}");
     assertEquals(JSON.parse(j.stdout).error.kind, "usage");
   });
+});
+
+Deno.test("guard check: every module-level hostile fixture fails the check that names its reason", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "guard_cli_hostile_" });
+  try {
+    const names = await hostileNames(MODULE_LEVEL_PREFIXES);
+    for (const name of names) await Deno.writeFile(`${dir}/${name}.wasm`, await hostileBytes(name));
+    for (const name of names) {
+      const r = await run("check", `${dir}/${name}.wasm`);
+      const want = REFUSALS[name];
+      if (want === undefined) {
+        assertEquals(r.code, 0, `${name}: ${r.stdout}`);
+        assertStringIncludes(r.stdout, "usable: yes");
+        continue;
+      }
+      assertEquals(r.code, 1, `${name}: ${r.stdout}`);
+      assertStringIncludes(r.stdout, `  ${want.check.padEnd(22)} FAIL: `, name);
+      const failLine = r.stdout.split("\n").find((l) => l.includes("FAIL: "))!;
+      assertStringIncludes(failLine, want.text, name);
+      assertStringIncludes(r.stdout, `usable: no: `, name);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

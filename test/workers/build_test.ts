@@ -2,9 +2,10 @@
  * `deno task build` (scripts/build.ts): reproducible output, a bundle without the preparer or
  * runtime wasm compilation, prepared guards, and a Worker that explains a missing configuration.
  */
-import { assertEquals, assertGreater, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, assertGreater, assertStringIncludes } from "@std/assert";
 import { Miniflare } from "miniflare";
-import { buildWorker, guardModuleSource } from "../../scripts/build.ts";
+import { BuildError, buildWorker, guardModuleSource } from "../../scripts/build.ts";
+import { hostileBytes, hostileNames, MODULE_LEVEL_PREFIXES, REFUSALS } from "../helpers/hostile_corpus.ts";
 import { inspectGuard, preparedRecord, sha256Hex } from "../../src/guard/prepare.ts";
 import { miniflareOptions } from "./targets.ts";
 
@@ -79,6 +80,54 @@ Deno.test({
       assertStringIncludes(body.message, "MCP_EDGE_GUARD_CONFIG is not set");
     } finally {
       await mf?.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "build: every refused hostile fixture fails the build naming the guard and the reason",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "workers_build_hostile_" });
+    try {
+      const names = (await hostileNames(MODULE_LEVEL_PREFIXES)).filter((n) => REFUSALS[n] !== undefined);
+      for (const name of names) {
+        await Deno.writeFile(`${dir}/${name}.wasm`, await hostileBytes(name));
+        const config = { guards: { [name]: { type: "wasm", path: `${name}.wasm` } } };
+        let error: unknown = null;
+        try {
+          await buildWorker({
+            config,
+            configBase: new URL(`file://${dir}/`),
+            outDir: new URL(`file://${dir}/out/`),
+          });
+        } catch (e) {
+          error = e;
+        }
+        assert(error instanceof BuildError, `${name}: ${error}`);
+        assertStringIncludes(error.message, `guard "${name}"`);
+        assertStringIncludes(error.message, `${REFUSALS[name].kind}: `);
+        assertStringIncludes(error.message, REFUSALS[name].text, name);
+        assertEquals([...Deno.readDirSync(`${dir}/out/guards`)], [], `${name}: nothing written`);
+      }
+      // The capped fixtures build, and the manifest records what the build made of them.
+      for (const name of ["mem_multi_grow", "table_grow_bomb"]) {
+        await Deno.writeFile(`${dir}/${name}.wasm`, await hostileBytes(name));
+      }
+      const r = await buildWorker({
+        config: {
+          guards: {
+            mem: { type: "wasm", path: "mem_multi_grow.wasm" },
+            tables: { type: "wasm", path: "table_grow_bomb.wasm" },
+          },
+        },
+        configBase: new URL(`file://${dir}/`),
+        outDir: new URL(`file://${dir}/out/`),
+      });
+      assertEquals(r.guards.map((g) => g.name), ["mem", "tables"]);
+    } finally {
       await Deno.remove(dir, { recursive: true });
     }
   },
