@@ -11,6 +11,7 @@ const BENCHES: readonly string[] = [
   "./gateway_bench.ts",
   "./model_bench.ts",
   "./fuel_bench.ts",
+  "./hostile_bench.ts",
   "./coldstart_bench.ts",
   "./workers_bench.ts",
 ];

@@ -38,10 +38,10 @@
 import type { Guard, GuardContext, GuardSession, GuardUsage } from "../difc/guard.ts";
 import { assertJspi } from "./jspi.ts";
 import {
+  FUEL_CHECK_TARGET_MS,
   GuardError,
   type GuardErrorKind,
   type GuardLimits,
-  FUEL_CHECK_TARGET_MS,
   HOST_CALL_FUEL_UNITS,
   MIN_FUEL_REFILL,
   resolveLimits,
@@ -148,7 +148,11 @@ export async function loadGuardModule(
     bytes = prepareGuard(source, { caps: pickCaps(limits), fuel: opts.fuel ?? true }).bytes;
   } catch (e) {
     if (!(e instanceof GuardError)) throw e;
-    throw new GuardError(e.kind, `guard '${name}': ${e.message}`, { limit: e.limit, value: e.value, cause: e });
+    throw new GuardError(e.kind, `guard '${name}': ${e.message}`, {
+      limit: e.limit,
+      value: e.value,
+      cause: e,
+    });
   }
   let module: WebAssembly.Module;
   try {
@@ -182,14 +186,23 @@ export function guardFromPreparedModule(
   const name = opts.name || "guard";
   const proof = preparedModuleProblem(module, opts.prepared);
   if ("problem" in proof) {
-    throw new GuardError("abi", `guard '${name}' is not a module our build prepared: ${proof.problem} (${remedy})`);
+    throw new GuardError(
+      "abi",
+      `guard '${name}' is not a module our build prepared: ${proof.problem} (${remedy})`,
+    );
   }
   checkMark(name, proof.mark, resolveLimits(opts.limits), opts.fuel ?? true, remedy);
   return new WasmGuard(module, opts);
 }
 
 /** A proven mark must also fit the limits: every cap at most the limit, fuel when required. */
-function checkMark(name: string, mark: PreparedMark, limits: GuardLimits, wantFuel: boolean, remedy: string): void {
+function checkMark(
+  name: string,
+  mark: PreparedMark,
+  limits: GuardLimits,
+  wantFuel: boolean,
+  remedy: string,
+): void {
   for (const k of MODULE_CAP_KEYS) {
     if (mark.caps[k] > limits[k]) {
       throw new GuardError(
@@ -257,7 +270,9 @@ export class WasmGuard implements Guard {
     this.module = module;
     this.limits = Object.freeze(resolveLimits(opts.limits));
     this.metered = checkModuleShape(this.name, module).metered;
-    this.fuelRefill = this.limits.fuelSlice;
+    // Start small: the first checks measure the guard's speed, and the refill doubles from here up
+    // to fuelSlice while checks come faster than FUEL_CHECK_TARGET_MS.
+    this.fuelRefill = Math.min(MIN_FUEL_REFILL, this.limits.fuelSlice);
   }
 
   /**
@@ -289,6 +304,11 @@ interface CallState {
   stop?: GuardError;
 }
 
+/**
+ * Host charges never take the counter below this (-2^30): it stays far from i32 wrap-around
+ * whatever a stretch of straight-line import calls costs before the next fuel point.
+ */
+const MIN_CHARGED_FUEL = -0x40000000;
 /** The counter value of a stopped instance: negative, so the next fuel point traps. */
 const STOPPED_FUEL = -1;
 /** WASI errno `ECANCELED`: what every WASI import returns once the instance is stopped. */
@@ -399,7 +419,9 @@ class WasmGuardSession implements GuardSession {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#call) this.#stop(this.#call, new GuardError("aborted", `guard '${this.#guard.name}' session closed`));
+    if (this.#call) {
+      this.#stop(this.#call, new GuardError("aborted", `guard '${this.#guard.name}' session closed`));
+    }
     this.#instance = undefined;
     this.#memory = undefined;
     this.#fuelGlobal = undefined;
@@ -713,17 +735,19 @@ class WasmGuardSession implements GuardSession {
   }
 
   /**
-   * Charges `HOST_CALL_FUEL_UNITS` for a host import call. False when the import must refuse: the
-   * instance is stopped, or this charge exhausted the budget (which stops it). True outside a call
-   * (no wasm runs then but the allocator, whose imports the host does not meter).
+   * Charges `HOST_CALL_FUEL_UNITS` for a host import call, through the counter (so the next fuel
+   * point reaches the check, which accounts, yields and stops as for any other spending; a guard
+   * looping on an import whose promise settles at once would otherwise starve the event loop of
+   * macrotasks). False when the import must refuse: the instance is stopped. True outside a call
+   * (the host's direct alloc/dealloc calls, whose imports it does not meter).
    */
   #chargeHostCall(call: CallState | undefined): boolean {
     if (!call) return true;
     if (call.stop) return false;
-    call.fuelSpent += HOST_CALL_FUEL_UNITS;
-    const problem = this.#liveProblem(call, performance.now());
-    if (problem) this.#stop(call, problem);
-    return problem === undefined;
+    const g = this.#fuelGlobal;
+    if (g) g.value = Math.max((g.value as number) - HOST_CALL_FUEL_UNITS, MIN_CHARGED_FUEL);
+    else call.fuelSpent += HOST_CALL_FUEL_UNITS;
+    return true;
   }
 
   /**
@@ -954,7 +978,9 @@ class WasmGuardSession implements GuardSession {
 }
 
 /** The distinct memories and tables among an instance's exports. */
-function heldBy(exports: WebAssembly.Exports): { memories: WebAssembly.Memory[]; tables: WebAssembly.Table[] } {
+function heldBy(
+  exports: WebAssembly.Exports,
+): { memories: WebAssembly.Memory[]; tables: WebAssembly.Table[] } {
   const values = new Set(Object.values(exports));
   return {
     memories: [...values].filter((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory),

@@ -112,7 +112,9 @@ for (const [name, fns] of Object.entries(SPINNING)) {
 }
 
 Deno.test("a guard that catches and retries is stopped by its session's signal", async () => {
-  for (const name of ["eh_legacy_catch_all", "eh_new_catch_all", "recursion_catch_legacy", "recursion_catch_new"]) {
+  for (
+    const name of ["eh_legacy_catch_all", "eh_new_catch_all", "recursion_catch_legacy", "recursion_catch_new"]
+  ) {
     const guard = await load(name, { limits: TIME_BOUND });
     const ac = new AbortController();
     setTimeout(() => ac.abort(new Error("client went away")), 50);
@@ -195,6 +197,11 @@ for (const [name, text] of Object.entries(INDEX_CASES)) {
 function rewriteWithFuel(bytes: Uint8Array): Uint8Array {
   return rewriteModule(parseModule(bytes), {
     maxMemoryPages: 8,
-    fuel: { importModule: FUEL_IMPORT_MODULE, importName: FUEL_IMPORT_NAME, globalExport: FUEL_GLOBAL_EXPORT, initial: 1 },
+    fuel: {
+      importModule: FUEL_IMPORT_MODULE,
+      importName: FUEL_IMPORT_NAME,
+      globalExport: FUEL_GLOBAL_EXPORT,
+      initial: 1,
+    },
   }).bytes;
 }

@@ -205,7 +205,12 @@ function point(shape: PointShape, amount: Amount, fromGlobal = false): Uint8Arra
   const c = shape.cache;
   const f = shape.globalIndex;
   if (!("units" in amount)) emit(w, [OP.localTee, amount.scratch]);
-  emit(w, c === null || fromGlobal ? [OP.globalGet, f] : [OP.localGet, c.local], ...amountCode(amount), OP.i32Sub);
+  emit(
+    w,
+    c === null || fromGlobal ? [OP.globalGet, f] : [OP.localGet, c.local],
+    ...amountCode(amount),
+    OP.i32Sub,
+  );
   if (c === null) emit(w, [OP.globalSet, f], [OP.globalGet, f]);
   else emit(w, [OP.localTee, c.local]);
   emit(w, [OP.i32Const, 0], OP.i32LtS, OP.if, OP.emptyBlock);
@@ -411,10 +416,15 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
 
   const present = new Set(info.sections.map((s) => s.id));
   // Sections the fuel rewrite needs even when the input has none.
-  const synthesize: number[] = fuel === null
-    ? []
-    : [SectionId.type, SectionId.import, SectionId.function, SectionId.global, SectionId.export, SectionId.code]
-      .filter((id) => !present.has(id));
+  const synthesize: number[] = fuel === null ? [] : [
+    SectionId.type,
+    SectionId.import,
+    SectionId.function,
+    SectionId.global,
+    SectionId.export,
+    SectionId.code,
+  ]
+    .filter((id) => !present.has(id));
   const emitSynthesized = (beforeRank: number) => {
     while (synthesize.length > 0 && SECTION_RANK[synthesize[0]] < beforeRank) {
       const id = synthesize.shift()!;
@@ -669,7 +679,12 @@ function rewriteCode(
     // Types were checked against the original type section (checkModuleIndices).
     const counter = info.types[info.funcTypes[i]]!.params.length + locals;
     const func = info.importedFuncs + i;
-    const seen = copyInstructions(br, null, { ...renumber, bounds: { ...bounds, func, locals: counter } }, false);
+    const seen = copyInstructions(
+      br,
+      null,
+      { ...renumber, bounds: { ...bounds, func, locals: counter } },
+      false,
+    );
     const extra = seen.bulk ? 2 : 1;
     const useCache = fuel.scheme === "cached" && seen.loops > 0 && !seen.exceptions &&
       counter + extra <= MAX_FUNCTION_LOCALS;
@@ -691,10 +706,21 @@ function rewriteCode(
     }
     br.pos = code;
     if (useCache) {
-      const seq = memo(cachedSeq, counter, () => cachedFuelSequences(fuel.globalIndex, fuel.slowFunc, counter));
+      const seq = memo(
+        cachedSeq,
+        counter,
+        () => cachedFuelSequences(fuel.globalIndex, fuel.slowFunc, counter),
+      );
       const bulk = seen.bulk
-        ? memo(cachedBulk, counter, () =>
-          bulkCharges({ ...globalShape, cache: { local: counter, sync: seq.sync, reload: seq.reload } }, counter + 1))
+        ? memo(
+          cachedBulk,
+          counter,
+          () =>
+            bulkCharges(
+              { ...globalShape, cache: { local: counter, sync: seq.sync, reload: seq.reload } },
+              counter + 1,
+            ),
+        )
         : null;
       body.bytes(seq.entry);
       copyInstructions(br, body, { ...renumber, loopPoint: seq.loop, cache: seq, bulk, bounds: null }, false);
@@ -702,7 +728,12 @@ function rewriteCode(
     } else {
       const bulk = seen.bulk ? memo(globalBulk, counter, () => bulkCharges(globalShape, counter)) : null;
       body.bytes(fuel.sequence);
-      copyInstructions(br, body, { ...renumber, loopPoint: fuel.sequence, cache: null, bulk, bounds: null }, false);
+      copyInstructions(
+        br,
+        body,
+        { ...renumber, loopPoint: fuel.sequence, cache: null, bulk, bounds: null },
+        false,
+      );
     }
     points += 1 + seen.loops;
     w.u32(body.len);
