@@ -89,6 +89,49 @@ function metadataName(m: JsonRpcMessage & { method: string }): string | undefine
   return undefined;
 }
 
+/** The 2026-07-28 error code for request metadata headers that disagree with the body. */
+export const HEADER_MISMATCH = -32020;
+
+/** Decodes a header value written by {@link encodeHeaderValue} (surrounding whitespace ignored). */
+export function decodeHeaderValue(v: string): string {
+  const t = v.trim();
+  const m = /^=\?base64\?([A-Za-z0-9+/=]*)\?=$/.exec(t);
+  if (!m) return t;
+  try {
+    const bin = atob(m[1]);
+    return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+  } catch {
+    return t;
+  }
+}
+
+/**
+ * Why the agent's `Mcp-Method`/`Mcp-Name` headers do not describe the body, or `undefined`. Checked
+ * for 2026-07-28 requests (`MCP-Protocol-Version: 2026-07-28`) and for any request that sends
+ * `Mcp-Method`: a header is required where the revision requires it and must equal the body. The
+ * gateway answers a mismatch itself (400, {@link HEADER_MISMATCH}), as the spec asks of intermediaries,
+ * and sends upstream only headers derived from its own body, so an upstream that routes by header
+ * cannot be told a different tool than the guard checked.
+ */
+export function metadataHeaderProblem(agent: Headers, m: JsonRpcMessage): string | undefined {
+  if (!("method" in m)) return undefined;
+  const modern = agent.get("mcp-protocol-version") === MODERN_PROTOCOL_VERSION;
+  const method = agent.get("mcp-method");
+  if (!modern && method === null) return undefined;
+  if (method === null) return "the required Mcp-Method header is absent";
+  if (decodeHeaderValue(method) !== m.method) {
+    return `the body's method is ${JSON.stringify(m.method)} but the Mcp-Method header differs`;
+  }
+  const name = metadataName(m);
+  if (name === undefined) return undefined;
+  const sent = agent.get("mcp-name");
+  if (sent === null) return modern ? "the required Mcp-Name header is absent" : undefined;
+  if (decodeHeaderValue(sent) !== name) {
+    return `the body names ${JSON.stringify(name)} but the Mcp-Name header differs`;
+  }
+  return undefined;
+}
+
 /**
  * Encodes a header value: visible ASCII and spaces as is, anything else (or leading/trailing
  * whitespace) in the Base64 sentinel form `=?base64?<utf-8 base64>?=` of 2026-07-28.

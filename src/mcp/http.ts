@@ -4,7 +4,14 @@
  *
  * @module
  */
-import { ErrorCode, errorResponse, JsonRpcParseError, parseBody, type ParsedBody } from "./jsonrpc.ts";
+import {
+  ErrorCode,
+  errorResponse,
+  isRequest,
+  JsonRpcParseError,
+  parseBody,
+  type ParsedBody,
+} from "./jsonrpc.ts";
 
 /** Methods of the Streamable HTTP endpoint. */
 export const ALLOWED_METHODS = ["GET", "POST", "DELETE"] as const;
@@ -20,9 +27,36 @@ export function jsonResponse(
   return new Response(JSON.stringify(body), { status, headers });
 }
 
-/** 404 for an unknown or foreign session, which makes spec-following clients re-initialize. */
-export function sessionNotFound(): Response {
-  return jsonResponse(errorResponse(null, ErrorCode.RequestTimeout, "Session not found"), 404);
+/**
+ * One error per request in `body` (the same code and message for each, under each request's own id),
+ * as a batch when the body was one; an empty body when it holds no request; a single `null`-id error
+ * when there is no body.
+ *
+ * @example
+ * ```ts
+ * refuseAll({ batch: true, messages }, 400, -32600, "batches are not supported");
+ * ```
+ */
+export function refuseAll(
+  body: ParsedBody | undefined,
+  status: number,
+  code: number,
+  message: string,
+  headers?: Record<string, string>,
+): Response {
+  if (!body) return jsonResponse(errorResponse(null, code, message), status, headers);
+  const answers = body.messages.filter(isRequest).map((m) => errorResponse(m.id, code, message));
+  // Notifications and responses get no answer (JSON-RPC); the status alone says what happened.
+  if (answers.length === 0) return new Response(null, { status, headers });
+  return jsonResponse(body.batch ? answers : answers[0], status, headers);
+}
+
+/**
+ * 404 for an unknown or foreign session, which makes spec-following clients re-initialize; each
+ * request of the body gets the error under its own id.
+ */
+export function sessionNotFound(body?: ParsedBody): Response {
+  return refuseAll(body, 404, ErrorCode.RequestTimeout, "Session not found");
 }
 
 /**

@@ -41,8 +41,10 @@ import {
 } from "./jsonrpc.ts";
 import {
   agentResponseHeaders,
+  HEADER_MISMATCH,
   isEventStream,
   isJson,
+  metadataHeaderProblem,
   MODERN_PROTOCOL_VERSION,
   upstreamRequestHeaders,
 } from "./headers.ts";
@@ -62,7 +64,7 @@ import {
   MAX_INFLIGHT_PER_SESSION,
   mintUpstreamId,
 } from "./exchange.ts";
-import { type Log, type RelayContext, relayJson, relaySse, toolAllowed } from "./relay.ts";
+import { type Log, type RelayContext, relayErrorBody, relayJson, relaySse, toolAllowed } from "./relay.ts";
 import { createUpstreamClient, MAX_UPSTREAM_JSON_BYTES, type UpstreamClient } from "./upstream.ts";
 import { jsonResponse, readBounded, UpstreamError } from "./http.ts";
 import { createRouted } from "./routed.ts";
@@ -195,6 +197,13 @@ export interface ProxyCore {
   relayContext(ex: Exchange, ref: BackendRef): RelayContext;
 }
 
+/** Response headers with the content type set to JSON (the gateway writes the body). */
+function jsonHeaders(h: Headers): Headers {
+  const out = new Headers(h);
+  out.set("content-type", "application/json");
+  return out;
+}
+
 function progressTokenOf(m: JsonRpcRequest): string | number | undefined {
   const meta = m.params?._meta;
   const t = typeof meta === "object" && meta !== null
@@ -298,6 +307,15 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       if (msgs.length === 0) return new Response(null, { status: 202, headers });
       return jsonResponse(p.batch || msgs.length > 1 ? msgs : msgs[0], status, headers);
     };
+
+    // Request metadata headers that lie about the body are refused before anything else.
+    const lying = p.batch || p.unified ? undefined : metadataHeaderProblem(p.req.headers, p.messages[0]);
+    if (lying) {
+      cleanup();
+      const m = p.messages[0];
+      const id = "id" in m && m.id !== null ? m.id : null;
+      return jsonResponse(errorResponse(id, HEADER_MISMATCH, `Header mismatch: ${lying}`), 400);
+    }
 
     // Ids used twice in this POST: every request carrying one is refused.
     const seen = new Map<string, number>();
@@ -425,27 +443,37 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       const sse = up.ok && up.body !== null && isEventStream(up.headers);
       const outHeaders = guarded ? guardedResponseHeaders(sse, sid) : agentResponseHeaders(up.headers, sid);
 
+      const ctx = relayContext(ex, p.ref, p.relay);
       if (!up.ok) {
         cleanup();
-        if (guarded || p.unified) {
-          // Never an upstream body the gateway did not parse: the status and its standard reason.
-          await up.body?.cancel().catch(() => {});
-          const err = {
-            code: ErrorCode.ConnectionClosed,
-            message: `upstream "${p.upstream.id}" answered HTTP ${up.status} (${
-              httpStatusReason(up.status)
-            })`,
-          };
-          const errs = [...local, ...ex.failAll(err)];
-          const status = p.unified && up.status === 404 ? 502 : up.status;
-          if (errs.length === 0) {
-            return jsonResponse(errorResponse(null, err.code, err.message), status, outHeaders);
-          }
-          return answer(errs, status, outHeaders);
+        const status = p.unified && up.status === 404 ? 502 : up.status;
+        if (!isJson(up.headers) && !guarded && !p.unified) {
+          // A noop server's non-JSON error body (nothing JSON-RPC in it) passes as it is.
+          ex.abortAll(`upstream HTTP ${up.status}`);
+          const text = await readBounded(up.body, MAX_UPSTREAM_JSON_BYTES).catch(() => "");
+          return new Response(text === "" ? null : text, { status: up.status, headers: outHeaders });
         }
-        ex.abortAll(`upstream HTTP ${up.status}`);
-        const text = await readBounded(up.body, MAX_UPSTREAM_JSON_BYTES).catch(() => "");
-        return new Response(text === "" ? null : text, { status: up.status, headers: outHeaders });
+        // JSON-RPC errors in the body are answers like any other: matched by the gateway's id and
+        // passed through the channel table (a guarded server's keep their code only). Requests left
+        // unanswered get the status and its standard reason, never upstream text.
+        const text = isJson(up.headers)
+          ? await readBounded(up.body, MAX_UPSTREAM_JSON_BYTES).catch(() => "")
+          : (await up.body?.cancel().catch(() => {}), "");
+        const answered = await relayErrorBody(text, ctx);
+        if (answered.length === 0 && !guarded && !p.unified) {
+          // A noop server's body that answers none of the gateway's ids passes as it is.
+          ex.abortAll(`upstream HTTP ${up.status}`);
+          return new Response(text === "" ? null : text, { status: up.status, headers: outHeaders });
+        }
+        const err = {
+          code: ErrorCode.ConnectionClosed,
+          message: `upstream "${p.upstream.id}" answered HTTP ${up.status} (${httpStatusReason(up.status)})`,
+        };
+        const errs = [...local, ...answered, ...ex.failAll(err)];
+        if (errs.length === 0) {
+          return jsonResponse(errorResponse(null, err.code, err.message), status, outHeaders);
+        }
+        return answer(errs, status, guarded ? outHeaders : jsonHeaders(outHeaders));
       }
 
       if (up.status === 202 || up.body === null) {
@@ -462,7 +490,6 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
         return new Response(null, { status: guarded ? 202 : up.status, headers: outHeaders });
       }
 
-      const ctx = relayContext(ex, p.ref, p.relay);
       // A guarded server's 2xx status is not passed on either: 200 is the gateway's own.
       const okStatus = guarded ? 200 : up.status;
       if (sse) {

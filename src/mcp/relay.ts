@@ -307,6 +307,26 @@ export function relaySse(
 }
 
 /**
+ * The answers in a non-2xx reply's JSON body. A single error with a `null` id answers the one request
+ * of the exchange when there is exactly one (servers answer that way when they reject a request before
+ * reading its id). Not JSON, or nothing matching: no answers.
+ */
+export async function relayErrorBody(text: string, ctx: RelayContext): Promise<JsonRpcMessage[]> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  const only = ctx.exchange.pending.size === 1 ? ctx.exchange.pending.keys().next().value : undefined;
+  if (only !== undefined && typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
+    const m = parsed as Record<string, unknown>;
+    if (m.id === null && "error" in m) parsed = { ...m, id: only };
+  }
+  return (await messagesToAgent(parsed, ctx)).filter((m) => !("method" in m));
+}
+
+/**
  * The agent's messages from a JSON reply's text: the upstream's answers as the agent may see them,
  * then an error for each request the reply did not answer. `undefined` when the text is not JSON.
  */

@@ -74,8 +74,9 @@ export function createRouted(
     if (sid !== undefined) {
       upstreamSid = bindings.resolve(upstream.id, sid, agentId).upstreamSid;
       if (upstreamSid === undefined) {
-        await req.body?.cancel().catch(() => {});
-        return sessionNotFound();
+        if (req.method !== "POST") return sessionNotFound();
+        const parsed = await readAgentBody(req, core.opts.maxBodyBytes);
+        return sessionNotFound(parsed instanceof Response ? undefined : parsed);
       }
     }
     const ref: BackendRef = {

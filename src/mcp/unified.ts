@@ -26,7 +26,14 @@ import {
 import { upstreamRequestHeaders } from "./headers.ts";
 import { agentNotificationAllowed, isGuarded } from "./channels.ts";
 import { mintUpstreamId } from "./exchange.ts";
-import { checkMethod, jsonResponse, readAgentBody, sessionNotFound, UpstreamError } from "./http.ts";
+import {
+  checkMethod,
+  jsonResponse,
+  readAgentBody,
+  refuseAll,
+  sessionNotFound,
+  UpstreamError,
+} from "./http.ts";
 import { filterTools, UNIFIED_TOOL_SEPARATOR } from "./relay.ts";
 import { GatewaySession, GatewaySessionStore, mintSessionId, type UpstreamLink } from "./sessions.ts";
 import type { BackendRef, ProxyCore, Upstream } from "./proxy.ts";
@@ -237,21 +244,20 @@ export function createUnified(core: ProxyCore): Unified {
     if (parsed.batch) {
       // Each request of the batch gets its own refusal; nothing of it goes upstream.
       const why = "Invalid Request: batches are not supported on the unified endpoint";
-      const answers = parsed.messages.filter(isRequest).map((r) =>
-        errorResponse(r.id, ErrorCode.InvalidRequest, why)
-      );
-      return jsonResponse(answers.length ? answers : errorResponse(null, ErrorCode.InvalidRequest, why), 400);
+      return refuseAll(parsed, 400, ErrorCode.InvalidRequest, why);
     }
     const m = parsed.messages[0];
     if (!sid) {
       if (isRequest(m) && m.method === "initialize") return await initialize(agentId, m);
-      return jsonResponse(
-        errorResponse(null, ErrorCode.ConnectionClosed, "Bad Request: Mcp-Session-Id header is required"),
+      return refuseAll(
+        parsed,
         400,
+        ErrorCode.ConnectionClosed,
+        "Bad Request: Mcp-Session-Id header is required",
       );
     }
     const gw = sessions.get(sid, agentId);
-    if (!gw) return sessionNotFound();
+    if (!gw) return sessionNotFound(parsed);
     const headers = { "mcp-session-id": gw.id };
     const accepted = () => new Response(null, { status: 202, headers });
 
