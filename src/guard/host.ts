@@ -191,8 +191,14 @@ export function guardFromPreparedModule(
       `guard '${name}' is not a module our build prepared: ${proof.problem} (${remedy})`,
     );
   }
-  checkMark(name, proof.mark, resolveLimits(opts.limits), opts.fuel ?? true, remedy);
-  return new WasmGuard(module, opts);
+  const wantFuel = opts.fuel ?? true;
+  checkMark(name, proof.mark, resolveLimits(opts.limits), wantFuel, remedy);
+  const guard = new WasmGuard(module, opts);
+  // The mark says "metered"; the module must show it too (a record copied onto another module).
+  if (wantFuel && !guard.metered) {
+    throw new GuardError("abi", `guard '${name}' carries a fuel mark but imports no fuel check (${remedy})`);
+  }
+  return guard;
 }
 
 /** A proven mark must also fit the limits: every cap at most the limit, fuel when required. */

@@ -174,6 +174,13 @@ Deno.test("marks: a forged, stale or wide-cap mark never makes a compiled module
   );
   const e = await refusal(loadGuardModule(stale, { prepared: { mark: text, preparedSha256: "" } }));
   assertStringIncludes(e.message, "not one this version writes");
+  // Even a record that vouches for the forged mark's text cannot make the unmetered loop run.
+  const forged = new WebAssembly.Module(await hostileBytes("mark_forged"));
+  const forgedText = new TextDecoder().decode(
+    WebAssembly.Module.customSections(forged, "mcp_edge_guard.prepared")[0],
+  );
+  const f = await refusal(loadGuardModule(forged, { prepared: { mark: forgedText, preparedSha256: "" } }));
+  assertStringIncludes(f.message, "carries a fuel mark but imports no fuel check");
   // A wide-caps mark that a record vouches for is still held to the limits.
   const wide = new WebAssembly.Module(await hostileBytes("mark_wide_caps"));
   const wideText = new TextDecoder().decode(

@@ -2,8 +2,10 @@
  * A tiny Worker that runs prepared guards through the real host in workerd (test/workerd/
  * guard_workerd_test.ts bundles it with esbuild and runs it under Miniflare).
  *
- * Routes: `/backend` (JSPI call_backend), `/spin` (fuel budget), `/grow` (memory cap). Each answers
- * JSON: the guard output or `{kind, limit, value, message}` of the GuardError.
+ * Routes: `/backend` (JSPI call_backend), `/spin` (fuel budget), `/grow` (memory cap and build
+ * records), `/corpus/<name>` (a hostile corpus module: load with its record, `label_agent` then
+ * `label_resource` under a 50M fuel budget). Each answers JSON: the guard output or
+ * `{kind, limit, value, message}` of the GuardError.
  */
 // @deno-types="./guard_modules.d.ts"
 import { modules, records } from "./guard_modules.js";
@@ -11,6 +13,8 @@ import { loadGuardModule, type WasmGuardOptions } from "../../src/guard/host.ts"
 import { GuardError } from "../../src/guard/limits.ts";
 
 const noLog = () => {};
+/** Fuel for a corpus guard: workerd freezes the clock while wasm runs, so fuel is what stops it. */
+const CORPUS_FUEL = 50_000_000;
 
 /** Loads a bundled module with the record the test wrote for it. */
 function load(name: string, opts: WasmGuardOptions = {}) {
@@ -57,6 +61,24 @@ async function route(path: string): Promise<unknown> {
       foreignRecord: await rejection(loadGuardModule(modules.grow, { name: "grow", prepared: records.spin })),
       noRecord: await rejection(loadGuardModule(modules.grow, { name: "grow" })),
     };
+  }
+  if (path.startsWith("/corpus/")) {
+    const name = path.slice("/corpus/".length);
+    let guard;
+    try {
+      guard = await load(name, { limits: { fuel: CORPUS_FUEL } });
+    } catch (e) {
+      return { loadError: e };
+    }
+    const session = guard.open({ signal, log: noLog, backend: () => Promise.reject(new Error("none")) });
+    try {
+      await session.labelAgent("{}");
+      return { output: await session.labelResource('{"q":1}'), usage: session.usage() };
+    } catch (e) {
+      return { error: e, usage: session.usage() };
+    } finally {
+      session.close();
+    }
   }
   return { error: `no route ${path}` };
 }
