@@ -18,7 +18,14 @@ import { assertStringIncludes } from "@std/assert";
 import { compileWatGuards, startTestGateway } from "../gateway/harness.ts";
 import { ALLOWED_TOOLS, newMarker } from "../fixtures/hostile_upstream_sdk.ts";
 import { type RawBehaviour, startRawHostileUpstream } from "../fixtures/hostile_upstream_raw.ts";
-import { assertExactlyOnce, type Msg, RawAgent, responsesOf, type Version } from "../helpers/failclosed.ts";
+import {
+  assertExactlyOnce,
+  type Msg,
+  RawAgent,
+  REFUSED,
+  responsesOf,
+  type Version,
+} from "../helpers/failclosed.ts";
 
 const RUNS = Number(Deno.env.get("FUZZ_RUNS") ?? 60);
 
@@ -29,19 +36,7 @@ const METHODS = [
   "tools/call",
   "tools/call",
   "tools/call",
-  "resources/list",
-  "resources/read",
-  "resources/templates/list",
-  "resources/subscribe",
-  "prompts/list",
-  "prompts/get",
-  "completion/complete",
-  "logging/setLevel",
-  "tasks/get",
-  "tasks/result",
-  "tasks/list",
-  "tasks/cancel",
-  "subscriptions/listen",
+  ...REFUSED,
   "server/discover",
   "sampling/createMessage",
   "roots/list",

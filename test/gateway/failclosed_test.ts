@@ -37,30 +37,12 @@ import {
   messagesOf,
   type Msg,
   RawAgent,
+  REFUSED,
   type Reply,
   responsesOf,
   type Version,
   VERSIONS,
 } from "../helpers/failclosed.ts";
-
-/** Methods refused on guarded servers (JSON-RPC -32601 naming "guarded", nothing sent upstream). */
-const REFUSED = [
-  "resources/list",
-  "resources/read",
-  "resources/templates/list",
-  "resources/subscribe",
-  "resources/unsubscribe",
-  "prompts/list",
-  "prompts/get",
-  "completion/complete",
-  "logging/setLevel",
-  "tasks/get",
-  "tasks/result",
-  "tasks/list",
-  "tasks/cancel",
-  "subscriptions/listen",
-  "x-unknown/method",
-] as const;
 
 type UpstreamKind = "sdk" | "raw";
 type Mode = "routed" | "unified";

@@ -14,6 +14,25 @@ export type Version = typeof VERSIONS[number];
 
 export type Msg = Record<string, unknown>;
 
+/** Methods refused on guarded servers (JSON-RPC -32601 naming "guarded", nothing sent upstream). */
+export const REFUSED = [
+  "resources/list",
+  "resources/read",
+  "resources/templates/list",
+  "resources/subscribe",
+  "resources/unsubscribe",
+  "prompts/list",
+  "prompts/get",
+  "completion/complete",
+  "logging/setLevel",
+  "tasks/get",
+  "tasks/result",
+  "tasks/list",
+  "tasks/cancel",
+  "subscriptions/listen",
+  "x-unknown/method",
+] as const;
+
 /** Bound on every agent HTTP exchange, so a gateway that stalls fails the test instead of hanging it. */
 export const EXCHANGE_TIMEOUT_MS = 15_000;
 
