@@ -197,3 +197,20 @@ Deno.test("the real guards still load: the demo guard passes every check with ro
   assertEquals([info.invalid, info.abiError, info.capsError, info.reserved], [null, null, null, null]);
   await loadGuardModule(demo, { name: "demo" });
 });
+
+Deno.test("every .wasm in node_modules passes validation and the default caps", async () => {
+  const found: string[] = [];
+  const walk = async (dir: URL) => {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isSymlink) continue;
+      if (e.isDirectory) await walk(new URL(`${e.name}/`, dir));
+      else if (e.name.endsWith(".wasm")) found.push(new URL(e.name, dir).pathname);
+    }
+  };
+  await walk(new URL("../../node_modules/", import.meta.url));
+  assert(found.length > 0);
+  for (const file of found) {
+    const info = inspectGuard(await Deno.readFile(file));
+    assertEquals([info.invalid, info.capsError, info.reserved], [null, null, null], file);
+  }
+});
