@@ -26,7 +26,8 @@ import { idKey } from "./sessions.ts";
 /** Requests in flight per agent session; beyond it new requests get `-32600`. */
 export const MAX_INFLIGHT_PER_SESSION = 1_000;
 
-const ID_PREFIX = `mcpeg-${randomHex(4)}-`;
+// Made on first use: Workers forbid random values at module scope.
+let idPrefix: string | undefined;
 let idSeq = 0;
 
 /**
@@ -38,7 +39,8 @@ let idSeq = 0;
  * ```
  */
 export function mintUpstreamId(): string {
-  return ID_PREFIX + (++idSeq);
+  idPrefix ??= `mcpeg-${randomHex(4)}-`;
+  return idPrefix + (++idSeq);
 }
 
 /** What the gateway expects back for one forwarded request. */
