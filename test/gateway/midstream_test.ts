@@ -97,7 +97,8 @@ Deno.test("upstream killed mid-SSE-stream: JSON-RPC error for the call, no hang;
         unified.callTool({ name: "demo___get_repo", arguments: { repo: "acme/web" } }),
       );
       assertEquals(JSON.parse(texts(second)[0]).full_name, "acme/web");
-      assertMatch(String(first), /upstream \\"demo\\" answered HTTP 404/);
+      // The upstream's 404 (its session is gone) reaches the agent as the gateway's error, code only.
+      assertMatch(String(first), /upstream \\"demo\\" answered tools\/call with error -32001/);
     } finally {
       await client.close();
       await unified.close();
