@@ -38,6 +38,7 @@
 import type { Guard, GuardContext, GuardSession, GuardUsage } from "../difc/guard.ts";
 import { assertJspi } from "./jspi.ts";
 import {
+  BULK_BYTES_PER_FUEL_UNIT,
   FUEL_CHECK_TARGET_MS,
   GuardError,
   type GuardErrorKind,
@@ -562,15 +563,18 @@ class WasmGuardSession implements GuardSession {
   /**
    * Runs alloc/dealloc directly, outside JSPI. V8 refuses any call to a `Suspending` import outside
    * `promising` (even one that would return at once), so the fuel check must not be reached: the
-   * counter is topped up to a full slice first, and an allocator that burns a whole slice or calls
-   * `call_backend` fails the call as a trap.
+   * counter is topped up to a full slice (plus the cost of growing memory to the cap) first, and an
+   * allocator that burns all of it or calls `call_backend` fails the call as a trap.
    */
   #direct(fn: "alloc" | "dealloc", f: RawExport, ...args: number[]): number | undefined {
     const g = this.#fuelGlobal, call = this.#call;
     if (call?.stop) throw call.stop;
     if (g && call) {
       call.fuelSpent += call.refill - (g.value as number);
-      call.refill = Math.min(this.#limits.fuelSlice, this.#limits.fuel - call.fuelSpent);
+      // A slice, plus what growing memory up to the cap costs: an allocator may grow memory, and
+      // it cannot reach a check here (bounded in time: growing 32 MiB takes a few ms).
+      const growToCap = this.#limits.maxMemoryPages * (WASM_PAGE_BYTES / BULK_BYTES_PER_FUEL_UNIT);
+      call.refill = Math.min(this.#limits.fuelSlice + growToCap, this.#limits.fuel - call.fuelSpent);
       g.value = call.refill;
     }
     try {
