@@ -399,21 +399,40 @@ export function agentNotificationAllowed(method: string): boolean {
 
 /**
  * What the upstream receives for an agent request: the gateway's own serialization of exactly what
- * was checked, under the gateway's id. For `tools/call`, `params` keeps only `name`, `arguments` and
- * `_meta` (an upstream that decodes keys case-insensitively must not find a `"Name"` beside `"name"`).
+ * was checked, under the gateway's id. On a guarded server: for `tools/call`, `params` keeps only
+ * `name`, `arguments` and `_meta` (an upstream that decodes keys case-insensitively must not find a
+ * `"Name"` beside `"name"`); the agent's client capabilities (in `initialize` and in 2026-07-28
+ * `_meta`) are not declared, since the gateway refuses the server-to-client requests they allow.
  * Other requests keep their parsed params (JSON.parse already left one value per key).
  */
 export function upstreamRequest(m: JsonRpcRequest, upstreamId: string, guarded: boolean): JsonRpcRequest {
   let params = m.params;
-  if (guarded && m.method === "tools/call" && params) {
-    const p: Record<string, unknown> = { name: params.name };
-    if (params.arguments !== undefined) p.arguments = params.arguments;
-    if (params._meta !== undefined) p._meta = params._meta;
-    params = p;
+  if (guarded && params) {
+    if (m.method === "tools/call") {
+      const p: Record<string, unknown> = { name: params.name };
+      if (params.arguments !== undefined) p.arguments = params.arguments;
+      if (params._meta !== undefined) p._meta = withoutClientCapabilities(params._meta);
+      params = p;
+    } else if (m.method === "initialize") {
+      // The gateway answers sampling, elicitation and roots itself (refused): declaring the
+      // agent's support for them would invite requests the agent never sees.
+      params = { ...params, capabilities: {} };
+    } else if (params._meta !== undefined) {
+      params = { ...params, _meta: withoutClientCapabilities(params._meta) };
+    }
   }
   return params === undefined
     ? { jsonrpc: "2.0", id: upstreamId, method: m.method }
     : { jsonrpc: "2.0", id: upstreamId, method: m.method, params };
+}
+
+/** The 2026-07-28 per-request declaration of the client's capabilities (sampling, elicitation, …). */
+const CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities";
+
+function withoutClientCapabilities(meta: unknown): unknown {
+  if (typeof meta !== "object" || meta === null || !(CLIENT_CAPABILITIES_META in meta)) return meta;
+  // Declared empty rather than dropped: 2026-07-28 servers require the key on every request.
+  return { ...meta, [CLIENT_CAPABILITIES_META]: {} };
 }
 
 /** What a guarded server's `initialize`/`server/discover`/`ping` result becomes. */

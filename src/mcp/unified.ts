@@ -77,7 +77,12 @@ export function createUnified(core: ProxyCore): Unified {
       jsonrpc: "2.0",
       id: mintUpstreamId(),
       method: "initialize",
-      params: { ...gw.initParams, protocolVersion: gw.protocolVersion },
+      params: {
+        ...gw.initParams,
+        protocolVersion: gw.protocolVersion,
+        // A guarded server is not told of the agent's sampling/elicitation/roots (see channels.ts).
+        ...(isGuarded(up) ? { capabilities: {} } : {}),
+      },
     };
     const { response, headers } = await client.rpc(up, {}, init, signal);
     if (isErrorResponse(response)) {

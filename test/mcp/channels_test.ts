@@ -107,6 +107,25 @@ Deno.test("channels: tools/call upstream keeps name, arguments and _meta only (g
   );
 });
 
+Deno.test("channels: a guarded server is not told of the agent's client capabilities", () => {
+  const caps = { sampling: {}, elicitation: {}, roots: { listChanged: true } };
+  const init = upstreamRequest(
+    req("initialize", { protocolVersion: "2025-11-25", capabilities: caps }),
+    "m",
+    true,
+  );
+  assertEquals(init.params, { protocolVersion: "2025-11-25", capabilities: {} });
+  const meta = { "io.modelcontextprotocol/clientCapabilities": caps, progressToken: 1 };
+  const call = upstreamRequest(req("tools/call", { name: "x", _meta: meta }), "m", true);
+  const none = { "io.modelcontextprotocol/clientCapabilities": {}, progressToken: 1 };
+  assertEquals(call.params, { name: "x", _meta: none });
+  const list = upstreamRequest(req("tools/list", { _meta: meta }), "m", true);
+  assertEquals(list.params, { _meta: none });
+  assertEquals(upstreamRequest(req("initialize", { capabilities: caps }), "m", false).params, {
+    capabilities: caps,
+  });
+});
+
 Deno.test("channels: metadata results are rebuilt with no upstream text", () => {
   const upstream = {
     protocolVersion: "2025-11-25",
