@@ -7,7 +7,6 @@
  */
 import { assert, assertEquals, assertGreater } from "@std/assert";
 import fc from "fast-check";
-import wabtInit from "wabt";
 import {
   FUEL_GLOBAL_EXPORT,
   FUEL_IMPORT_MODULE,
@@ -16,8 +15,8 @@ import {
   prepareGuard,
   readPreparedMark,
 } from "../../src/guard/prepare.ts";
+import { compileWat } from "./bulk_harness.ts";
 
-const wabt = await wabtInit();
 const FEATURES = { exceptions: true, tail_call: true, bulk_memory: true, reference_types: true };
 const LABELS = ["label_agent", "label_resource", "label_response"]
   .map((n) => `(func (export "${n}") (param i32 i32 i32 i32) (result i32) (i32.const 0))`)
@@ -27,14 +26,7 @@ const IMPORTS = `(import "env" "call_backend" (func $backend (param i32 i32 i32 
 
 /** A guard module holding `fields`, the host imports and the three label stubs. */
 function guardModule(fields: string): Uint8Array<ArrayBuffer> {
-  const mod = wabt.parseWat("cached.wat", `(module ${IMPORTS}\n${fields}\n${LABELS})`, FEATURES);
-  try {
-    mod.resolveNames();
-    (mod as unknown as { validate(features: object): void }).validate(FEATURES);
-    return new Uint8Array(mod.toBinary({}).buffer);
-  } finally {
-    mod.destroy();
-  }
+  return compileWat("cached.wat", `(module ${IMPORTS}\n${fields}\n${LABELS})`, FEATURES);
 }
 
 /** What one run of export `run` did. */

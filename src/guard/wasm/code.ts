@@ -7,9 +7,12 @@
  * fuel global, check type and slow-path function sit right after the original index spaces, so an
  * out-of-range index would otherwise land on them and change what the code means.
  *
- * Bulk operations (`memory.fill/copy/init`, `table.fill/copy/init`, `memory.grow`, `table.grow`) get
- * a charge sequence right before them (`CodeEdit.bulk`) that spends fuel in proportion to their
- * length operand, so the operation never runs when the budget cannot pay for it.
+ * Bulk operations spend fuel in proportion to their length, before they run. `memory.fill/copy/init`
+ * and `table.fill/copy/init` become calls to helpers the rewriter appends (`CodeEdit.bulkHelper`),
+ * which run the operation in metered chunks; `memory.grow` and `table.grow` (one engine call that
+ * writes nothing the guard can see before it returns) get a charge sequence right before them
+ * (`CodeEdit.bulk`). Without a helper (`bulkHelper` unset) the six chunkable operations get that
+ * charge sequence too.
  *
  * Two fuel shapes exist (the sequences themselves come from the rewriter):
  * - global: the same point after every `loop` block type; nothing else changes.
@@ -71,8 +74,15 @@ export interface CodeEdit {
   loopPoint: Uint8Array | null;
   /** Function bodies only: the cached-counter shape; `null` = the global shape. */
   cache: CounterCache | null;
-  /** Inserted before bulk operations; `null` = none. */
+  /** Inserted before bulk operations that have no helper; `null` = none. */
   bulk?: BulkCharges | null;
+  /**
+   * The function that runs 0xFC operation `sub` (a {@link CHUNKED_BULK_OPS} member) with index
+   * immediates `a` and `b` (0 when it has one) in chunks; the operation becomes a call to it (with
+   * the cached counter written back before and read again after). Also called while walking without
+   * a writer, so the caller learns which helpers the code needs. Unset: no helpers.
+   */
+  bulkHelper?: ((sub: number, a: number, b: number) => number) | null;
   /** Index ranges to enforce; `null`/absent = no checks. */
   bounds?: IndexBounds | null;
 }
@@ -86,9 +96,15 @@ export interface CopyResult {
    * first one and the output is incomplete: copy the body again in the global shape.
    */
   exceptions: boolean;
-  /** The code holds a bulk operation (it needs a scratch local for its charge). */
+  /** The code holds a bulk operation charged in place (it needs a scratch local for its charge). */
   bulk: boolean;
 }
+
+/**
+ * 0xFC sub-opcodes run by a chunking helper when `CodeEdit.bulkHelper` is set: memory.init (8),
+ * memory.copy (10), memory.fill (11), table.init (12), table.copy (14), table.fill (17).
+ */
+export const CHUNKED_BULK_OPS: ReadonlySet<number> = new Set([8, 10, 11, 12, 14, 17]);
 
 /** The bulk kind of a 0xFC sub-opcode. */
 function fcBulkKind(sub: number): number {
@@ -276,6 +292,9 @@ export function copyInstructions(
   const { shiftFrom, shift, cache } = edit;
   const loopPoint = w === null ? null : edit.loopPoint;
   const bulkCharges = w === null ? null : edit.bulk ?? null;
+  const bulkHelper = edit.bulkHelper ?? null;
+  /** Index immediates of the current 0xFC instruction. */
+  const imm = [0, 0];
   const b = edit.bounds ?? null;
   let copyFrom = r.pos;
   let loops = 0;
@@ -401,11 +420,21 @@ export function copyInstructions(
         if (n < 0) unsupported(op, sub, at, "unknown 0xFC instruction");
         const spaces = FC_INDEX[sub];
         for (let i = 0; i < n; i++) {
-          if (b !== null && spaces !== undefined) index(r, b, spaces[i]);
+          if (spaces !== undefined) imm[i] = index(r, b, spaces[i]);
           else r.skipLeb();
         }
         const kind = fcBulkKind(sub);
-        if (kind !== BulkKind.none) {
+        if (bulkHelper !== null && CHUNKED_BULK_OPS.has(sub)) {
+          const fn = bulkHelper(sub, imm[0], n > 1 ? imm[1] : 0);
+          if (w !== null) {
+            flush(at);
+            if (cache !== null) w.bytes(cache.sync);
+            w.u8(0x10); // call
+            w.u32(fn);
+            if (cache !== null) w.bytes(cache.reload);
+            copyFrom = r.pos;
+          }
+        } else if (kind !== BulkKind.none) {
           bulk = true;
           if (bulkCharges !== null) {
             insertBefore(at, kind === BulkKind.bytes ? bulkCharges.bytes : bulkCharges.entries);

@@ -4,7 +4,7 @@
  * serves for non-guard modules (tests on real toolchain output).
  *
  * Fuel points sit at every function entry and loop header and spend one unit of the exported counter
- * F; bulk operations spend in proportion to their length operand, right before they run (see
+ * F; bulk operations spend in proportion to their length operand, before they run (see
  * `limits.ts`: `BULK_BYTES_PER_FUEL_UNIT`, `TABLE_ENTRY_FUEL_UNITS`). When F drops below zero the
  * point calls SLOW, a function the rewriter appends:
  *
@@ -39,6 +39,14 @@
  *
  * A bulk charge is the same point with `local.tee T` in front (T: one more appended i32 local, the
  * length operand, left on the stack for the operation) and the scaled length in place of the 1.
+ * `memory.grow` and `table.grow` get it in place. `memory.fill/copy/init` and `table.fill/copy/init`
+ * (any memory, table or segment index) become a call to a helper appended after SLOW, one per
+ * operation and index immediates the code uses: it checks the whole range first (a range out of
+ * bounds traps as the single operation does, before anything is written), then runs the operation
+ * in chunks of `BULK_MEMORY_CHUNK_BYTES` / `BULK_TABLE_CHUNK_ENTRIES`, each charged right before it
+ * runs, so the host's check (and a yield or stop) can come between two chunks where one long
+ * operation could not be interrupted (see {@link helperBody}). The chunks of an operation spend
+ * exactly the units one charge of its whole length would.
  *
  * Every index the rewrite relies on (locals, globals, functions, types, tables, memories, segments,
  * tags) is checked against the ORIGINAL module first: the injected local, globals, type and function
@@ -49,6 +57,8 @@
 
 import {
   BULK_BYTES_PER_FUEL_UNIT,
+  BULK_MEMORY_CHUNK_BYTES,
+  BULK_TABLE_CHUNK_ENTRIES,
   GuardError,
   MEMORY_GROW_CHARGE_PAGES,
   TABLE_CHARGE_ENTRIES,
@@ -56,8 +66,15 @@ import {
   WASM_PAGE_BYTES,
 } from "../limits.ts";
 import { malformed, Reader, Writer } from "./bytes.ts";
-import { type BulkCharges, type CodeEdit, copyInstructions, type IndexBounds } from "./code.ts";
+import {
+  type BulkCharges,
+  type CodeEdit,
+  copyInstructions,
+  type CopyResult,
+  type IndexBounds,
+} from "./code.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./host_signatures.ts";
+import { fcImmediates } from "./opcodes.ts";
 import {
   type Limits,
   type ModuleInfo,
@@ -84,9 +101,21 @@ export interface RewriteOptions {
     allowedExport?: string;
     /** Export name of the former start function (default `START_EXPORT`). */
     startExport?: string;
+    /**
+     * Chunk sizes of the bulk helpers (default `BULK_MEMORY_CHUNK_BYTES`, `BULK_TABLE_CHUNK_ENTRIES`);
+     * tests use small ones to run many chunks on small memories. Bytes: a positive multiple of
+     * `BULK_BYTES_PER_FUEL_UNIT`.
+     */
+    bulkChunks?: BulkChunks;
   } | null;
   /** Custom sections appended at the end of the output. */
   appendCustom?: { name: string; data: Uint8Array }[];
+}
+
+/** Largest operation part one chunk of a bulk helper runs. */
+export interface BulkChunks {
+  bytes: number;
+  entries: number;
 }
 
 /** How fuel points reach the counter: see the module documentation. */
@@ -98,6 +127,8 @@ export interface RewriteResult {
   fuelPoints: number;
   /** Functions metered through a cached counter local (the rest use the global shape). */
   cachedFunctions: number;
+  /** Chunking helpers appended (one per bulk operation kind and memory/table/segment indices used). */
+  bulkHelpers: number;
   strippedSections: string[];
 }
 
@@ -114,8 +145,14 @@ const MAX_FUNCTION_LOCALS = 50_000;
 
 const OP = {
   unreachable: 0x00,
+  block: 0x02,
+  loop: 0x03,
   if: 0x04,
+  else: 0x05,
   end: 0x0b,
+  br: 0x0c,
+  brIf: 0x0d,
+  return: 0x0f,
   call: 0x10,
   select: 0x1b,
   localGet: 0x20,
@@ -126,12 +163,16 @@ const OP = {
   i32Const: 0x41,
   i32Eqz: 0x45,
   i32LtS: 0x48,
+  i32LtU: 0x49,
   i32GtU: 0x4b,
+  i32Add: 0x6a,
   i32Sub: 0x6b,
+  i32Or: 0x72,
   i32Shl: 0x74,
   i32ShrU: 0x76,
   emptyBlock: 0x40,
   i32: 0x7f,
+  prefixFc: 0xfc,
   mutable: 0x01,
   funcType: 0x60,
   kindFunction: 0x00,
@@ -148,6 +189,21 @@ function log2Exact(n: number, what: string): number {
   const k = Math.log2(n);
   if (!Number.isInteger(k) || k < 0) throw new RangeError(`${what} must be a power of two, got ${n}`);
   return k;
+}
+
+const DEFAULT_CHUNKS: BulkChunks = { bytes: BULK_MEMORY_CHUNK_BYTES, entries: BULK_TABLE_CHUNK_ENTRIES };
+
+/** Checks chunk sizes: positive, below 2^31 (an i32 constant), bytes a multiple of the charge's unit. */
+function checkChunks(c: BulkChunks): BulkChunks {
+  const ok = (n: number) => Number.isSafeInteger(n) && n > 0 && n < 2 ** 31;
+  if (!ok(c.bytes) || !ok(c.entries) || c.bytes % BULK_BYTES_PER_FUEL_UNIT !== 0) {
+    throw new RangeError(
+      `bulk chunks must be positive (bytes a multiple of ${BULK_BYTES_PER_FUEL_UNIT}), got ${
+        JSON.stringify(c)
+      }`,
+    );
+  }
+  return c;
 }
 
 /** Length scales of the bulk kinds (from the named constants in `limits.ts`). */
@@ -283,9 +339,64 @@ function clampLimits(l: Limits, cap: number, index: number): { flags: number; mi
   return { flags: l.flags | 1, min: l.min, max: l.max === null ? cap : Math.min(l.max, cap) };
 }
 
+/** A value type: its name as `module.ts` reads it, and its encoding. */
+interface ValType {
+  name: string;
+  bytes: Uint8Array;
+}
+
+const I32_TYPE: ValType = { name: "i32", bytes: Uint8Array.of(OP.i32) };
+
+/**
+ * The function types the rewrite needs: an original type of the same shape when there is one, else
+ * a type appended after the original ones, so original indices never move.
+ */
+class TypePlan {
+  readonly appended: Uint8Array[] = [];
+  readonly #info: ModuleInfo;
+  readonly #known = new Map<string, number>();
+  constructor(info: ModuleInfo) {
+    this.#info = info;
+  }
+  index(params: readonly ValType[], results: readonly ValType[] = []): number {
+    const names = (ts: readonly (ValType | string)[]) =>
+      ts.map((t) => typeof t === "string" ? t : t.name).join(",");
+    const key = `${names(params)}->${names(results)}`;
+    let i = this.#known.get(key);
+    if (i !== undefined) return i;
+    i = this.#info.types.findIndex((t) => t !== null && `${names(t.params)}->${names(t.results)}` === key);
+    if (i < 0) {
+      i = this.#info.types.length + this.appended.length;
+      const w = new Writer(16);
+      w.u8(OP.funcType);
+      for (const ts of [params, results]) {
+        w.u32(ts.length);
+        for (const t of ts) w.bytes(t.bytes);
+      }
+      this.appended.push(w.finish());
+    }
+    this.#known.set(key, i);
+    return i;
+  }
+}
+
+/** One chunking helper: the 0xFC operation it runs with its index immediates, and where it sits. */
+interface BulkHelper {
+  sub: number;
+  a: number;
+  b: number;
+  func: number;
+}
+
+/** A function appended after SLOW: a chunking helper or a charge function. */
+interface AppendedFunc {
+  type: number;
+  body: Uint8Array;
+}
+
 interface FuelPlan {
+  types: TypePlan;
   checkType: number;
-  appendType: boolean;
   checkFunc: number;
   /** SLOW: appended after the defined functions (its index is the first one past the original ones). */
   slowFunc: number;
@@ -295,26 +406,203 @@ interface FuelPlan {
   /** The global-shape point. */
   sequence: Uint8Array;
   scheme: FuelScheme;
+  /** Chunking helpers, appended after SLOW in the order the code first uses them. */
+  helpers: BulkHelper[];
+  /** The helper of a bulk operation (registered on first use); see `CodeEdit.bulkHelper`. */
+  helperFor: (sub: number, a: number, b: number) => number;
 }
 
 function planFuel(info: ModuleInfo, scheme: FuelScheme): FuelPlan {
-  let checkType = info.types.findIndex((t) => t !== null && t.params.length === 0 && t.results.length === 0);
-  const appendType = checkType < 0;
-  if (appendType) checkType = info.types.length;
+  const types = new TypePlan(info);
+  const checkType = types.index([]);
   const checkFunc = info.importedFuncs;
   const slowFunc = info.importedFuncs + 1 + info.funcTypes.length;
   const globalIndex = info.importedGlobals + info.globals;
   const sequence = fuelSequence(globalIndex, slowFunc);
+  const helpers: BulkHelper[] = [];
+  const byKey = new Map<string, BulkHelper>();
+  const helperFor = (sub: number, a: number, b: number): number => {
+    const key = `${sub} ${a} ${b}`;
+    let h = byKey.get(key);
+    if (h === undefined) {
+      h = { sub, a, b, func: slowFunc + 1 + helpers.length };
+      helpers.push(h);
+      byKey.set(key, h);
+    }
+    return h.func;
+  };
   return {
+    types,
     checkType,
-    appendType,
     checkFunc,
     slowFunc,
     globalIndex,
     allowedIndex: globalIndex + 1,
     sequence,
     scheme,
+    helpers,
+    helperFor,
   };
+}
+
+/** 0xFC sub-opcodes of the chunked operations. */
+const FC = {
+  memoryInit: 8,
+  memoryCopy: 10,
+  memoryFill: 11,
+  tableInit: 12,
+  tableCopy: 14,
+  tableFill: 17,
+} as const;
+
+/**
+ * The reference type of every table, imported ones first (the table.fill helpers take a value of
+ * it). `module.ts` keeps only the limits of an imported table, so the import section is read again.
+ */
+function tableTypes(info: ModuleInfo): ValType[] {
+  const out: ValType[] = [];
+  const readType = (r: Reader) => {
+    const at = r.pos;
+    const name = readValType(r);
+    out.push({ name, bytes: info.bytes.subarray(at, r.pos) });
+  };
+  const imports = info.sections.find((s) => s.id === SectionId.import);
+  if (imports !== undefined && info.importedTables > 0) {
+    const r = new Reader(info.bytes, imports.start, imports.end);
+    const skipLimits = () => {
+      const flags = r.u8();
+      r.skipLeb();
+      if (flags & 1) r.skipLeb();
+    };
+    for (let n = r.u32(); n > 0; n--) {
+      r.name();
+      r.name();
+      switch (r.u8()) {
+        case 0: // function: type index
+          r.u32();
+          break;
+        case 1: // table
+          readType(r);
+          skipLimits();
+          break;
+        case 2: // memory
+          skipLimits();
+          break;
+        case 3: // global: value type, mutability
+          readValType(r);
+          r.u8();
+          break;
+        default: // tag: attribute, type index
+          r.u8();
+          r.u32();
+      }
+    }
+  }
+  for (const t of info.tables) {
+    out.push({ name: t.elemType, bytes: info.bytes.subarray(t.typeStart, t.limits.start) });
+  }
+  return out;
+}
+
+/**
+ * The functions appended after SLOW: every chunking helper (type `(i32, i32, i32) -> ()`, for
+ * table.fill `(i32, the table's type, i32) -> ()`), then the charge functions they call, one per
+ * length kind in use (`(i32) -> (i32)`: spends the scaled length, returns it).
+ */
+function appendedFunctions(info: ModuleInfo, fuel: FuelPlan, chunks: BulkChunks): AppendedFunc[] {
+  if (fuel.helpers.length === 0) return [];
+  const isTable = (h: BulkHelper) =>
+    h.sub === FC.tableInit || h.sub === FC.tableCopy || h.sub === FC.tableFill;
+  const kinds = [false, true].filter((table) => fuel.helpers.some((h) => isTable(h) === table));
+  const shape: PointShape = { globalIndex: fuel.globalIndex, slowFunc: fuel.slowFunc, cache: null };
+  const chargeType = fuel.types.index([I32_TYPE], [I32_TYPE]);
+  const chargeFunc = (table: boolean) => fuel.slowFunc + 1 + fuel.helpers.length + kinds.indexOf(table);
+  let tables: ValType[] | null = null;
+  const out = fuel.helpers.map((h): AppendedFunc => {
+    const value = h.sub === FC.tableFill ? (tables ??= tableTypes(info))[h.a] : I32_TYPE;
+    return {
+      type: fuel.types.index([I32_TYPE, value, I32_TYPE]),
+      body: helperBody(h, isTable(h), chargeFunc(isTable(h)), chunks),
+    };
+  });
+  for (const table of kinds) {
+    const w = new Writer(48);
+    w.u32(0); // no locals
+    emit(w, [OP.localGet, 0]);
+    w.bytes(point(shape, { scratch: 0, scale: table ? SCALES.entries : SCALES.bytes }));
+    emit(w, OP.end);
+    out.push({ type: chargeType, body: w.finish() });
+  }
+  return out;
+}
+
+/**
+ * The body of the helper that runs `h` in chunks. Parameters: destination offset D, the source
+ * offset or fill value X, length N; locals: K (largest chunk), C (the current chunk).
+ *
+ * 1. When `D + N` (or, for copy and init, `X + N`) wraps around 2^32, K is 2^32 - 1: the original
+ *    operation runs as one chunk, charged for its whole length as before it had a helper, and traps
+ *    before writing (unless it ends exactly at 4 GiB).
+ * 2. Otherwise the operation with length 0 at the end offsets traps exactly when the original would
+ *    (an end beyond the memory, table or segment, whose current length counts a dropped segment as
+ *    empty), before anything is written: the whole range is checked first, as the spec does.
+ * 3. Chunks of at most K, each charged by the charge function `chargeFunc` (a global-shape point,
+ *    so SLOW and the host's check may run between two chunks) and then run. A copy with D > X goes from the end backwards, so an overlapping copy
+ *    reads every source element before it is overwritten, as the single operation does. The chunks
+ *    spend exactly what one charge of the whole length spends (a chunk of bytes is a multiple of the
+ *    charge's unit; a chunk of entries stays below the charge's cap).
+ */
+function helperBody(h: BulkHelper, table: boolean, chargeFunc: number, chunks: BulkChunks): Uint8Array {
+  const twoOffsets = h.sub !== FC.memoryFill && h.sub !== FC.tableFill;
+  const [D, X, N, K, C] = [0, 1, 2, 3, 4];
+  const op = new Writer(16);
+  op.u8(OP.prefixFc);
+  op.u32(h.sub);
+  op.u32(h.a);
+  if (fcImmediates(h.sub) > 1) op.u32(h.b);
+  const opBytes = op.finish();
+  const get = (i: number): Ins => [OP.localGet, i];
+  const set = (i: number): Ins => [OP.localSet, i];
+  const endOf = (x: number): Ins[] => [get(x), get(N), OP.i32Add];
+  const wraps = (x: number): Ins[] => [...endOf(x), get(x), OP.i32LtU];
+  /** C = min(N, K), unsigned, left on the stack. */
+  const chunk: Ins[] = [get(K), get(N), get(N), get(K), OP.i32GtU, OP.select, [OP.localTee, C]];
+  const w = new Writer(160);
+  const run = (...operands: Ins[]) => {
+    emit(w, ...operands, [OP.call, chargeFunc]);
+    w.bytes(opBytes);
+  };
+  /** `block; loop; br_if 1 (N = 0); body; br 0; end; end`. */
+  const inChunks = (body: () => void) => {
+    emit(w, OP.block, OP.emptyBlock, OP.loop, OP.emptyBlock, get(N), OP.i32Eqz, [OP.brIf, 1]);
+    body();
+    emit(w, [OP.br, 0], OP.end, OP.end);
+  };
+  w.u32(1); // one local group: K, C
+  w.u32(2);
+  w.u8(OP.i32);
+  emit(w, ...wraps(D));
+  if (twoOffsets) emit(w, ...wraps(X), OP.i32Or);
+  emit(w, OP.if, OP.i32, [OP.i32Const, -1], OP.else);
+  emit(w, ...endOf(D), ...(twoOffsets ? endOf(X) : [get(X)]), [OP.i32Const, 0]);
+  w.bytes(opBytes);
+  emit(w, [OP.i32Const, table ? chunks.entries : chunks.bytes], OP.end, set(K));
+  if (h.sub === FC.memoryCopy || h.sub === FC.tableCopy) {
+    emit(w, get(D), get(X), OP.i32GtU, OP.if, OP.emptyBlock);
+    inChunks(() => {
+      emit(w, get(N), ...chunk, OP.i32Sub, set(N));
+      run(...endOf(D), ...endOf(X), get(C));
+    });
+    emit(w, OP.return, OP.end);
+  }
+  inChunks(() => {
+    run(get(D), get(X), ...chunk);
+    emit(w, get(D), get(C), OP.i32Add, set(D));
+    if (twoOffsets) emit(w, get(X), get(C), OP.i32Add, set(X));
+    emit(w, get(N), get(C), OP.i32Sub, set(N));
+  });
+  emit(w, OP.end);
+  return w.finish();
 }
 
 /** The element count at the start of section `id`, 0 when the module has none. */
@@ -402,12 +690,16 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
   if (bounds !== null) checkModuleIndices(info, bounds);
   const allowedExport = opts.fuel?.allowedExport ?? FUEL_CHECK_ALLOWED_EXPORT;
   const startExport = opts.fuel?.startExport ?? START_EXPORT;
+  const chunks = checkChunks(opts.fuel?.bulkChunks ?? DEFAULT_CHUNKS);
   const startSection = info.sections.find((s) => s.id === SectionId.start);
   // Constant expressions: renumbering only.
   const edit: CodeEdit = fuel === null
     ? { shiftFrom: Infinity, shift: 0, loopPoint: null, cache: null }
     : { shiftFrom: info.importedFuncs, shift: 1, loopPoint: null, cache: null, bounds };
   const shiftFunc = (i: number) => (i >= edit.shiftFrom ? i + edit.shift : i);
+  // Function bodies are walked (and their indices checked) first: the helpers they need add types.
+  const scans = fuel === null ? [] : scanCode(info, { ...edit, bulkHelper: fuel.helperFor }, bounds!);
+  const appended = fuel === null ? [] : appendedFunctions(info, fuel, chunks);
   const out = new Writer(bytes.length + (bytes.length >> 3) + 256);
   out.bytes(bytes.subarray(0, 8));
   const stripped: string[] = [];
@@ -437,13 +729,12 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
     const w = new Writer(s === null ? 64 : s.end - s.start + 64);
     switch (id) {
       case SectionId.type: {
-        if (fuel === null || !fuel.appendType) return raw(s!);
+        const newTypes = fuel === null ? [] : fuel.types.appended;
+        if (newTypes.length === 0) return raw(s!);
         const n = r === null ? 0 : r.u32();
-        w.u32(n + 1);
+        w.u32(n + newTypes.length);
         if (r !== null) w.bytes(bytes.subarray(r.pos, r.end));
-        w.u8(OP.funcType);
-        w.u32(0);
-        w.u32(0);
+        for (const t of newTypes) w.bytes(t);
         return w.view();
       }
       case SectionId.import: {
@@ -460,9 +751,10 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       case SectionId.function: {
         if (fuel === null) return raw(s!);
         const n = r === null ? 0 : r.u32();
-        w.u32(n + 1);
+        w.u32(n + 1 + appended.length);
         if (r !== null) w.bytes(bytes.subarray(r.pos, r.end));
         w.u32(fuel.checkType); // SLOW
+        for (const f of appended) w.u32(f.type);
         return w.view();
       }
       case SectionId.memory: {
@@ -532,14 +824,15 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
         return w.view();
       case SectionId.code: {
         if (fuel === null) return raw(s!);
-        const n = r === null ? 0 : r.u32();
-        w.u32(n + 1);
-        if (r !== null) {
-          ({ points: fuelPoints, cached: cachedFunctions } = rewriteCode(r, n, w, info, edit, fuel, bounds!));
-        }
+        w.u32(scans.length + 1 + appended.length);
+        ({ points: fuelPoints, cached: cachedFunctions } = rewriteCode(scans, w, info, edit, fuel));
         const slow = slowBody(fuel.globalIndex, fuel.allowedIndex, fuel.checkFunc);
         w.u32(slow.length);
         w.bytes(slow);
+        for (const f of appended) {
+          w.u32(f.body.length);
+          w.bytes(f.body);
+        }
         return w.view();
       }
       default:
@@ -573,7 +866,13 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
   }
   emitSynthesized(Infinity);
   for (const c of opts.appendCustom ?? []) emitCustom(out, c.name, c.data);
-  return { bytes: out.finish(), fuelPoints, cachedFunctions, strippedSections: stripped };
+  return {
+    bytes: out.finish(),
+    fuelPoints,
+    cachedFunctions,
+    bulkHelpers: fuel?.helpers.length ?? 0,
+    strippedSections: stripped,
+  };
 
   function raw(s: Section): Uint8Array {
     return bytes.subarray(s.start, s.end);
@@ -631,37 +930,32 @@ function rewriteElements(
   if (!r.done) malformed("trailing bytes in element section", r.pos);
 }
 
+/** One function body as the first walk found it. */
+interface BodyScan {
+  /** Offsets in the module: the local groups start at `groupsStart`, the instructions at `code`. */
+  groupsStart: number;
+  code: number;
+  end: number;
+  /** Local groups declared. */
+  groups: number;
+  /** Parameters + declared locals: the index of the first appended local. */
+  counter: number;
+  seen: CopyResult;
+}
+
 /**
- * Rewrites the `n` function bodies at `r` with fuel points: the cached-counter shape for a function
- * with at least one loop, no exception handling and room for its extra locals; the global shape
- * otherwise (a function without loops runs its single point once per call, so a cached copy would
- * only add write-backs around its calls). Each body is walked once first to check its indices
- * against `bounds` and to see what it holds. Returns the fuel points inserted (entries and loop
- * headers; bulk charges are not counted) and the cached-shape functions.
+ * Walks every function body once without writing: checks its indices against `bounds`, notes what
+ * it holds (loops, exception handling, bulk operations charged in place) and registers the chunking
+ * helpers it calls (through `renumber.bulkHelper`).
  */
-function rewriteCode(
-  r: Reader,
-  n: number,
-  w: Writer,
-  info: ModuleInfo,
-  renumber: CodeEdit,
-  fuel: FuelPlan,
-  bounds: IndexBounds,
-): { points: number; cached: number } {
+function scanCode(info: ModuleInfo, renumber: CodeEdit, bounds: IndexBounds): BodyScan[] {
+  const section = info.sections.find((s) => s.id === SectionId.code);
+  if (section === undefined) return [];
+  const r = new Reader(info.bytes, section.start, section.end);
+  const n = r.u32();
   const expected = info.funcTypes.length;
   if (n !== expected) malformed(`code section has ${n} bodies for ${expected} functions`, r.pos);
-  const body = new Writer(4096);
-  const globalShape: PointShape = { globalIndex: fuel.globalIndex, slowFunc: fuel.slowFunc, cache: null };
-  const cachedSeq = new Map<number, CachedSequences>();
-  const globalBulk = new Map<number, BulkCharges>();
-  const cachedBulk = new Map<number, BulkCharges>();
-  const memo = <T>(m: Map<number, T>, k: number, make: () => T): T => {
-    let v = m.get(k);
-    if (v === undefined) m.set(k, v = make());
-    return v;
-  };
-  let points = 0;
-  let cached = 0;
+  const scans: BodyScan[] = [];
   for (let i = 0; i < n; i++) {
     const size = r.u32();
     const start = r.pos;
@@ -685,6 +979,44 @@ function rewriteCode(
       { ...renumber, bounds: { ...bounds, func, locals: counter } },
       false,
     );
+    scans.push({ groupsStart, code, end, groups, counter, seen });
+    r.pos = end;
+  }
+  if (!r.done) malformed("trailing bytes in code section", r.pos);
+  return scans;
+}
+
+/**
+ * Writes the scanned function bodies with fuel points: the cached-counter shape for a function
+ * with at least one loop, no exception handling and room for its extra locals; the global shape
+ * otherwise (a function without loops runs its single point once per call, so a cached copy would
+ * only add write-backs around its calls). Bulk operations with a helper become calls to it. Returns
+ * the fuel points inserted (entries and loop headers; bulk charges are not counted) and the
+ * cached-shape functions.
+ */
+function rewriteCode(
+  scans: readonly BodyScan[],
+  w: Writer,
+  info: ModuleInfo,
+  renumber: CodeEdit,
+  fuel: FuelPlan,
+): { points: number; cached: number } {
+  const buf = info.bytes;
+  const body = new Writer(4096);
+  const globalShape: PointShape = { globalIndex: fuel.globalIndex, slowFunc: fuel.slowFunc, cache: null };
+  const cachedSeq = new Map<number, CachedSequences>();
+  const globalBulk = new Map<number, BulkCharges>();
+  const cachedBulk = new Map<number, BulkCharges>();
+  const memo = <T>(m: Map<number, T>, k: number, make: () => T): T => {
+    let v = m.get(k);
+    if (v === undefined) m.set(k, v = make());
+    return v;
+  };
+  const edit: CodeEdit = { ...renumber, bulkHelper: fuel.helperFor, bounds: null };
+  let points = 0;
+  let cached = 0;
+  scans.forEach(({ groupsStart, code, end, groups, counter, seen }, i) => {
+    const func = info.importedFuncs + i;
     const extra = seen.bulk ? 2 : 1;
     const useCache = fuel.scheme === "cached" && seen.loops > 0 && !seen.exceptions &&
       counter + extra <= MAX_FUNCTION_LOCALS;
@@ -695,16 +1027,16 @@ function rewriteCode(
           `operations (V8 allows ${MAX_FUNCTION_LOCALS})`,
       );
     }
-    // Appended locals: [L] (cached) then [T] (bulk operations), all i32.
+    // Appended locals: [L] (cached) then [T] (bulk operations charged in place), all i32.
     const appended = (useCache ? 1 : 0) + (seen.bulk ? 1 : 0);
     body.len = 0;
     body.u32(groups + (appended > 0 ? 1 : 0));
-    body.bytes(r.buf.subarray(groupsStart, code));
+    body.bytes(buf.subarray(groupsStart, code));
     if (appended > 0) {
       body.u32(appended);
       body.u8(OP.i32);
     }
-    br.pos = code;
+    const br = new Reader(buf, code, end);
     if (useCache) {
       const seq = memo(
         cachedSeq,
@@ -723,24 +1055,17 @@ function rewriteCode(
         )
         : null;
       body.bytes(seq.entry);
-      copyInstructions(br, body, { ...renumber, loopPoint: seq.loop, cache: seq, bulk, bounds: null }, false);
+      copyInstructions(br, body, { ...edit, loopPoint: seq.loop, cache: seq, bulk }, false);
       cached++;
     } else {
       const bulk = seen.bulk ? memo(globalBulk, counter, () => bulkCharges(globalShape, counter)) : null;
       body.bytes(fuel.sequence);
-      copyInstructions(
-        br,
-        body,
-        { ...renumber, loopPoint: fuel.sequence, cache: null, bulk, bounds: null },
-        false,
-      );
+      copyInstructions(br, body, { ...edit, loopPoint: fuel.sequence, cache: null, bulk }, false);
     }
     points += 1 + seen.loops;
     w.u32(body.len);
     w.bytes(body.view());
-    r.pos = end;
-  }
-  if (!r.done) malformed("trailing bytes in code section", r.pos);
+  });
   return { points, cached };
 }
 
