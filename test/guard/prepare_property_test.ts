@@ -9,6 +9,12 @@
  * 2. Mutations of the hostile and feature corpora: preparation refuses them with a GuardError, or
  *    the output validates and every label export, run under a fuel budget by a check that stops the
  *    way the host does, ends (returns or traps) within that budget.
+ * 3. Random sequences of bulk operations (`memory.fill/copy/init`, `table.fill/copy/init`,
+ *    `data.drop`, `elem.drop`) on one or two memories and tables, with offsets and lengths around
+ *    every boundary (in bounds, exactly at the end, one past it, wrapping around 2^32, overlapping
+ *    copies, dropped segments): op by op, the prepared module (both fuel shapes, production and
+ *    tiny chunk sizes) traps exactly when the original does, with the same reason, and leaves the
+ *    same memories and tables; every preparation spends the same units.
  *
  * @module
  */
@@ -24,6 +30,15 @@ import {
   prepareGuard,
 } from "../../src/guard/prepare.ts";
 import { START_EXPORT } from "../../src/guard/wasm/host_signatures.ts";
+import {
+  type BulkModule,
+  c,
+  compileBulk,
+  FUNCS,
+  type Preparation,
+  rewriteBulk,
+  runBulk,
+} from "./bulk_harness.ts";
 
 const wabt = await wabtInit();
 const FEATURES = { exceptions: true, tail_call: true, bulk_memory: true, reference_types: true };
@@ -308,4 +323,169 @@ Deno.test("property: corpus mutations are refused or end within their fuel budge
     { numRuns: 300 },
   );
   assert(prepared > 0 && ran > 0, `prepared ${prepared}, ran ${ran}`);
+});
+
+// ---- bulk operations: the chunking helpers against the single operations ----
+
+/** An operand: a kind (how it relates to the bounds) and a random value. */
+const operand = fc.tuple(fc.nat({ max: 8 }), fc.nat());
+type Operand = [number, number];
+
+/**
+ * An offset into something of `size` elements: 0, the end, just below or past it, inside, near
+ * 2^32 (an end offset that wraps), or any 31-bit value.
+ */
+function offset([kind, r]: Operand, size: number): number {
+  switch (kind) {
+    case 0:
+      return 0;
+    case 1:
+    case 2:
+      return size;
+    case 3:
+      return Math.max(0, size - (r % 64));
+    case 4:
+      return size + 1 + (r % 16);
+    case 5:
+    case 6:
+      return r % (size + 1);
+    case 7:
+      return 2 ** 32 - 1 - (r % 64);
+    default:
+      return r;
+  }
+}
+
+/**
+ * A length when `room` elements are left before the nearest end: 0, exactly up to the end, one
+ * past it, inside, near 2^32, or any 31-bit value.
+ */
+function length([kind, r]: Operand, room: number): number {
+  const fit = Math.max(0, room);
+  switch (kind) {
+    case 0:
+      return 0;
+    case 1:
+    case 2:
+      return fit;
+    case 3:
+      return fit + 1;
+    case 4:
+    case 5:
+      return r % (fit + 1);
+    case 6:
+      return fit + 1 + (r % 64);
+    case 7:
+      return 2 ** 32 - 1 - (r % 64);
+    default:
+      return r;
+  }
+}
+
+/** A copy's source: for a third of the kinds near its destination `d` (overlapping either way). */
+function source(d: number, b: Operand, size: number): number {
+  const span = Math.max(1, Math.min(64, size >> 1));
+  return b[0] >= 6 ? Math.max(0, d + (b[1] % (2 * span + 1)) - span) : offset(b, size);
+}
+
+/** One op: kind (fill, copy, init, drop for memories then tables), two indices, three operands. */
+const bulkOpArb = fc.tuple(
+  fc.nat({ max: 7 }),
+  fc.nat({ max: 1 }),
+  fc.nat({ max: 1 }),
+  operand,
+  operand,
+  operand,
+);
+
+const bulkModuleArb = fc.record({
+  memories: fc.array(fc.integer({ min: 1, max: 2 }), { minLength: 1, maxLength: 2 }),
+  data: fc.array(fc.nat({ max: 300 }), { minLength: 1, maxLength: 2 }),
+  tables: fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 2 }),
+  elems: fc.array(fc.nat({ max: 20 }), { minLength: 1, maxLength: 2 }),
+  ops: fc.array(bulkOpArb, { minLength: 1, maxLength: 10 }),
+}).map((m): BulkModule => {
+  const PAGE = 65_536;
+  const ops = m.ops.map(([kind, i, j, a, b, n]) => {
+    const mem = (k: number) => k % m.memories.length;
+    const tab = (k: number) => k % m.tables.length;
+    const memSize = (k: number) => m.memories[mem(k)] * PAGE;
+    switch (kind) {
+      case 0: {
+        const d = offset(a, memSize(i));
+        return `(memory.fill $m${mem(i)} ${c(d)} ${c(b[1])} ${c(length(n, memSize(i) - d))})`;
+      }
+      case 1: {
+        const d = offset(a, memSize(i));
+        const s = source(d, b, memSize(j));
+        const len = length(n, Math.min(memSize(i) - d, memSize(j) - s));
+        return `(memory.copy $m${mem(i)} $m${mem(j)} ${c(d)} ${c(s)} ${c(len)})`;
+      }
+      case 2: {
+        const seg = j % m.data.length;
+        const [d, s] = [offset(a, memSize(i)), offset(b, m.data[seg])];
+        return `(memory.init $m${mem(i)} $d${seg} ${c(d)} ${c(s)} ${
+          c(length(n, Math.min(memSize(i) - d, m.data[seg] - s)))
+        })`;
+      }
+      case 3:
+        return `(data.drop $d${j % m.data.length})`;
+      case 4: {
+        const d = offset(a, m.tables[tab(i)]);
+        const value = b[1] % (FUNCS + 1) === FUNCS ? "(ref.null func)" : `(ref.func $f${b[1] % (FUNCS + 1)})`;
+        return `(table.fill $t${tab(i)} ${c(d)} ${value} ${c(length(n, m.tables[tab(i)] - d))})`;
+      }
+      case 5: {
+        const d = offset(a, m.tables[tab(i)]);
+        const s = source(d, b, m.tables[tab(j)]);
+        const len = length(n, Math.min(m.tables[tab(i)] - d, m.tables[tab(j)] - s));
+        return `(table.copy $t${tab(i)} $t${tab(j)} ${c(d)} ${c(s)} ${c(len)})`;
+      }
+      case 6: {
+        const seg = j % m.elems.length;
+        const [d, s] = [offset(a, m.tables[tab(i)]), offset(b, m.elems[seg])];
+        return `(table.init $t${tab(i)} $e${seg} ${c(d)} ${c(s)} ${
+          c(length(n, Math.min(m.tables[tab(i)] - d, m.elems[seg] - s)))
+        })`;
+      }
+      default:
+        return `(elem.drop $e${j % m.elems.length})`;
+    }
+  });
+  return { memories: m.memories, data: m.data, tables: m.tables, elems: m.elems, ops };
+});
+
+const BULK_PREPARATIONS: Preparation[] = [
+  { scheme: "cached" },
+  { scheme: "global" },
+  { scheme: "cached", chunks: { bytes: 16, entries: 1 } },
+  { scheme: "global", chunks: { bytes: 4_096, entries: 7 } },
+];
+
+Deno.test("property: bulk operations give the original's memories, tables and traps, and the same fuel at any chunk size", () => {
+  let traps = 0, ops = 0;
+  fc.assert(
+    fc.property(bulkModuleArb, (m) => {
+      const original = compileBulk(m);
+      const want = runBulk(original, m);
+      let spent: number | null = null;
+      for (const p of BULK_PREPARATIONS) {
+        const got = runBulk(rewriteBulk(original, p).bytes, m);
+        for (let k = 0; k < m.ops.length; k++) {
+          assertEquals(
+            [got.outcomes[k], got.states[k]],
+            [want.outcomes[k], want.states[k]],
+            `${JSON.stringify(p)}, op ${k}: ${m.ops[k]}`,
+          );
+        }
+        spent ??= got.spent;
+        assertEquals(got.spent, spent, `${JSON.stringify(p)}: the same units as every other preparation`);
+      }
+      ops += m.ops.length;
+      traps += want.outcomes.filter((o) => o !== "ok").length;
+    }),
+    { numRuns: 120 },
+  );
+  // The operands are drawn so that both sides are well represented.
+  assert(traps > ops / 10 && traps < ops * 0.9, `${traps} of ${ops} ops trapped`);
 });
