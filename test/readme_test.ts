@@ -315,3 +315,37 @@ Deno.test({
     assert(ran.filter((c) => kindOf(c) === "start").length >= 4, ran.join("\n"));
   },
 });
+
+/** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens. */
+function anchors(md: string): Set<string> {
+  const out = new Set<string>();
+  const noCode = md.replace(/^```[\s\S]*?^```/gm, "");
+  for (const m of noCode.matchAll(/^#{1,6} (.+)$/gm)) {
+    out.add(m[1].trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, "").replace(/ /g, "-"));
+  }
+  return out;
+}
+
+Deno.test("README, docs and the demo guard's README: relative links and anchors resolve", async () => {
+  const files = ["README.md", "docs/guard-abi.md", "guards/demo/README.md"];
+  const bad: string[] = [];
+  for (const file of files) {
+    const url = new URL(file, ROOT);
+    const md = (await Deno.readTextFile(url)).replace(/^```[\s\S]*?^```/gm, "");
+    for (const m of md.matchAll(/\]\(([^)\s]+)\)/g)) {
+      const link = m[1];
+      if (/^[a-z]+:/.test(link)) continue; // https:, mailto:
+      const [path, anchor] = link.split("#");
+      const target = path === "" ? url : new URL(path, url);
+      let text: string;
+      try {
+        text = await Deno.readTextFile(target);
+      } catch {
+        bad.push(`${file}: ${link} (no such file)`);
+        continue;
+      }
+      if (anchor !== undefined && !anchors(text).has(anchor)) bad.push(`${file}: ${link} (no such heading)`);
+    }
+  }
+  assertEquals(bad, []);
+});
