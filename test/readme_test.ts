@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { parseConfigText } from "../src/config.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -60,10 +60,17 @@ function commands(body: string): string[] {
     .filter((l) => l !== "");
 }
 
-type Kind = "start" | "demo-client" | "reflect" | "guard";
+type Kind = "start" | "suite" | "demo-client" | "reflect" | "guard";
+/**
+ * `npm install && …`: the install is what CI runs first in a fresh clone (it needs the registry, and
+ * running it here would rewrite node_modules under the other tests); the test checks it was done and
+ * runs the rest.
+ */
+const INSTALL = "npm install && ";
 /** What the test knows how to run; a README command matching none of these fails the test. */
 const RUNNERS: { kind: Kind; re: RegExp }[] = [
-  { kind: "start", re: /^npm start$/ },
+  { kind: "start", re: /^(npm install && )?npm start$/ },
+  { kind: "suite", re: /^npm install && npm test$/ },
   {
     kind: "start",
     re: /^(MCP_EDGE_GUARD_CONFIG="\$\(cat gateway\.json\)" )?deno task start( --[a-z]+ \S+)*$/,
@@ -151,7 +158,7 @@ interface Running {
 async function start(cmd: string, w: { dir: string; env: Record<string, string> }): Promise<Running> {
   const port = freePort();
   let line = cmd.replaceAll("gateway.json", `${w.dir}/gateway.json`).replace(/ --port \S+/, "");
-  line = line === "npm start" ? `npm start -- --port ${port}` : `${line} --port ${port}`;
+  line = line.endsWith("npm start") ? `npm start -- --port ${port}` : `${line} --port ${port}`;
   const child = new Deno.Command("setsid", {
     args: ["bash", "-c", line],
     cwd: ROOT_PATH,
@@ -264,7 +271,16 @@ Deno.test({
         .flatMap((b) => commands(b.body));
       for (const cmd of cmds) {
         const kind = kindOf(cmd)!;
-        if (kind === "start") {
+        if (cmd.startsWith(INSTALL)) {
+          assert((await Deno.stat(new URL("node_modules/.package-lock.json", ROOT))).isFile, "npm install ran");
+        }
+        if (kind === "suite") {
+          // `npm test` is this suite: its wiring is checked, not run recursively.
+          const pkg = JSON.parse(await Deno.readTextFile(new URL("package.json", ROOT)));
+          assertEquals(pkg.scripts.test, "node_modules/deno/deno task test");
+          const deno = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+          assertMatch(deno.tasks.test, /^deno test .* test\/$/);
+        } else if (kind === "start") {
           const isDemo = !cmd.includes("gateway.json");
           const g = await start(cmd, w);
           if (isDemo && !demo) demo = g;
@@ -311,7 +327,7 @@ Deno.test({
       await Deno.remove(w.dir, { recursive: true });
     }
     console.log(`ran ${ran.length} README commands:\n  ${ran.join("\n  ")}`);
-    assert(ran.some((c) => c === "npm start"), "npm start ran");
+    assert(ran.some((c) => c.endsWith("npm start")), "npm start ran");
     assert(ran.filter((c) => kindOf(c) === "start").length >= 4, ran.join("\n"));
   },
 });
