@@ -1,13 +1,16 @@
 /**
  * The gateway as a Hono app: routes and wiring only.
  *
- * A request reads top to bottom: Host/Origin check (every route) → route → API key and agent
- * identity → MCP proxy, whose tools/call hook runs the DIFC pipeline (label_agent → label_resource →
+ * A request reads top to bottom: Host/Origin check (every route) → route → authentication and agent
+ * identity (src/http/auth.ts: shared key, per-agent key or OAuth token) → MCP proxy, whose tools/call hook runs the DIFC pipeline (label_agent → label_resource →
  * coarse check → upstream → label_response → filtering) around the upstream call.
  *
  * Routes:
  * - `GET /health` (no auth, but the Host/Origin check like every route): overall and per-server status.
- * - `GET /reflect` (auth): the calling agent's labels and each server's guard and policy.
+ * - `GET /reflect` (auth): the calling agent, how it was authenticated, its labels, and each server's
+ *   guard and policy.
+ * - `GET /.well-known/oauth-protected-resource[/<resource path>]` (no auth; only with `gateway.oauth`):
+ *   RFC 9728 metadata of the gateway (`/mcp`) and of each routed server (`/mcp/<server>`).
  * - `GET|POST|DELETE /mcp/:server` (routed) and `/mcp` (unified: `<server>___<tool>` names).
  *
  * @module
@@ -25,7 +28,16 @@ import {
 } from "./difc/pipeline.ts";
 import { ToolCallLimiter } from "./difc/tool_limits.ts";
 import type { AgentLabelStore } from "./difc/store.ts";
-import { authenticate, AuthError } from "./http/auth.ts";
+import {
+  type Authenticator,
+  AuthError,
+  type AuthError as AuthErrorType,
+  type AuthSettings,
+  type AuthTarget,
+  createAuthenticator,
+  type Identity,
+} from "./http/auth.ts";
+import { WELL_KNOWN_PRM } from "./http/oauth.ts";
 import { createHealthProber } from "./http/health.ts";
 import { checkHostAndOrigin } from "./http/origin.ts";
 import { createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
@@ -44,6 +56,8 @@ export interface AppDeps {
   log: LogSink;
   /** Upstream fetch (tests and the embedded demo may route it in-process). Default: global fetch. */
   fetch?: typeof fetch;
+  /** Fetch for the issuer's metadata and JWKS (`gateway.oauth`). Default: global fetch. */
+  authFetch?: typeof fetch;
 }
 
 /** The app plus what its owner must close on shutdown. */
@@ -53,6 +67,30 @@ export interface Gateway {
   proxy: McpProxy;
   /** Stops accepting MCP requests (503) and closes upstream sessions. */
   close(): Promise<void>;
+  /**
+   * Replaces the keys and OAuth settings (revocation, rotation) without a restart: a new immutable
+   * authenticator is built and swapped in one assignment; requests already admitted keep their identity,
+   * every later request is checked against the new settings. Cached issuer keys start afresh.
+   */
+  reloadAuth(settings: AuthSettings): void;
+  /** The authenticator in use now. */
+  authenticator(): Authenticator;
+}
+
+/** The auth part of the gateway settings. */
+export function authSettingsOf(g: GatewayConfig["gateway"]): AuthSettings {
+  return { apiKey: g.apiKey, agents: g.agents, oauth: g.oauth };
+}
+
+/** How many agents' latest identities are kept for the decision log (least recently seen dropped). */
+const IDENTITY_MEMORY = 4096;
+
+/** The identity as `/reflect` shows it and the decision log records it (no secrets). */
+export function describeIdentity(who: Identity): Record<string, unknown> {
+  const out: Record<string, unknown> = { method: who.method, agentIdFrom: who.idFrom };
+  if (who.method === "shared-key") out.trust = "the shared key's holder names the agent (X-Agent-ID)";
+  if (who.token) Object.assign(out, who.token);
+  return out;
 }
 
 export { GATEWAY_VERSION } from "./version.ts";
@@ -97,6 +135,21 @@ export function createGateway(deps: AppDeps): Gateway {
     agentInputs.set(id, input);
   }
   const limiter = new ToolCallLimiter();
+  const serverIds = config.servers.map((s) => s.id);
+  const buildAuth = (settings: AuthSettings) =>
+    createAuthenticator(settings, { servers: serverIds, fetch: deps.authFetch });
+  // Swapped whole by reloadAuth; each request reads it once.
+  let auth = buildAuth(authSettingsOf(g));
+  // The latest identity under which each agent id was admitted, for the tool_call decision log (the
+  // proxy hands the hook the agent id only). An id admitted by a per-agent key or a token cannot also
+  // be claimed through the shared key, so the method recorded is the one that admitted the call unless
+  // shared-key holders and token holders use the same name.
+  const identities = new Map<string, Record<string, unknown>>();
+  const remember = (who: Identity) => {
+    identities.delete(who.id);
+    identities.set(who.id, describeIdentity(who));
+    if (identities.size > IDENTITY_MEMORY) identities.delete(identities.keys().next().value!);
+  };
 
   const hook: ToolCallHook = {
     async begin(call) {
@@ -108,10 +161,12 @@ export function createGateway(deps: AppDeps): Gateway {
       }
       const limit = toolLimits.get(call.upstream.id);
       const refused = limit ? limiter.take(call.agentId, call.upstream.id, call.name, limit) : null;
+      const authOf = identities.get(call.agentId) ?? null;
       if (refused) {
         log({
           event: "tool_call",
           agent: call.agentId,
+          auth: authOf,
           server: call.upstream.id,
           tool: call.name,
           decision: "limit",
@@ -130,7 +185,7 @@ export function createGateway(deps: AppDeps): Gateway {
             labelAgentInput: await agentInputs.get(call.upstream.id),
             defaultMode: g.mode,
           },
-          { guard: plan.guard, store, log },
+          { guard: plan.guard, store, log: (r) => log(r.event === "tool_call" ? { ...r, auth: authOf } : r) },
           {
             signal: call.signal,
             backend: call.backend,
@@ -184,25 +239,46 @@ export function createGateway(deps: AppDeps): Gateway {
     return c.json({ status, version: GATEWAY_VERSION, servers }, closing ? 503 : 200);
   });
 
-  /** Auth (Host/Origin was checked for every route above); the agent id or a ready error response. */
-  const admit = async (c: Context): Promise<string | Response> => {
+  // RFC 9728 protected resource metadata (no auth: it is how clients learn where to get a token).
+  const metadata = (c: Context) => {
+    const suffix = new URL(c.req.url).pathname.slice(WELL_KNOWN_PRM.length);
+    const doc = auth.resourceMetadata(suffix);
+    if (!doc) {
+      return c.json({
+        error: "not_found",
+        message: `no protected resource metadata at ${WELL_KNOWN_PRM}${suffix}`,
+      }, 404);
+    }
+    return c.json(doc, 200, { "cache-control": "public, max-age=300" });
+  };
+  app.get(WELL_KNOWN_PRM, metadata);
+  app.get(`${WELL_KNOWN_PRM}/*`, metadata);
+
+  /** Auth (Host/Origin was checked for every route above); the agent or a ready error response. */
+  const admit = async (c: Context, target: AuthTarget): Promise<Identity | Response> => {
     try {
-      return await authenticate(c.req.raw.headers, g.apiKey);
+      const who = await auth.authenticate(c.req.raw.headers, target);
+      remember(who);
+      return who;
     } catch (e) {
-      if (e instanceof AuthError) return c.json({ error: e.code, message: e.message }, e.status);
+      if (e instanceof AuthError) return authRefusal(c, e);
       throw e;
     }
   };
+  const authRefusal = async (c: Context, e: AuthErrorType) => {
+    await c.req.raw.body?.cancel().catch(() => {});
+    return c.json({ error: e.code, message: e.message }, e.status, e.headers);
+  };
 
   app.get("/reflect", async (c) => {
-    const agent = await admit(c);
-    if (agent instanceof Response) return agent;
+    const who = await admit(c, { kind: "reflect" });
+    if (who instanceof Response) return who;
     const servers: Record<string, unknown> = {};
     for (const [id, p] of plans) {
       servers[id] = { guard: p.guard.name, type: p.guard.type, policy: p.policy?.policy ?? null };
     }
     return c.json({
-      agent: { id: agent, labels: await store.get(agent) },
+      agent: { id: who.id, authentication: describeIdentity(who), labels: await store.get(who.id) },
       defaultMode: g.mode,
       servers,
       timestamp: new Date().toISOString(),
@@ -210,8 +286,9 @@ export function createGateway(deps: AppDeps): Gateway {
   });
 
   const mcp = async (c: Context, serverId: string | null): Promise<Response> => {
-    const agent = await admit(c);
-    if (agent instanceof Response) return agent;
+    const who = await admit(c, serverId === null ? { kind: "unified" } : { kind: "server", serverId });
+    if (who instanceof Response) return who;
+    const agent = who.id;
     if (closing) return c.json({ error: "shutting_down", message: "Gateway is shutting down" }, 503);
     // The proxy answers methods other than GET/POST/DELETE with 405 itself.
     if (serverId === null) return proxy.unified(c.req.raw, agent);
@@ -245,5 +322,9 @@ export function createGateway(deps: AppDeps): Gateway {
       closing = true;
       await proxy.close();
     },
+    reloadAuth(settings) {
+      auth = buildAuth(settings);
+    },
+    authenticator: () => auth,
   };
 }

@@ -8,7 +8,11 @@
  *   gh-aw-mcpg versions add keys; refusing them would break "loads unchanged"), except inside our own
  *   `limits` block, where a typo must not silently leave a limit at its default.
  * - `${VAR}` is expanded in every string value; an undefined variable is an error naming the field.
- * - No `apiKey`: a random 64-hex key is generated (as the reference does) and reported by the entry point.
+ * - No `apiKey`, no `agents` and no `oauth`: a random 64-hex shared key is generated (as the reference
+ *   does) and reported by the entry point. With per-agent keys or OAuth configured, no shared key exists
+ *   unless `apiKey` is set too.
+ * - `gateway.agents` (per-agent keys) and `gateway.oauth` (JWT access tokens) are ours; like `limits`,
+ *   unknown keys inside them are errors. See src/http/auth.ts for what each mode trusts.
  *
  * Runtime-neutral: no Deno or Workers APIs; the environment comes in as a plain record.
  *
@@ -17,7 +21,11 @@
 import { type GuardLimits, resolveLimits } from "./guard/limits.ts";
 import { UNIFIED_TOOL_SEPARATOR } from "./mcp/proxy.ts";
 import { DIFC_MODES, type DifcMode, parseMode } from "./difc/evaluator.ts";
+import { type AgentKey, isAgentId, MAX_AGENT_ID_LENGTH } from "./http/auth.ts";
+import { ASYMMETRIC_ALGORITHMS, DEFAULT_CLOCK_TOLERANCE_S, type OAuthSettings } from "./http/oauth.ts";
 import { isObject, randomHex } from "./util.ts";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 /** A configuration problem. `path` is the JSON path of the bad field, e.g. `mcpServers.github.url`. */
 export class ConfigError extends Error {
@@ -54,9 +62,17 @@ export type GuardConfig =
 export interface GatewaySettings {
   port: number;
   hostname: string;
-  apiKey: string;
-  /** True when the key was generated because the config had none. */
+  /**
+   * The shared key (the holder names agents with `X-Agent-ID`), or null when only per-agent keys
+   * and/or OAuth authenticate agents.
+   */
+  apiKey: string | null;
+  /** True when the key was generated because the config had no way to authenticate agents. */
   apiKeyGenerated: boolean;
+  /** Per-agent keys (`gateway.agents`): the agent id comes from the key. */
+  agents: AgentKey[];
+  /** OAuth 2.1 resource server settings (`gateway.oauth`), or null. */
+  oauth: OAuthSettings | null;
   toolTimeoutMs: number;
   trustedBots: string[];
   /** Default enforcement mode when a server has no policy (a guard's `label_agent` overrides it). */
@@ -162,6 +178,8 @@ const KNOWN_GATEWAY = new Set([
   "maxBodyBytes",
   "allowedHosts",
   "allowedOrigins",
+  "agents",
+  "oauth",
 ]);
 const IGNORED_GATEWAY = new Set([
   "domain",
@@ -335,6 +353,142 @@ function parseGuard(name: string, raw: unknown, warnings: string[]): GuardConfig
   return { name, type: "wasm", path: p, policy };
 }
 
+/** A per-agent key: the key itself (usually `${VAR}`) or its SHA-256, never both. */
+const KNOWN_AGENT = new Set(["apiKey", "apiKeySha256"]);
+
+function parseAgents(raw: unknown, path: string): AgentKey[] {
+  const o = expectObj(raw, path);
+  const out: AgentKey[] = [];
+  for (const [id, v] of Object.entries(o)) {
+    const p = `${path}.${id}`;
+    if (!isAgentId(id)) {
+      throw new ConfigError(
+        p,
+        `agent id must be 1-${MAX_AGENT_ID_LENGTH} characters of letters, digits and ._@:+- starting with a letter or digit`,
+      );
+    }
+    const a = expectObj(v, p);
+    for (const k of Object.keys(a)) {
+      if (!KNOWN_AGENT.has(k)) throw new ConfigError(`${p}.${k}`, `unknown key; known: apiKey, apiKeySha256`);
+    }
+    if ((a.apiKey === undefined) === (a.apiKeySha256 === undefined)) {
+      throw new ConfigError(
+        p,
+        "must have exactly one of apiKey (the key) and apiKeySha256 (its SHA-256, hex)",
+      );
+    }
+    let keySha256: string;
+    if (a.apiKeySha256 !== undefined) {
+      const h = str(a.apiKeySha256, `${p}.apiKeySha256`);
+      if (!/^[0-9a-fA-F]{64}$/.test(h)) {
+        throw new ConfigError(`${p}.apiKeySha256`, "must be 64 hex digits (SHA-256 of the key)");
+      }
+      keySha256 = h.toLowerCase();
+    } else {
+      const key = str(a.apiKey, `${p}.apiKey`);
+      // deno-lint-ignore no-control-regex
+      if (/[\0-\x1f\x7f]/.test(key)) {
+        throw new ConfigError(`${p}.apiKey`, "must not contain control characters");
+      }
+      keySha256 = bytesToHex(sha256(new TextEncoder().encode(key)));
+    }
+    const same = out.find((x) => x.keySha256 === keySha256);
+    if (same) {
+      throw new ConfigError(p, `has the same key as agent "${same.id}" (each agent needs its own key)`);
+    }
+    out.push({ id, keySha256 });
+  }
+  return out;
+}
+
+/** Hosts on which `http:` issuer and JWKS URLs are accepted (tests, local issuers). */
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+function secureUrl(v: unknown, path: string, allowPath = true): string {
+  const s = str(v, path);
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new ConfigError(path, `is not a valid URL: ${JSON.stringify(s)}`);
+  }
+  if (u.protocol !== "https:" && !(u.protocol === "http:" && LOOPBACK_HOSTS.has(u.hostname))) {
+    throw new ConfigError(path, `must be an https URL (http only on loopback), got ${JSON.stringify(s)}`);
+  }
+  if (u.hash !== "" || u.search !== "" || u.username !== "" || u.password !== "") {
+    throw new ConfigError(path, "must not have a query, fragment or credentials");
+  }
+  if (!allowPath && u.pathname !== "/") throw new ConfigError(path, "must not have a path");
+  return s;
+}
+
+const KNOWN_OAUTH = new Set([
+  "issuer",
+  "audience",
+  "jwksUrl",
+  "agentClaim",
+  "requiredScopes",
+  "algorithms",
+  "clockToleranceSeconds",
+]);
+
+function parseOAuth(raw: unknown, path: string): OAuthSettings {
+  const o = expectObj(raw, path);
+  for (const k of Object.keys(o)) {
+    if (!KNOWN_OAUTH.has(k)) {
+      throw new ConfigError(`${path}.${k}`, `unknown key; known: ${[...KNOWN_OAUTH].join(", ")}`);
+    }
+  }
+  const issuer = secureUrl(o.issuer, `${path}.issuer`);
+  const audience = secureUrl(o.audience, `${path}.audience`);
+  const jwksUrl = o.jwksUrl === undefined ? null : secureUrl(o.jwksUrl, `${path}.jwksUrl`);
+  const agentClaim = o.agentClaim === undefined ? "sub" : str(o.agentClaim, `${path}.agentClaim`);
+  const requiredScopes = o.requiredScopes === undefined
+    ? []
+    : strArray(o.requiredScopes, `${path}.requiredScopes`);
+  requiredScopes.forEach((sc, i) => {
+    // RFC 6749 §3.3 scope-token: printable ASCII but space, quote and backslash.
+    if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(sc)) {
+      throw new ConfigError(
+        `${path}.requiredScopes[${i}]`,
+        `is not a valid scope token: ${JSON.stringify(sc)}`,
+      );
+    }
+  });
+  const known: readonly string[] = ASYMMETRIC_ALGORITHMS;
+  const algorithms = o.algorithms === undefined
+    ? [...ASYMMETRIC_ALGORITHMS]
+    : strArray(o.algorithms, `${path}.algorithms`, { nonEmpty: true });
+  algorithms.forEach((alg, i) => {
+    const p = `${path}.algorithms[${i}]`;
+    if (alg.toLowerCase() === "none") {
+      throw new ConfigError(p, `"none" is never accepted: tokens must be signed`);
+    }
+    if (/^HS/i.test(alg)) {
+      throw new ConfigError(
+        p,
+        `${alg} is never accepted: tokens are verified with the issuer's public keys, and an HMAC algorithm ` +
+          "would let anyone holding a public key sign tokens",
+      );
+    }
+    if (!known.includes(alg)) {
+      throw new ConfigError(p, `unknown algorithm ${JSON.stringify(alg)}; known: ${known.join(", ")}`);
+    }
+  });
+  let clockToleranceSeconds: number = DEFAULT_CLOCK_TOLERANCE_S;
+  if (o.clockToleranceSeconds !== undefined) {
+    const v = o.clockToleranceSeconds;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > 300) {
+      throw new ConfigError(
+        `${path}.clockToleranceSeconds`,
+        `must be an integer from 0 to 300, got ${describe(v)}`,
+      );
+    }
+    clockToleranceSeconds = v;
+  }
+  return { issuer, audience, jwksUrl, agentClaim, requiredScopes, algorithms, clockToleranceSeconds };
+}
+
 /**
  * Parses and validates a configuration value (already JSON-decoded).
  *
@@ -380,9 +534,25 @@ export function parseConfig(input: unknown, env: Record<string, string | undefin
   // gh-aw-mcpg: `apiKey`, with the older `agentId` accepted as the same secret.
   const keyRaw = g.apiKey ?? g.agentId;
   const keyPath = g.apiKey !== undefined ? "gateway.apiKey" : "gateway.agentId";
-  const apiKey = keyRaw === undefined ? randomHex(32) : str(keyRaw, keyPath);
+  const agents = g.agents === undefined ? [] : parseAgents(g.agents, "gateway.agents");
+  const oauth = g.oauth === undefined ? null : parseOAuth(g.oauth, "gateway.oauth");
+  const generate = keyRaw === undefined && g.agents === undefined && oauth === null;
+  const apiKey = keyRaw === undefined ? (generate ? randomHex(32) : null) : str(keyRaw, keyPath);
   // deno-lint-ignore no-control-regex
-  if (/[\0-\x1f\x7f]/.test(apiKey)) throw new ConfigError(keyPath, "must not contain control characters");
+  if (apiKey !== null && /[\0-\x1f\x7f]/.test(apiKey)) {
+    throw new ConfigError(keyPath, "must not contain control characters");
+  }
+  if (apiKey !== null) {
+    const shared = bytesToHex(sha256(new TextEncoder().encode(apiKey)));
+    const same = agents.find((a) => a.keySha256 === shared);
+    if (same) throw new ConfigError(keyPath, `is also agent "${same.id}"'s key (a key names one agent)`);
+  }
+  if (apiKey !== null && (agents.length > 0 || oauth !== null)) {
+    warnings.push(
+      `${keyPath}: a shared key is configured next to per-agent keys or OAuth; its holder names its own ` +
+        "agent with X-Agent-ID (any name but a per-agent key's)",
+    );
+  }
   const toolTimeoutMs = g.toolTimeout === undefined
     ? CONFIG_DEFAULTS.toolTimeoutSeconds * 1000
     : posInt(g.toolTimeout, "gateway.toolTimeout", 86_400) * 1000;
@@ -423,7 +593,9 @@ export function parseConfig(input: unknown, env: Record<string, string | undefin
       port,
       hostname,
       apiKey,
-      apiKeyGenerated: keyRaw === undefined,
+      apiKeyGenerated: generate,
+      agents,
+      oauth,
       toolTimeoutMs,
       trustedBots,
       mode,

@@ -2,7 +2,7 @@
  * Deno and Deno Deploy entry point.
  *
  * ```sh
- * deno task start [--config FILE] [--port N] [--hostname H]
+ * deno task start [--config FILE [--watch-config]] [--port N] [--hostname H]
  * ```
  * Configuration comes from `--config FILE`, else from the JSON text in `MCP_EDGE_GUARD_CONFIG`, else
  * the embedded default: the in-process demo upstream behind the demo guard, with a printed example.
@@ -12,10 +12,17 @@
  * managed database; anything else is a local path). On Deno Deploy (`DENO_DEPLOYMENT_ID` set) KV is
  * the default and nothing is written to local files.
  *
+ * Revocation and rotation without a restart: on `SIGHUP` (and, with `--watch-config`, whenever the
+ * file changes) the `--config` file is read again and its `gateway.apiKey`, `gateway.agents` and
+ * `gateway.oauth` replace the running ones in one swap (cached issuer keys are dropped too). A file
+ * that does not parse, or that configures no way to authenticate, leaves the running settings in place
+ * and logs why. Other sections (servers, guards, limits) need a restart. `${VAR}` is expanded from the
+ * process environment as at startup. On Deno Deploy an environment change is a new deployment.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
-import { createGateway, type Gateway, type LogSink } from "./app.ts";
+import { authSettingsOf, createGateway, type Gateway, type LogSink } from "./app.ts";
 import { ConfigError, type GatewayConfig, parseConfig, parseConfigText } from "./config.ts";
 import { createDemoUpstream } from "./demo/upstream.ts";
 import {
@@ -105,16 +112,72 @@ export async function startGateway(
   return { gateway, server, store };
 }
 
+/**
+ * Reads the configuration file again and swaps the gateway's keys and OAuth settings. Returns whether
+ * the new settings are in force; on any problem the running ones stay and the reason is logged.
+ *
+ * @example
+ * ```ts
+ * Deno.addSignalListener("SIGHUP", () => reloadAuthFromFile(gateway, file, Deno.env.toObject(), log));
+ * ```
+ */
+export async function reloadAuthFromFile(
+  gateway: Gateway,
+  file: URL,
+  env: Record<string, string | undefined>,
+  log: LogSink,
+): Promise<boolean> {
+  try {
+    const next = parseConfigText(await Deno.readTextFile(file), env, file.pathname);
+    if (next.gateway.apiKeyGenerated) {
+      throw new ConfigError("gateway", "configures no apiKey, agents or oauth; keeping the running settings");
+    }
+    gateway.reloadAuth(authSettingsOf(next.gateway));
+    log({
+      level: "info",
+      event: "auth_reload",
+      sharedKey: next.gateway.apiKey !== null,
+      agents: next.gateway.agents.map((a) => a.id),
+      oauthIssuer: next.gateway.oauth?.issuer ?? null,
+      note:
+        "only gateway.apiKey, gateway.agents and gateway.oauth are reloaded; other changes need a restart",
+    });
+    return true;
+  } catch (e) {
+    log({ level: "error", event: "auth_reload", message: (e as Error).message });
+    return false;
+  }
+}
+
+/** Calls `reload` when `file` changes (editors often replace the file, so its directory is watched). */
+async function watchConfig(file: URL, signal: AbortSignal, reload: () => void): Promise<void> {
+  const path = decodeURIComponent(file.pathname);
+  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+  const watcher = Deno.watchFs(dir, { recursive: false });
+  signal.addEventListener("abort", () => watcher.close(), { once: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  for await (const ev of watcher) {
+    if (!ev.paths.some((p) => p === path)) continue;
+    clearTimeout(timer);
+    timer = setTimeout(reload, 200); // one reload per burst of writes
+  }
+}
+
 function banner(config: GatewayConfig, addr: Deno.NetAddr, demo: boolean): string {
   const base = `http://${addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname}:${addr.port}`;
   const lines = [
     `mcp-edge-guard listening on ${base}`,
     `  routed:  ${base}/mcp/<server>   unified: ${base}/mcp   health: ${base}/health`,
     `  servers: ${config.servers.map((s) => s.id).join(", ")}`,
-    `  API key: ${config.gateway.apiKey}${
-      config.gateway.apiKeyGenerated ? "  (generated; set gateway.apiKey to fix it)" : ""
-    }`,
   ];
+  const g = config.gateway;
+  if (g.apiKey !== null) {
+    lines.push(
+      `  API key: ${g.apiKey}${g.apiKeyGenerated ? "  (generated; set gateway.apiKey to fix it)" : ""}`,
+    );
+  }
+  if (g.agents.length > 0) lines.push(`  agents:  ${g.agents.map((a) => a.id).join(", ")} (per-agent keys)`);
+  if (g.oauth) lines.push(`  OAuth:   tokens of ${g.oauth.issuer} for ${g.oauth.audience}`);
   if (demo) {
     lines.push(
       "",
@@ -133,7 +196,12 @@ function banner(config: GatewayConfig, addr: Deno.NetAddr, demo: boolean): strin
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { config: { type: "string" }, port: { type: "string" }, hostname: { type: "string" } },
+    options: {
+      config: { type: "string" },
+      port: { type: "string" },
+      hostname: { type: "string" },
+      "watch-config": { type: "boolean" },
+    },
     strict: true,
   });
   const env = Deno.env.toObject();
@@ -150,8 +218,12 @@ if (import.meta.main) {
     let config: GatewayConfig;
     let base = new URL(`file://${Deno.cwd()}/`);
     let demo = false;
+    let configFile: URL | undefined;
+    if (values["watch-config"] && values.config === undefined) {
+      throw new ConfigError("--watch-config", "needs --config FILE");
+    }
     if (values.config !== undefined) {
-      const file = new URL(values.config, base);
+      const file = configFile = new URL(values.config, base);
       const text = await Deno.readTextFile(file).catch((e) => {
         throw new ConfigError("--config", `cannot read ${values.config}: ${e.message}`);
       });
@@ -171,12 +243,18 @@ if (import.meta.main) {
     }
     if (port !== undefined) config.gateway.port = port;
     if (values.hostname !== undefined) config.gateway.hostname = values.hostname;
-    await startGateway(config, {
+    const { gateway } = await startGateway(config, {
       configBase: base,
       env,
       signal: controller.signal,
       onListen: (addr) => console.log(banner(config, addr, demo)),
     });
+    if (configFile) {
+      const file = configFile;
+      const reload = () => void reloadAuthFromFile(gateway, file, env, logLine);
+      if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reload);
+      if (values["watch-config"]) watchConfig(file, controller.signal, reload).catch(() => {});
+    }
   } catch (e) {
     if (e instanceof ConfigError) {
       console.error(`mcp-edge-guard: ${e.message}`);

@@ -93,7 +93,7 @@ Deno.test("config: defaults, generated key, env mode, limits override", () => {
   assertEquals(cfg.gateway.hostname, "127.0.0.1");
   assertEquals(cfg.gateway.mode, "filter");
   assert(cfg.gateway.apiKeyGenerated);
-  assertMatch(cfg.gateway.apiKey, /^[0-9a-f]{64}$/);
+  assertMatch(cfg.gateway.apiKey ?? "", /^[0-9a-f]{64}$/);
   assertEquals(cfg.limits.fuel, 1234);
   assertEquals(cfg.limits.maxMemoryPages, 512);
   assertEquals(cfg.servers[0].tools, ["*"]);
@@ -133,4 +133,94 @@ Deno.test("config: server ids that would make unified names <server>___<tool> am
       assertEquals([full.slice(0, cut), full.slice(cut + 3)], [id, tool], full);
     }
   }
+});
+
+Deno.test("config: gateway.agents (per-agent keys by value or SHA-256) and no generated shared key", () => {
+  const server = { type: "http", url: "http://127.0.0.1:3000/mcp" };
+  const hash = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"; // SHA-256("test")
+  const cfg = parseConfig(
+    {
+      mcpServers: { gh: server },
+      gateway: { agents: { ci: { apiKey: "${CI_KEY}" }, bot: { apiKeySha256: hash } } },
+    },
+    { CI_KEY: "test2" },
+  );
+  assertEquals(cfg.gateway.apiKey, null, "no shared key is generated next to per-agent keys");
+  assertEquals(cfg.gateway.apiKeyGenerated, false);
+  assertEquals(cfg.gateway.agents, [
+    { id: "ci", keySha256: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752" },
+    { id: "bot", keySha256: hash.toLowerCase() },
+  ]);
+  const bad: [unknown, string, string][] = [
+    [{ "../x": { apiKey: "k" } }, "gateway.agents.../x", "agent id must be"],
+    [{ a: {} }, "gateway.agents.a", "exactly one of apiKey"],
+    [{ a: { apiKey: "k", apiKeySha256: hash } }, "gateway.agents.a", "exactly one of apiKey"],
+    [{ a: { apiKeySha256: "abc" } }, "gateway.agents.a.apiKeySha256", "64 hex digits"],
+    [{ a: { apikey: "k" } }, "gateway.agents.a.apikey", "unknown key"],
+    [{ a: { apiKey: "test" }, b: { apiKeySha256: hash } }, "gateway.agents.b", 'same key as agent "a"'],
+    [{ a: { apiKey: "k\n" } }, "gateway.agents.a.apiKey", "control characters"],
+  ];
+  for (const [agents, path, msg] of bad) {
+    const e = assertThrows(
+      () => parseConfig({ mcpServers: { gh: server }, gateway: { agents } }),
+      ConfigError,
+    );
+    assertEquals(e.path, path);
+    assert(e.message.includes(msg), e.message);
+  }
+  const shared = assertThrows(
+    () =>
+      parseConfig({
+        mcpServers: { gh: server },
+        gateway: { apiKey: "test", agents: { a: { apiKeySha256: hash } } },
+      }),
+    ConfigError,
+  );
+  assertEquals(shared.path, "gateway.apiKey");
+  const both = parseConfig({
+    mcpServers: { gh: server },
+    gateway: { apiKey: "s", agents: { a: { apiKey: "t" } } },
+  });
+  assert(both.warnings.some((w) => w.includes("X-Agent-ID")), both.warnings.join("\n"));
+});
+
+Deno.test("config: gateway.oauth defaults, and refusals naming the field", () => {
+  const server = { type: "http", url: "http://127.0.0.1:3000/mcp" };
+  const ok = parseConfig({
+    mcpServers: { gh: server },
+    gateway: { oauth: { issuer: "https://id.example.com", audience: "https://gw.example.com/mcp" } },
+  });
+  assertEquals(ok.gateway.apiKey, null);
+  assertEquals(ok.gateway.oauth?.agentClaim, "sub");
+  assertEquals(ok.gateway.oauth?.jwksUrl, null);
+  assertEquals(ok.gateway.oauth?.requiredScopes, []);
+  assertEquals(ok.gateway.oauth?.clockToleranceSeconds, 30);
+  assert(!ok.gateway.oauth!.algorithms.some((a) => a === "none" || a.startsWith("HS")));
+  const base = { issuer: "https://id.example.com", audience: "https://gw.example.com/mcp" };
+  const bad: [Record<string, unknown>, string, string][] = [
+    [{ ...base, algorithms: ["none"] }, "gateway.oauth.algorithms[0]", "never accepted"],
+    [{ ...base, algorithms: ["RS256", "HS256"] }, "gateway.oauth.algorithms[1]", "public keys"],
+    [{ ...base, algorithms: ["XX1"] }, "gateway.oauth.algorithms[0]", "unknown algorithm"],
+    [{ ...base, issuer: "http://id.example.com" }, "gateway.oauth.issuer", "https"],
+    [{ ...base, audience: "https://gw.example.com/mcp#x" }, "gateway.oauth.audience", "fragment"],
+    [{ ...base, jwksUrl: "ftp://x" }, "gateway.oauth.jwksUrl", "https"],
+    [{ ...base, requiredScopes: ["a b"] }, "gateway.oauth.requiredScopes[0]", "scope token"],
+    [{ ...base, clockToleranceSeconds: 3600 }, "gateway.oauth.clockToleranceSeconds", "0 to 300"],
+    [{ ...base, audiense: "x" }, "gateway.oauth.audiense", "unknown key"],
+    [{ audience: base.audience }, "gateway.oauth.issuer", "non-empty string"],
+  ];
+  for (const [oauth, path, msg] of bad) {
+    const e = assertThrows(
+      () => parseConfig({ mcpServers: { gh: server }, gateway: { oauth } }),
+      ConfigError,
+    );
+    assertEquals(e.path, path, JSON.stringify(oauth));
+    assert(e.message.includes(msg), e.message);
+  }
+  // http is accepted on loopback only (local issuers, tests).
+  const local = parseConfig({
+    mcpServers: { gh: server },
+    gateway: { oauth: { issuer: "http://127.0.0.1:9000", audience: "http://localhost:8080/mcp" } },
+  });
+  assertEquals(local.gateway.oauth?.issuer, "http://127.0.0.1:9000");
 });
