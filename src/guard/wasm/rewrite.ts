@@ -165,8 +165,10 @@ const OP = {
   i32LtS: 0x48,
   i32LtU: 0x49,
   i32GtU: 0x4b,
+  i32GeU: 0x4f,
   i32Add: 0x6a,
   i32Sub: 0x6b,
+  i32And: 0x71,
   i32Or: 0x72,
   i32Shl: 0x74,
   i32ShrU: 0x76,
@@ -508,13 +510,20 @@ function tableTypes(info: ModuleInfo): ValType[] {
  * The functions appended after SLOW: every chunking helper (type `(i32, i32, i32) -> ()`, for
  * table.fill `(i32, the table's type, i32) -> ()`), then the charge functions they call, one per
  * length kind in use (`(i32) -> (i32)`: spends the scaled length, returns it).
+ *
+ * A charge function also calls SLOW for every full chunk (operations of at least one chunk) while
+ * CHECK may be called (E set), whatever the counter says. The host sizes refills by the time the
+ * last ones took, but bulk work on never-touched pages costs 50-100 times what it costs on touched
+ * ones: a refill sized on touched memory (or carried over from an earlier call, whose instance had
+ * touched its memory) would let one check interval run for tens of ms on a fresh instance. CHECK
+ * with a non-negative counter only accounts and refills, so the units spent stay exact; operations
+ * below a chunk, the common case, never call it.
  */
 function appendedFunctions(info: ModuleInfo, fuel: FuelPlan, chunks: BulkChunks): AppendedFunc[] {
   if (fuel.helpers.length === 0) return [];
   const isTable = (h: BulkHelper) =>
     h.sub === FC.tableInit || h.sub === FC.tableCopy || h.sub === FC.tableFill;
   const kinds = [false, true].filter((table) => fuel.helpers.some((h) => isTable(h) === table));
-  const shape: PointShape = { globalIndex: fuel.globalIndex, slowFunc: fuel.slowFunc, cache: null };
   const chargeType = fuel.types.index([I32_TYPE], [I32_TYPE]);
   const chargeFunc = (table: boolean) => fuel.slowFunc + 1 + fuel.helpers.length + kinds.indexOf(table);
   let tables: ValType[] | null = null;
@@ -526,11 +535,32 @@ function appendedFunctions(info: ModuleInfo, fuel: FuelPlan, chunks: BulkChunks)
     };
   });
   for (const table of kinds) {
-    const w = new Writer(48);
+    // F -= scaled(c); if (F < 0 || (c >= chunk && E)) SLOW; return c
+    const f = fuel.globalIndex;
+    const w = new Writer(64);
     w.u32(0); // no locals
-    emit(w, [OP.localGet, 0]);
-    w.bytes(point(shape, { scratch: 0, scale: table ? SCALES.entries : SCALES.bytes }));
-    emit(w, OP.end);
+    emit(
+      w,
+      [OP.globalGet, f],
+      ...amountCode({ scratch: 0, scale: table ? SCALES.entries : SCALES.bytes }),
+      OP.i32Sub,
+      [OP.globalSet, f],
+      [OP.globalGet, f],
+      [OP.i32Const, 0],
+      OP.i32LtS,
+      [OP.localGet, 0],
+      [OP.i32Const, table ? chunks.entries : chunks.bytes],
+      OP.i32GeU,
+      [OP.globalGet, fuel.allowedIndex],
+      OP.i32And,
+      OP.i32Or,
+      OP.if,
+      OP.emptyBlock,
+      [OP.call, fuel.slowFunc],
+      OP.end,
+      [OP.localGet, 0],
+      OP.end,
+    );
     out.push({ type: chargeType, body: w.finish() });
   }
   return out;
