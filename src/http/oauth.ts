@@ -253,12 +253,12 @@ export class JwksCache {
     try {
       return await this.#local(header, token);
     } catch (e) {
-      if (!(e instanceof errors.JWKSNoMatchingKey) || this.#now() - this.#attemptedAt < JWKS_COOLDOWN_MS) {
-        throw e;
-      }
+      if (!(e instanceof errors.JWKSNoMatchingKey)) throw e;
+      // While the endpoint fails, whether the key exists cannot be known: "unavailable", not "invalid".
+      if (this.#lastError) throw this.#lastError;
+      if (this.#now() - this.#attemptedAt < JWKS_COOLDOWN_MS) throw e;
       // A key we have not seen: the issuer may have rotated. One fetch per cooldown at most.
       await this.#refresh();
-      // The endpoint failed: whether the key exists cannot be known, so the answer is "unavailable".
       if (this.#lastError) throw this.#lastError;
       return await this.#local!(header, token);
     }
