@@ -45,8 +45,9 @@
  * bounds traps as the single operation does, before anything is written), then runs the operation
  * in chunks of `BULK_MEMORY_CHUNK_BYTES` / `BULK_TABLE_CHUNK_ENTRIES`, each charged right before it
  * runs, so the host's check (and a yield or stop) can come between two chunks where one long
- * operation could not be interrupted (see {@link helperBody}). The chunks of an operation spend
- * exactly the units one charge of its whole length would.
+ * operation could not be interrupted (see {@link helperBody}); a full chunk calls SLOW whatever the
+ * counter says (see {@link appendedFunctions}). The chunks of an operation spend exactly the units
+ * one charge of its whole length would.
  *
  * Every index the rewrite relies on (locals, globals, functions, types, tables, memories, segments,
  * tags) is checked against the ORIGINAL module first: the injected local, globals, type and function
@@ -576,8 +577,8 @@ function appendedFunctions(info: ModuleInfo, fuel: FuelPlan, chunks: BulkChunks)
  * 2. Otherwise the operation with length 0 at the end offsets traps exactly when the original would
  *    (an end beyond the memory, table or segment, whose current length counts a dropped segment as
  *    empty), before anything is written: the whole range is checked first, as the spec does.
- * 3. Chunks of at most K, each charged by the charge function `chargeFunc` (a global-shape point,
- *    so SLOW and the host's check may run between two chunks) and then run. A copy with D > X goes from the end backwards, so an overlapping copy
+ * 3. Chunks of at most K, each charged by the charge function `chargeFunc` (global shape; SLOW and
+ *    the host's check may run between two chunks, and do after every full chunk) and then run. A copy with D > X goes from the end backwards, so an overlapping copy
  *    reads every source element before it is overwritten, as the single operation does. The chunks
  *    spend exactly what one charge of the whole length spends (a chunk of bytes is a multiple of the
  *    charge's unit; a chunk of entries stays below the charge's cap).
