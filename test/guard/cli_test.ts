@@ -173,3 +173,52 @@ Deno.test("guard check: every module-level hostile fixture fails the check that 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** `guard call` budget for the runtime corpus: a spinning guard ends at the deadline or the fuel. */
+const CORPUS_LIMITS = ["--fuel", "200000000", "--timeout-ms", "1000"];
+/** One corpus run, process start included, ends within this. */
+const CORPUS_RUN_WITHIN_MS = 15_000;
+
+Deno.test("guard call: every runtime hostile fixture answers or fails with a typed error, within its budget", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "guard_cli_runtime_" });
+  try {
+    const all = await hostileNames();
+    const names = all.filter((n) => !MODULE_LEVEL_PREFIXES.some((p) => n.startsWith(p)));
+    assertEquals(names.length > 20, true, `runtime fixtures: ${names.length}`);
+    const outcomes: string[] = [];
+    for (const name of names) {
+      await Deno.writeFile(`${dir}/${name}.wasm`, await hostileBytes(name));
+      const t0 = performance.now();
+      const r = await run(
+        "call",
+        `${dir}/${name}.wasm`,
+        "--policy",
+        '{"allow-only":{"repos":"all","min-integrity":"none"}}',
+        "--tool",
+        "list_issues",
+        "--args",
+        '{"repo":"acme/web"}',
+        ...CORPUS_LIMITS,
+      );
+      const ms = performance.now() - t0;
+      assertEquals(ms < CORPUS_RUN_WITHIN_MS, true, `${name}: ${ms.toFixed(0)} ms`);
+      const out = JSON.parse(r.stdout);
+      if (r.code === 0) {
+        assertEquals(out.error, undefined, name);
+        outcomes.push(`${name}: answered`);
+      } else {
+        assertEquals(r.code, 1, `${name}: ${r.stderr.slice(0, 300)}`);
+        assertEquals(typeof out.error?.kind, "string", `${name}: ${r.stdout.slice(0, 300)}`);
+        assertEquals(
+          ["internal", "usage"].includes(out.error.kind),
+          false,
+          `${name}: ${r.stdout.slice(0, 300)}`,
+        );
+        outcomes.push(`${name}: ${out.error.kind}`);
+      }
+    }
+    console.log(outcomes.join("\n"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
