@@ -7,61 +7,11 @@
  */
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
 // @ts-types="@modelcontextprotocol/sdk/client/index"
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-// @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-// @ts-types="@modelcontextprotocol/sdk/client/auth-extensions"
-import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
+import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { parseConfig } from "../../src/config.ts";
-import { createDemoUpstream } from "../../src/demo/upstream.ts";
 import { MemoryAgentLabelStore } from "../../src/difc/store.ts";
-import { DEMO_GUARD_URL, startGateway } from "../../src/main.ts";
-import { freePort } from "../helpers/processes.ts";
-import { LIMITED_POLICY } from "./harness.ts";
-import { startOidcProvider, type TestClient } from "./oidc_provider.ts";
-
-/** Two machine clients of the provider; their client ids become the agents' ids (`sub`). */
-export const AGENT_A: TestClient = {
-  clientId: "agent-a",
-  clientSecret: "secret-a-0123456789abcdef0123456789",
-};
-export const AGENT_B: TestClient = {
-  clientId: "agent-b",
-  clientSecret: "secret-b-0123456789abcdef0123456789",
-};
-/** The scope the gateway requires. */
-export const SCOPE = "mcp:tools";
-
-/** The gateway config for an issuer and a gateway base URL. */
-export function oauthConfig(
-  upstreamUrl: string,
-  issuer: string,
-  gatewayBase: string,
-): Record<string, unknown> {
-  return {
-    mcpServers: {
-      demo: { type: "http", url: upstreamUrl, guard: "demo", "guard-policies": LIMITED_POLICY },
-    },
-    guards: { demo: { type: "wasm", path: DEMO_GUARD_URL.href } },
-    gateway: { oauth: { issuer, audience: `${gatewayBase}/mcp`, requiredScopes: [SCOPE] } },
-  };
-}
-
-/** An SDK client on `<base>/mcp/demo` that authenticates as `who` through the SDK's OAuth flow. */
-export async function oauthClient(base: string, issuer: string, who: TestClient): Promise<Client> {
-  const authProvider = new ClientCredentialsProvider({
-    clientId: who.clientId,
-    clientSecret: who.clientSecret,
-    expectedIssuer: issuer,
-    // SDK 1.32.2 requests client_credentials tokens with the provider's own `scope` only (fetchToken
-    // reads clientMetadata.scope; the challenge's scope= and the metadata's scopes_supported are not used).
-    scope: SCOPE,
-  });
-  const transport = new StreamableHTTPClientTransport(new URL(`${base}/mcp/demo`), { authProvider });
-  const client = new Client({ name: "oauth-e2e", version: "1" });
-  await client.connect(transport);
-  return client;
-}
+import { startGateway } from "../../src/main.ts";
+import { AGENT_A, AGENT_B, heldToken, oauthClient, SCOPE, startFlowParts } from "./oidc_flow.ts";
 
 Deno.test({
   name: "oidc-provider + MCP SDK OAuth client through the gateway in Deno",
@@ -69,18 +19,11 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const port = freePort();
-    const base = `http://127.0.0.1:${port}`;
-    await using op = await startOidcProvider({
-      clients: [AGENT_A, AGENT_B],
-      resources: [`${base}/mcp`, `${base}/mcp/demo`],
-      resourceScope: SCOPE,
-    });
-    const demo = createDemoUpstream();
+    await using parts = await startFlowParts();
+    const { base, op, demo } = parts;
     const ac = new AbortController();
-    const up = Deno.serve({ port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} }, demo.fetch);
-    const config = parseConfig(oauthConfig(`http://127.0.0.1:${up.addr.port}/mcp`, op.issuer, base));
-    config.gateway.port = port;
+    const config = parseConfig(parts.config);
+    config.gateway.port = parts.port;
     const logs: Record<string, unknown>[] = [];
     const { server } = await startGateway(config, {
       configBase: new URL(import.meta.url),
@@ -102,8 +45,7 @@ Deno.test({
       assertStringIncludes(limit.message, "-32004");
 
       // The token the SDK got names the per-server resource, and its holder is the client.
-      const token = (a.transport as unknown as { _authProvider: ClientCredentialsProvider })._authProvider
-        .tokens()?.access_token;
+      const token = heldToken(a);
       assert(token, "the SDK holds a token");
       const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
       assertEquals([payload.aud, payload.sub, payload.iss], [`${base}/mcp/demo`, "agent-a", op.issuer]);
@@ -146,8 +88,6 @@ Deno.test({
       for (const c of clients) await c.close().catch(() => {});
       ac.abort();
       await server.finished;
-      await up.finished;
-      await demo.close();
     }
   },
 });
