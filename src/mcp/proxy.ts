@@ -227,7 +227,8 @@ function progressTokenOf(m: JsonRpcRequest): string | number | undefined {
  * ```
  */
 export function createMcpProxy(opts: ProxyOptions): McpProxy {
-  const doFetch = opts.fetch ?? fetch;
+  // Bound: core.fetch(...) calls it as a method, and workerd refuses a global fetch called on another `this`.
+  const doFetch = opts.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
   const log = opts.log ?? (() => {});
   const life = new AbortController();
   const client = createUpstreamClient(doFetch);
