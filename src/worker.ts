@@ -13,6 +13,11 @@
  *   that binding they stay in isolate memory (a warning is logged).
  * - Host validation: requests arrive for the Worker's public hostname, so list it (or `"*"`) in
  *   `gateway.allowedHosts`; `gateway.port`/`hostname` mean nothing here.
+ * - Authentication is configured as on Deno (`gateway.apiKey`, `gateway.agents`, `gateway.oauth`; see
+ *   src/http/auth.ts). Keys are best given as `${VAR}` from secrets, or as `apiKeySha256`. Revocation
+ *   and rotation: a changed secret or var is a new deployment, and new isolates build a new gateway
+ *   with the new keys (there is no signal to reload on). The issuer's JWKS needs no deployment: it is
+ *   fetched by each isolate on first use, refreshed every few minutes and on an unknown `kid`.
  * - A spinning guard is bounded by fuel, not time: Workers freeze `Date.now()` during execution, so
  *   `limits.fuel` is the budget that stops it (`limits.timeoutMs` still covers time spent waiting).
  *
