@@ -63,7 +63,8 @@ for (const mode of ["SIGHUP", "--watch-config"] as const) {
         ],
         waitForPort: port,
       });
-      const reload = async () => {
+      // With --watch-config, writing the file is the reload.
+      const reload = () => {
         if (mode === "SIGHUP") Deno.kill(gw.pid, "SIGHUP");
       };
       const token = await iss.sign({ sub: "from-token" });
@@ -74,14 +75,14 @@ for (const mode of ["SIGHUP", "--watch-config"] as const) {
         agents: { new: { apiKeySha256: await sha256Hex("new-key") } },
         oauth: { issuer: iss.issuer, audience: `${base}/mcp`, jwksUrl: iss.jwksUrl },
       });
-      await reload();
+      reload();
       await eventually("the old key is revoked", async () => (await status(base, "old-key")) === 401);
       assertEquals(await status(base, "new-key"), 200);
       assertEquals(await status(base, `Bearer ${token}`), 200);
 
       // A file that does not parse: the running settings stay, the reason is logged.
       await Deno.writeTextFile(file, "{ not json");
-      await reload();
+      reload();
       await eventually(
         "the failed reload is logged",
         () => Promise.resolve(gw.output().includes("not valid JSON")),
