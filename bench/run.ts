@@ -14,6 +14,7 @@ const BENCHES: readonly string[] = [
   "./hostile_bench.ts",
   "./coldstart_bench.ts",
   "./workers_bench.ts",
+  "./auth_bench.ts",
 ];
 
 for (const path of BENCHES) {

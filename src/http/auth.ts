@@ -34,6 +34,7 @@
 import { toHex } from "../util.ts";
 import {
   bearerChallenge,
+  JWKS_MAX_AGE_MS,
   JwksCache,
   KeysUnavailableError,
   MAX_TOKEN_BYTES,
@@ -42,8 +43,12 @@ import {
   protectedResourceMetadata,
   resourceUrl,
   TokenError,
+  type VerifiedToken,
   verifyAccessToken,
 } from "./oauth.ts";
+
+/** Verified tokens remembered per authenticator (oldest dropped first). */
+export const VERIFIED_TOKENS_CACHED = 4096;
 
 /** An authentication failure, carrying the HTTP status, the JSON body's code and extra headers. */
 export class AuthError extends Error {
@@ -203,6 +208,30 @@ export function createAuthenticator(settings: AuthSettings, opts: AuthenticatorO
       ...settings.agents.map((a) => fromHex(a.keySha256)),
     ])();
   let sharedHash: Promise<string> | undefined;
+  // Tokens verified on this route kind, by SHA-256 of the token: agents send the same token on every
+  // request, and a signature check costs 0.3-0.5 ms (BENCHMARKS.md). An entry lives until the token
+  // expires, and no longer than a JWKS refresh interval, so a key the issuer withdraws stops admitting
+  // cached tokens no later than it stops admitting new ones.
+  const verified = new Map<string, { token: VerifiedToken; until: number }>();
+  const clock = opts.now ?? Date.now;
+  const verify = async (
+    presented: string,
+    digest: Uint8Array,
+    target: AuthTarget,
+  ): Promise<VerifiedToken> => {
+    const k = `${target.kind === "server" ? `s:${target.serverId}` : target.kind}\n${toHex(digest)}`;
+    const hit = verified.get(k);
+    const expiry = (t: VerifiedToken) => Date.parse(t.expiresAt) + oauth!.clockToleranceSeconds * 1000;
+    if (hit && clock() < hit.until && Date.now() < expiry(hit.token)) return hit.token;
+    if (hit) verified.delete(k);
+    const t = await verifyAccessToken(presented, oauth!, keys!, audiencesFor(target), (id) => {
+      if (!isAgentId(id)) throw new Error("bad id");
+      return id;
+    });
+    if (verified.size >= VERIFIED_TOKENS_CACHED) verified.delete(verified.keys().next().value!);
+    verified.set(k, { token: t, until: clock() + JWKS_MAX_AGE_MS });
+    return t;
+  };
 
   const challengeFor = (target: AuthTarget) => {
     if (!oauth) return null;
@@ -295,10 +324,7 @@ export function createAuthenticator(settings: AuthSettings, opts: AuthenticatorO
     }
     if (!oauth) throw refuse(target, 401, "unauthorized", "invalid API key");
     try {
-      const t = await verifyAccessToken(presented, oauth, keys!, audiencesFor(target), (id) => {
-        if (!isAgentId(id)) throw new Error("bad id");
-        return id;
-      });
+      const t = await verify(presented, digest, target);
       if (reserved.has(t.agentId)) {
         throw new AuthError(
           403,

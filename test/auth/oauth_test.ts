@@ -334,3 +334,34 @@ Deno.test("oauth: reloadAuth swaps keys and issuers atomically (revocation witho
   assertEquals((await t.request("/reflect", { authorization: "new-key" })).status, 200);
   assertEquals((await t.request("/reflect", { authorization: `Bearer ${token}` })).status, 200);
 });
+
+Deno.test("oauth: remembered verifications end with the token, and with a withdrawn key at the next refresh", async () => {
+  await using iss = await startIssuer(AUDIENCE);
+  let clock = Date.now();
+  const auth = createAuthenticator(
+    { apiKey: null, agents: [], oauth: { ...settings(iss), clockToleranceSeconds: 0 } },
+    { servers: ["demo"], now: () => clock },
+  );
+  const status = async (token: string) => {
+    try {
+      await auth.authenticate(new Headers({ authorization: `Bearer ${token}` }), { kind: "reflect" });
+      return 200;
+    } catch (e) {
+      if (e instanceof AuthError) return e.status;
+      throw e;
+    }
+  };
+  // Expiry is checked on every use, not only when the signature was verified.
+  const short = await iss.sign({ exp: now() + 1 });
+  assertEquals(await status(short), 200);
+  await new Promise((r) => setTimeout(r, 1100 + (1000 - Date.now() % 1000)));
+  assertEquals(await status(short), 401);
+
+  // The issuer withdraws k1: a token verified before keeps working until the next refresh, then not.
+  const token = await iss.sign({});
+  assertEquals(await status(token), 200);
+  iss.published = [await issuerKey("k2")];
+  assertEquals(await status(token), 200);
+  clock += JWKS_MAX_AGE_MS + 1;
+  assertEquals(await status(token), 401);
+});
