@@ -41,6 +41,7 @@ import { WELL_KNOWN_PRM } from "./http/oauth.ts";
 import { createHealthProber } from "./http/health.ts";
 import { checkHostAndOrigin } from "./http/origin.ts";
 import { createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
+import { BackendCache } from "./mcp/backend_cache.ts";
 import type { ServerPlan } from "./registry.ts";
 import { ErrorCode } from "./mcp/jsonrpc.ts";
 import type { LogSink } from "./log.ts";
@@ -135,6 +136,9 @@ export function createGateway(deps: AppDeps): Gateway {
     agentInputs.set(id, input);
   }
   const limiter = new ToolCallLimiter();
+  // Guards' call_backend answers, shared by every request of this isolate (src/mcp/backend_cache.ts).
+  const backendCache = new BackendCache();
+  const backendTtl = new Map(config.servers.map((s) => [s.id, s.backendCacheTtlMs]));
   const serverIds = config.servers.map((s) => s.id);
   const buildAuth = (settings: AuthSettings) =>
     createAuthenticator(settings, { servers: serverIds, fetch: deps.authFetch });
@@ -188,7 +192,13 @@ export function createGateway(deps: AppDeps): Gateway {
           { guard: plan.guard, store, log: (r) => log(r.event === "tool_call" ? { ...r, auth: authOf } : r) },
           {
             signal: call.signal,
-            backend: call.backend,
+            backend: (tool, args, signal) =>
+              backendCache.lookup(
+                { serverId: call.upstream.id, protocolVersion: call.backendRef.protocolVersion, tool, args },
+                backendTtl.get(call.upstream.id) ?? 0,
+                (s) => call.backend(tool, args, s),
+                signal,
+              ),
             log: (level, msg, fields) =>
               log({ level, event: "guard_log", guard: plan.guard.name, msg, ...fields }),
           },

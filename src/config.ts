@@ -20,6 +20,7 @@
  */
 import { type GuardLimits, resolveLimits } from "./guard/limits.ts";
 import { UNIFIED_TOOL_SEPARATOR } from "./mcp/proxy.ts";
+import { DEFAULT_BACKEND_CACHE_TTL_MS } from "./mcp/backend_cache.ts";
 import { DIFC_MODES, type DifcMode, parseMode } from "./difc/evaluator.ts";
 import { type AgentKey, isAgentId, MAX_AGENT_ID_LENGTH } from "./http/auth.ts";
 import { ASYMMETRIC_ALGORITHMS, DEFAULT_CLOCK_TOLERANCE_S, type OAuthSettings } from "./http/oauth.ts";
@@ -51,6 +52,11 @@ export interface ServerConfig {
   guardPolicies: unknown;
   /** Per-server tool timeout in ms, or null for the gateway's. */
   toolTimeoutMs: number | null;
+  /**
+   * How long a guard's `call_backend` answer is reused (`backendCacheTtl`, seconds in the file), in ms;
+   * 0 disables the cache for this server. See src/mcp/backend_cache.ts.
+   */
+  backendCacheTtlMs: number;
 }
 
 /** A guard definition from `guards.<name>`. */
@@ -150,6 +156,7 @@ const KNOWN_SERVER = new Set([
   "guard",
   "guard-policies",
   "toolTimeout",
+  "backendCacheTtl",
   "connectTimeout",
   "auth",
   "container",
@@ -222,6 +229,13 @@ function strArray(v: unknown, path: string, opts: { nonEmpty?: boolean } = {}): 
 function posInt(v: unknown, path: string, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > max) {
     throw new ConfigError(path, `must be an integer from 1 to ${max}, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function nonNegInt(v: unknown, path: string, max: number): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v > max) {
+    throw new ConfigError(path, `must be an integer from 0 to ${max}, got ${describe(v)}`);
   }
   return v;
 }
@@ -334,7 +348,19 @@ function parseServer(id: string, raw: unknown, warnings: string[]): ServerConfig
   const guardPolicies = o["guard-policies"] === undefined
     ? null
     : expectObj(o["guard-policies"], `${path}.guard-policies`);
-  return { id, url: parsed.toString(), headers, tools, guard, guardPolicies, toolTimeoutMs };
+  const backendCacheTtlMs = o.backendCacheTtl === undefined
+    ? DEFAULT_BACKEND_CACHE_TTL_MS
+    : nonNegInt(o.backendCacheTtl, `${path}.backendCacheTtl`, 86_400) * 1000;
+  return {
+    id,
+    url: parsed.toString(),
+    headers,
+    tools,
+    guard,
+    guardPolicies,
+    toolTimeoutMs,
+    backendCacheTtlMs,
+  };
 }
 
 function parseGuard(name: string, raw: unknown, warnings: string[]): GuardConfig {
