@@ -35,6 +35,7 @@ import { loadGuardModule } from "./guard/host.ts";
 import { assertJspi } from "./guard/jspi.ts";
 import { jsonLogSink } from "./log.ts";
 import { planServers } from "./registry.ts";
+import { callerDir, dirUrl, resolveFrom, resolvePath } from "./cli/paths.ts";
 
 /** The demo guard shipped in `guards/demo/`. */
 export const DEMO_GUARD_URL = new URL("../guards/demo/demo-guard.wasm", import.meta.url);
@@ -171,9 +172,13 @@ function banner(config: GatewayConfig, addr: Deno.NetAddr, demo: boolean): strin
     `  servers: ${config.servers.map((s) => s.id).join(", ")}`,
   ];
   const g = config.gateway;
+  // A key that came from the config or the environment is the operator's secret: it is never echoed
+  // (terminals and process logs are often shared). Only a key the gateway made up is shown.
   if (g.apiKey !== null) {
     lines.push(
-      `  API key: ${g.apiKey}${g.apiKeyGenerated ? "  (generated; set gateway.apiKey to fix it)" : ""}`,
+      g.apiKeyGenerated
+        ? `  API key: ${g.apiKey}  (generated; set gateway.apiKey to fix it)`
+        : "  API key: (from the configuration; not shown)",
     );
   }
   if (g.agents.length > 0) lines.push(`  agents:  ${g.agents.map((a) => a.id).join(", ")} (per-agent keys)`);
@@ -184,7 +189,9 @@ function banner(config: GatewayConfig, addr: Deno.NetAddr, demo: boolean): strin
       "Embedded demo: upstream 'demo' (repos acme/web private, acme/public-site public) behind guards/demo,",
       `policy ${JSON.stringify(DEMO_POLICY)}. Try it (Node >= 20 and npm are enough):`,
       "",
-      `  node_modules/deno/deno run -A examples/demo-client.ts ${base}/mcp/demo ${config.gateway.apiKey}`,
+      `  node_modules/deno/deno run -A examples/demo-client.ts ${base}/mcp/demo ${
+        g.apiKeyGenerated ? g.apiKey : "<API key>"
+      }`,
       "",
       "It lists acme/web issues (issue #2, by an outside contributor, is filtered), creates an issue in",
       "acme/web (allowed) and tries one in acme/public-site (blocked: outside the agent's policy scope).",
@@ -193,39 +200,90 @@ function banner(config: GatewayConfig, addr: Deno.NetAddr, demo: boolean): strin
   return lines.join("\n");
 }
 
+/** What `deno task start --help` prints. */
+export const USAGE = `usage: deno task start [--config FILE [--watch-config]] [--port N] [--hostname H]
+
+  --config FILE     gateway configuration (JSON); relative to the directory you run the command in.
+                    Without it: the JSON text in MCP_EDGE_GUARD_CONFIG, else the embedded demo.
+  --watch-config    reload the keys and OAuth settings of --config FILE when it changes (also on SIGHUP)
+  --port N          port to listen on (0 = any free port); overrides gateway.port
+  --hostname H      address to listen on; overrides gateway.hostname (default 127.0.0.1)
+  --help            this text
+
+Environment: MCP_EDGE_GUARD_KV (Deno KV path or "default"), MCP_EDGE_GUARD_LOG_LEVEL (debug|info|warn|error).`;
+
+/** One line on stderr and exit code 2: the user can act on it (wrong flag, busy port, bad config). */
+function fail(message: string, usage = false): never {
+  console.error(`mcp-edge-guard: ${message}`);
+  if (usage) console.error(USAGE);
+  Deno.exit(2);
+}
+
+/** The one-line explanation of a listen failure, or undefined for other errors. */
+export function listenError(e: unknown, port: number, hostname: string): string | undefined {
+  if (e instanceof Deno.errors.AddrInUse) {
+    return `port ${port} on ${hostname} is already in use; choose another with --port N (or gateway.port)`;
+  }
+  if (e instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot listen on ${hostname}:${port}: address not available on this machine; check --hostname`;
+  }
+  if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
+    return `not allowed to listen on ${hostname}:${port} (${(e as Error).message}); choose another --port`;
+  }
+  return undefined;
+}
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      config: { type: "string" },
-      port: { type: "string" },
-      hostname: { type: "string" },
-      "watch-config": { type: "boolean" },
-    },
-    strict: true,
-  });
+  let values: { config?: string; port?: string; hostname?: string; "watch-config"?: boolean; help?: boolean };
+  try {
+    values = parseArgs({
+      args: Deno.args,
+      options: {
+        config: { type: "string" },
+        port: { type: "string" },
+        hostname: { type: "string" },
+        "watch-config": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (e) {
+    // node:util's text goes on about positionals starting with "-"; the first sentence is the point.
+    fail((e as Error).message.split(/\. To specify|\n/)[0], true);
+  }
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
   const env = Deno.env.toObject();
+  const cwd = callerDir(env);
+  // A relative local KV path is the caller's, like --config (":memory:" and "default" are names).
+  const kvPath = env.MCP_EDGE_GUARD_KV;
+  if (kvPath && kvPath !== "default" && !kvPath.startsWith(":") && !/^[a-z]+:/i.test(kvPath)) {
+    env.MCP_EDGE_GUARD_KV = resolvePath(cwd, kvPath);
+  }
   const controller = new AbortController();
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => controller.abort());
+  let config: GatewayConfig | undefined;
   try {
     const port = values.port === undefined ? undefined : Number(values.port);
-    if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+    if (port !== undefined && !(/^\d+$/.test(values.port!) && port >= 0 && port <= 65535)) {
       throw new ConfigError(
         "--port",
         `must be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`,
       );
     }
-    let config: GatewayConfig;
-    let base = new URL(`file://${Deno.cwd()}/`);
+    let base = dirUrl(cwd);
     let demo = false;
     let configFile: URL | undefined;
     if (values["watch-config"] && values.config === undefined) {
       throw new ConfigError("--watch-config", "needs --config FILE");
     }
     if (values.config !== undefined) {
-      const file = configFile = new URL(values.config, base);
+      const file = configFile = resolveFrom(cwd, values.config);
       const text = await Deno.readTextFile(file).catch((e) => {
-        throw new ConfigError("--config", `cannot read ${values.config}: ${e.message}`);
+        throw new ConfigError("--config", `cannot read ${resolvePath(cwd, values.config!)}: ${e.message}`);
       });
       config = parseConfigText(text, env, values.config);
       base = file;
@@ -239,15 +297,16 @@ if (import.meta.main) {
         upstream.fetch,
       );
       const url = `http://127.0.0.1:${up.addr.port}/mcp`;
-      config = parseConfig(demoConfig(url, port ?? 8080, values.hostname ?? "127.0.0.1"), env);
+      config = parseConfig(demoConfig(url, port || 8080, values.hostname ?? "127.0.0.1"), env); // --port 0 applies below
     }
     if (port !== undefined) config.gateway.port = port;
     if (values.hostname !== undefined) config.gateway.hostname = values.hostname;
-    const { gateway } = await startGateway(config, {
+    const cfg = config;
+    const { gateway } = await startGateway(cfg, {
       configBase: base,
       env,
       signal: controller.signal,
-      onListen: (addr) => console.log(banner(config, addr, demo)),
+      onListen: (addr) => console.log(banner(cfg, addr, demo)),
     });
     if (configFile) {
       const file = configFile;
@@ -256,10 +315,9 @@ if (import.meta.main) {
       if (values["watch-config"]) watchConfig(file, controller.signal, reload).catch(() => {});
     }
   } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(`mcp-edge-guard: ${e.message}`);
-      Deno.exit(2);
-    }
+    if (e instanceof ConfigError) fail(e.message);
+    const listen = config && listenError(e, config.gateway.port, config.gateway.hostname);
+    if (listen) fail(listen);
     throw e;
   }
 }

@@ -13,7 +13,14 @@
  *     FIXTURE.json is an array of {"tool", "args"?, "result"} answering call_backend (first match;
  *     "args" absent matches any arguments); an unmatched call returns -1 to the guard.
  * ```
- * Logs (guard `host_log`, WASI stdout/stderr, host messages) go to stderr as JSON lines.
+ * Logs (guard `host_log`, WASI stdout/stderr, host messages) go to stderr as JSON lines, and so do
+ * hints about a fixture: an entry whose `result` is not an MCP tool result (guards read `call_backend`
+ * answers as the upstream's `tools/call` result, `{"content":[{"type":"text","text":...}]}`, and most
+ * treat anything else as a failed lookup, e.g. a repository of unknown visibility counts as private),
+ * and every `call_backend` no entry answered.
+ *
+ * Relative paths are taken from the directory the command was typed in (`INIT_CWD` under
+ * `deno task`, see paths.ts). Usage mistakes exit with code 2; `guard --help` prints the usage.
  *
  * @module
  */
@@ -25,11 +32,19 @@ import { GuardError, type GuardLimits, resolveLimits } from "../guard/limits.ts"
 import { type GuardInspection, inspectGuard, prepareGuard } from "../guard/prepare.ts";
 import { pickCaps } from "../guard/wasm/caps.ts";
 import { errorMessage } from "../util.ts";
+import { callerDir, resolvePath } from "./paths.ts";
 
 const USAGE = `usage:
   guard check FILE.wasm [--memory-pages N]
   guard call FILE.wasm --policy JSON --tool NAME --args JSON [--result JSON] [--backend FIXTURE.json]
-             [--fuel N] [--timeout-ms N] [--memory-pages N]`;
+             [--fuel N] [--timeout-ms N] [--memory-pages N]
+  guard --help
+
+FIXTURE.json: [{"tool": NAME, "args"?: JSON, "result": {"content":[{"type":"text","text":"..."}]}}, ...]
+Relative paths are taken from the directory you run the command in.`;
+
+/** Exit code of a command-line mistake (as the gateway's entry point). */
+export const USAGE_EXIT = 2;
 
 /** A command-line mistake; reported as `{"error":{"kind":"usage"}}`. */
 class UsageError extends Error {}
@@ -50,14 +65,59 @@ export interface BackendFixture {
  * const backend = fixtureBackend([{ tool: "search_repositories", result: { content: [] } }]);
  * ```
  */
-export function fixtureBackend(fixtures: BackendFixture[]): BackendCaller {
+export function fixtureBackend(
+  fixtures: BackendFixture[],
+  onMiss?: (tool: string, argsJson: string) => void,
+): BackendCaller {
   return (tool, args) => {
     const key = canonicalJson(args);
     const hit = fixtures.find((f) =>
       f.tool === tool && (f.args === undefined || canonicalJson(f.args) === key)
     );
+    if (!hit) onMiss?.(tool, key);
     return hit ? Promise.resolve(hit.result) : Promise.reject(new Error(`no fixture for ${tool} ${key}`));
   };
+}
+
+/**
+ * Problems with a `--backend` fixture list that a guard would not report: entries that are not
+ * `{tool, args?, result}`, and results that are not an MCP tool result (`{content: [...]}` with typed
+ * items), which guards read as a failed lookup. One message per problem, naming the entry.
+ *
+ * @example
+ * ```ts
+ * fixtureProblems([{ tool: "get_repo", result: { visibility: "public" } }]);
+ * // ["--backend[0] (get_repo): result is not an MCP tool result ..."]
+ * ```
+ */
+export function fixtureProblems(fixtures: unknown[]): string[] {
+  const out: string[] = [];
+  fixtures.forEach((f, i) => {
+    const e = f as Partial<BackendFixture> | null;
+    if (typeof e !== "object" || e === null || Array.isArray(e)) {
+      out.push(`--backend[${i}]: must be an object {tool, args?, result}`);
+      return;
+    }
+    const at = `--backend[${i}]${typeof e.tool === "string" ? ` (${e.tool})` : ""}`;
+    if (typeof e.tool !== "string") out.push(`${at}: "tool" must be a string naming the backend tool`);
+    if (!("result" in e)) {
+      out.push(`${at}: has no "result"; the guard gets it as undefined`);
+      return;
+    }
+    const r = e.result as { content?: unknown } | null;
+    const content = typeof r === "object" && r !== null ? r.content : undefined;
+    const mcp = Array.isArray(content) &&
+      content.every((c) => typeof c === "object" && c !== null && typeof c.type === "string");
+    if (!mcp) {
+      out.push(
+        `${at}: result is not an MCP tool result {"content":[{"type":"text","text":"<JSON>"}]}; ` +
+          "guards read call_backend answers in that shape and typically treat any other as a failed " +
+          'lookup (the demo guard then counts the repository as private). Wrap it: {"content":[{"type":' +
+          '"text","text":JSON.stringify(result)}]}',
+      );
+    }
+  });
+  return out;
 }
 
 /** Guard output: parsed JSON, or the raw text when it is not JSON, or null when empty. */
@@ -95,7 +155,7 @@ const stderrLog: GuardLogger = (level, msg, fields) => {
 async function readWasm(file: string | undefined): Promise<Uint8Array> {
   if (!file) throw new UsageError("FILE.wasm is required");
   try {
-    return await Deno.readFile(file);
+    return await Deno.readFile(resolvePath(callerDir(Deno.env.toObject()), file));
   } catch (e) {
     throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
   }
@@ -235,10 +295,18 @@ async function call(file: string | undefined, values: Record<string, string | un
   const result = values.result === undefined ? undefined : parseJsonFlag("result", values.result);
   let fixtures: BackendFixture[] = [];
   if (values.backend) {
-    const parsed = parseJsonFlag("backend", await Deno.readTextFile(values.backend));
+    const path = resolvePath(callerDir(Deno.env.toObject()), values.backend);
+    let text: string;
+    try {
+      text = await Deno.readTextFile(path);
+    } catch (e) {
+      throw new UsageError(`cannot read --backend ${path}: ${(e as Error).message}`);
+    }
+    const parsed = parseJsonFlag("backend", text);
     if (!Array.isArray(parsed)) {
       throw new UsageError("--backend file must hold a JSON array of {tool, args?, result}");
     }
+    for (const message of fixtureProblems(parsed)) stderrLog("warn", message, { source: "guard-cli" });
     fixtures = parsed as BackendFixture[];
   }
   const limits: Partial<GuardLimits> = {};
@@ -252,9 +320,16 @@ async function call(file: string | undefined, values: Record<string, string | un
   const bytes = await readWasm(file);
   const name = file!.replace(/^.*[\\/]/, "").replace(/\.wasm$/i, "");
   const guard = await loadGuardModule(bytes, { name, limits });
+  const missed = new Set<string>();
   const session = guard.open({
     signal: new AbortController().signal,
-    backend: fixtureBackend(fixtures),
+    backend: fixtureBackend(fixtures, (t, a) => {
+      if (missed.has(`${t} ${a}`)) return; // one hint per distinct call (guards retry)
+      missed.add(`${t} ${a}`);
+      stderrLog("warn", `call_backend ${t} ${a}: no --backend entry matches; the guard gets -1`, {
+        source: "guard-cli",
+      });
+    }),
     log: stderrLog,
   });
   try {
@@ -302,6 +377,10 @@ async function call(file: string | undefined, values: Record<string, string | un
  */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (["--help", "-h", "help"].includes(command) || rest.includes("--help") || rest.includes("-h")) {
+    console.log(USAGE);
+    return 0;
+  }
   try {
     const { values, positionals } = parseArgs({
       args: rest,
@@ -336,7 +415,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(`usable: no: ${message}`);
     }
     if (usage) console.error(USAGE);
-    return 1;
+    return usage ? USAGE_EXIT : 1;
   }
 }
 

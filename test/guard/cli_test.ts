@@ -124,7 +124,7 @@ Deno.test("guard call: --backend fixtures answer call_backend; empty output is n
   });
 });
 
-Deno.test("guard call: limit errors and usage errors are {error:{kind,message}} with exit 1", async () => {
+Deno.test("guard call: limit errors (exit 1) and usage errors (exit 2) are {error:{kind,message}}", async () => {
   await withGuards(async (dir) => {
     const r = await run(
       "call",
@@ -143,7 +143,7 @@ Deno.test("guard call: limit errors and usage errors are {error:{kind,message}} 
     assertEquals(err.kind, "fuel");
     assertStringIncludes(err.message, "limits.fuel=200000");
     const u = await run("call", `${dir}/spin.wasm`, "--policy", "{}", "--args", "{}");
-    assertEquals(u.code, 1);
+    assertEquals(u.code, 2, "a usage mistake exits with 2");
     assertEquals(JSON.parse(u.stdout).error, { kind: "usage", message: "--tool is required" });
     const j = await run("call", `${dir}/spin.wasm`, "--policy", "{", "--tool", "t", "--args", "{}");
     assertEquals(JSON.parse(j.stdout).error.kind, "usage");
