@@ -7,12 +7,23 @@
  * client process keeps the client's JSON and HTTP work off the server's event loop. On a 2-core VM
  * the client and the server each get about one core; the direct path then measures the upstream
  * alone in the same process that, for the gateway path, also runs the gateway, so both paths pay the
- * same client cost and differ only by the gateway. Logging stays on (one JSON line per call to
- * stderr, discarded), as in production.
+ * same client cost and differ only by the gateway. Logging stays on as in production (the JSON line
+ * sink at its default level, info: the decision records of every call to stderr, discarded).
+ *
+ * A baseline target, `bare`: a minimal Hono pass-through proxy in the same child process (same
+ * runtime, same upstream; no auth, no guard, no MCP parsing: method, headers and body streamed to the
+ * upstream, its response streamed back) — the practical floor for a JS proxy here. The gateway's own
+ * cost is reported against it (targets: no-backend guard ≥ 0.7× its throughput at c=64 and ≤ 1.3× its
+ * p50 at c=1; demo guard ≥ 0.5× its throughput at c=64).
+ *
+ * CPU per call: the child reports its process CPU time (`/cpu`, user + system) before and after each
+ * round; the round's CPU over its calls is the server-side CPU per call of that target (upstream
+ * included: the `direct` row is the upstream's own share).
  *
  * Two guarded targets per run:
  * - `demo`: the demo guard (`guards/demo`), which asks the upstream `get_repo` once per request
- *   (`call_backend`), so a guarded call is TWO sequential upstream tools/calls plus the guard;
+ *   (`call_backend`), so a guarded call is TWO sequential upstream tools/calls plus the guard (the
+ *   benchmark turns the `call_backend` cache off for it, `backendCacheTtl: 0`: every call pays both);
  * - `no-backend`: `test/fixtures/wat/bench/no_backend_guard.wat` (filter mode, empty labels, a read,
  *   no fine-grained response labels, no `call_backend`), so the call prices the gateway, a fresh
  *   instance and three guard calls only.
@@ -39,9 +50,12 @@
  * @module
  */
 import wabtInit from "wabt";
+import { Hono } from "hono";
+import { cpuUsage } from "node:process";
 import { parseConfig } from "../src/config.ts";
 import { createDemoUpstream } from "../src/demo/upstream.ts";
 import { DEMO_POLICY, demoConfig, startGateway } from "../src/main.ts";
+import { jsonLogSink } from "../src/log.ts";
 import {
   type BenchOptions,
   type BenchReport,
@@ -68,6 +82,10 @@ const NO_BACKEND_SERVER = "nobackend";
 /** Targets. */
 const P50_RATIO_TARGET = 1.25;
 const THROUGHPUT_RATIO_TARGET = 0.8;
+/** Targets against the bare proxy (issue 12): no-backend guard, demo guard. */
+const BARE_TPUT_TARGET_NO_BACKEND = 0.7;
+const BARE_P50_TARGET_NO_BACKEND = 1.3;
+const BARE_TPUT_TARGET_DEMO = 0.5;
 /** A request that takes longer than this is a failure (the bench must never hang). */
 const REQUEST_TIMEOUT_MS = 10_000;
 /** Largest response body the client reads. */
@@ -118,12 +136,22 @@ async function serve(latencyMs: number): Promise<void> {
   const ac = new AbortController();
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => ac.abort());
   const upstream = createDemoUpstream({ latencyMs });
-  // `/stats` lets the client check how many upstream tools/calls a guarded call made.
+  // `/stats` lets the client check how many upstream tools/calls a guarded call made; `/cpu` is the
+  // process's CPU time in µs.
   const up = Deno.serve(
     { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} },
-    (req) => req.url.endsWith("/stats") ? Response.json(upstream.stats()) : upstream.fetch(req),
+    (req) =>
+      req.url.endsWith("/stats")
+        ? Response.json(upstream.stats())
+        : req.url.endsWith("/cpu")
+        ? Response.json(cpuUsage())
+        : upstream.fetch(req),
   );
   const upstreamUrl = `http://127.0.0.1:${up.addr.port}/mcp`;
+  const bare = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} },
+    bareProxy(upstreamUrl).fetch,
+  );
   // The config wants a real port; 0 (any free port) is set after validation, as `--port 0` does.
   const raw = demoConfig(upstreamUrl, 8080, "127.0.0.1") as {
     mcpServers: Record<string, unknown>;
@@ -135,6 +163,8 @@ async function serve(latencyMs: number): Promise<void> {
   let gatewayFinished: Promise<void>;
   try {
     raw.guards[NO_BACKEND_SERVER] = { type: "wasm", path: (await writeNoBackendGuard(dir)).href };
+    // Every demo-guard call pays its get_repo (the worst case; the cache is measured in model_bench).
+    (raw.mcpServers[DEMO_SERVER] as Record<string, unknown>).backendCacheTtl = 0;
     raw.mcpServers[NO_BACKEND_SERVER] = {
       type: "http",
       url: upstreamUrl,
@@ -147,13 +177,16 @@ async function serve(latencyMs: number): Promise<void> {
       configBase: new URL(import.meta.url),
       env: {},
       signal: ac.signal,
-      log: (r) => console.error(JSON.stringify(r)),
+      // The production sink at its default level (info): guard debug lines are not built.
+      log: jsonLogSink((line) => console.error(line), "info"),
     });
     gatewayFinished = server.finished;
     const base = `http://127.0.0.1:${server.addr.port}/mcp`;
     console.log(JSON.stringify({
       direct: upstreamUrl,
+      bare: `http://127.0.0.1:${bare.addr.port}/mcp`,
       stats: `http://127.0.0.1:${up.addr.port}/stats`,
+      cpu: `http://127.0.0.1:${up.addr.port}/cpu`,
       demo: `${base}/${DEMO_SERVER}`,
       noBackend: `${base}/${NO_BACKEND_SERVER}`,
     }));
@@ -161,14 +194,29 @@ async function serve(latencyMs: number): Promise<void> {
     // Guards are loaded (compiled) at startup; the file is not needed afterwards.
     await Deno.remove(dir, { recursive: true });
   }
-  await Promise.all([up.finished, gatewayFinished]);
+  await Promise.all([up.finished, bare.finished, gatewayFinished]);
   await upstream.close();
+}
+
+/**
+ * The baseline: a minimal Hono pass-through proxy to `upstreamUrl` (one route, method, headers and
+ * body streamed through, the upstream's response returned as is).
+ */
+function bareProxy(upstreamUrl: string): Hono {
+  const app = new Hono();
+  app.all("/mcp", (c) => {
+    const req = c.req.raw;
+    return fetch(upstreamUrl, { method: req.method, headers: req.headers, body: req.body });
+  });
+  return app;
 }
 
 /** The server child process and its URLs. */
 interface ServerUrls {
   direct: string;
+  bare: string;
   stats: string;
+  cpu: string;
   demo: string;
   noBackend: string;
 }
@@ -376,8 +424,8 @@ async function sanityCheck(t: Target, statsUrl: string): Promise<void> {
   }
 }
 
-/** What a target is: the upstream itself, or the gateway with one of the two guards. */
-type TargetKind = "direct" | "demo" | "no-backend";
+/** What a target is: the upstream itself, the bare proxy, or the gateway with one of the two guards. */
+type TargetKind = "direct" | "bare" | "demo" | "no-backend";
 
 /** A pool of open connections per target, grown on demand and reused by every round. */
 class Target {
@@ -410,18 +458,32 @@ class Target {
 
 /** Rounds per target at one concurrency. */
 type Rounds = Record<TargetKind, LoopResult[]>;
-const KINDS: readonly TargetKind[] = ["direct", "demo", "no-backend"];
+/** Server CPU ms per call, one value per round. */
+type CpuRounds = Record<TargetKind, number[]>;
+const KINDS: readonly TargetKind[] = ["direct", "bare", "demo", "no-backend"];
+
+/** The server child's CPU time so far, in ms. */
+async function serverCpuMs(url: string): Promise<number> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  const u = await res.json() as { user: number; system: number };
+  return (u.user + u.system) / 1000;
+}
 
 /** Runs every concurrency against one server child whose upstream answers after `latencyMs`. */
-async function measureLatency(latencyMs: number, plan: Plan): Promise<Record<number, Rounds>> {
+async function measureLatency(
+  latencyMs: number,
+  plan: Plan,
+): Promise<{ rounds: Record<number, Rounds>; cpu: Record<number, CpuRounds> }> {
   const server = await startServer(latencyMs);
   const gatewayHeaders = { authorization: `Bearer ${API_KEY}`, "x-agent-id": AGENT_ID };
   const targets = [
     new Target("direct", "direct", server.direct, {}),
+    new Target("bare proxy", "bare", server.bare, {}),
     new Target("gateway (demo guard)", "demo", server.demo, gatewayHeaders),
     new Target("gateway (no-backend guard)", "no-backend", server.noBackend, gatewayHeaders),
   ];
   const results: Record<number, Rounds> = {};
+  const cpu: Record<number, CpuRounds> = {};
   try {
     for (const t of targets) {
       await t.ensure(1);
@@ -430,12 +492,15 @@ async function measureLatency(latencyMs: number, plan: Plan): Promise<Record<num
     for (const c of CONCURRENCY) {
       for (const t of targets) await t.ensure(c);
       for (const t of targets) await t.round(c, plan.warmupMs);
-      results[c] = { direct: [], demo: [], "no-backend": [] };
+      results[c] = { direct: [], bare: [], demo: [], "no-backend": [] };
+      cpu[c] = { direct: [], bare: [], demo: [], "no-backend": [] };
       for (let r = 0; r < plan.rounds; r++) {
         // The order reverses every round, so linear drift hits every target alike.
         const order = r % 2 === 0 ? targets : [...targets].reverse();
         for (const t of order) {
+          const cpu0 = await serverCpuMs(server.cpu);
           const res = await t.round(c, plan.roundMs);
+          cpu[c][t.kind].push(((await serverCpuMs(server.cpu)) - cpu0) / Math.max(1, res.ops));
           if (res.errors) {
             throw new BenchClientError(
               `${t.name} c=${c} latency ${latencyMs} ms: ${res.errors} failed: ${res.firstError}`,
@@ -449,10 +514,10 @@ async function measureLatency(latencyMs: number, plan: Plan): Promise<Record<num
     for (const t of targets) t.close();
     await server.stop();
   }
-  return results;
+  return { rounds: results, cpu };
 }
 
-const GUARD_LABEL: Record<Exclude<TargetKind, "direct">, string> = {
+const GUARD_LABEL: Record<Exclude<TargetKind, "direct" | "bare">, string> = {
   demo: "demo (get_repo)",
   "no-backend": "no-backend",
 };
@@ -461,12 +526,15 @@ const GUARD_LABEL: Record<Exclude<TargetKind, "direct">, string> = {
 export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   const plan = isQuick(opts) ? QUICK : FULL;
   const results: Record<number, Record<number, Rounds>> = {};
-  for (const l of LATENCIES_MS) results[l] = await measureLatency(l, plan);
+  const cpu: Record<number, Record<number, CpuRounds>> = {};
+  for (const l of LATENCIES_MS) ({ rounds: results[l], cpu: cpu[l] } = await measureLatency(l, plan));
 
   const tput = (rs: LoopResult[]) => median(rs.map((r) => r.ops / (r.elapsedMs / 1000)));
   const lat = (rs: LoopResult[]) => summarize(rs.flatMap((r) => r.latencies));
   const rows: string[][] = [];
+  const bareRows: string[][] = [];
   const targets = [];
+  const bareTargets: ReturnType<typeof target>[] = [];
   const summary: Record<string, unknown> = {};
   for (const l of LATENCIES_MS) {
     for (const c of CONCURRENCY) {
@@ -509,9 +577,48 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
           }
         }
       }
+      // Against the bare proxy, and the server CPU per call of every target.
+      const b = lat(rs.bare), bt = tput(rs.bare);
+      const cpuOf = (k: TargetKind) => median(cpu[l][c][k]);
+      const nb = lat(rs["no-backend"]), nbt = tput(rs["no-backend"]), dmt = tput(rs.demo);
+      const vsBare = {
+        noBackendP50: ratio(nb.p50, b.p50),
+        noBackendRps: ratio(nbt, bt),
+        demoP50: ratio(lat(rs.demo).p50, b.p50),
+        demoRps: ratio(dmt, bt),
+      };
+      bareRows.push([
+        String(l),
+        String(c),
+        fmt(b.p50),
+        fmt(bt, 0),
+        `${fmt(vsBare.noBackendP50)}x`,
+        `${fmt(vsBare.noBackendRps)}x`,
+        `${fmt(vsBare.demoP50)}x`,
+        `${fmt(vsBare.demoRps)}x`,
+        ...KINDS.map((k) => fmt(cpuOf(k) * 1000, 0)),
+      ]);
+      entry.bare = { ...b, rps: bt };
+      entry.vsBare = vsBare;
+      entry.cpuMsPerCall = Object.fromEntries(KINDS.map((k) => [k, cpuOf(k)]));
+      const vs = (what: string, v: number, op: "<=" | ">=", limit: number) =>
+        bareTargets.push(target(`${what}, upstream ${l} ms, c=${c}`, v, op, limit, "x"));
+      if (c === 1) {
+        vs("p50 ratio gateway (no-backend)/bare", vsBare.noBackendP50, "<=", BARE_P50_TARGET_NO_BACKEND);
+      }
+      if (c === 64) {
+        vs(
+          "throughput ratio gateway (no-backend)/bare",
+          vsBare.noBackendRps,
+          ">=",
+          BARE_TPUT_TARGET_NO_BACKEND,
+        );
+        vs("throughput ratio gateway (demo)/bare", vsBare.demoRps, ">=", BARE_TPUT_TARGET_DEMO);
+      }
       summary[`${l}ms/c${c}`] = entry;
     }
   }
+  targets.push(...bareTargets);
   const tables = [{
     title: `guarded tools/call list_issues acme/web, gateway vs direct, upstream latency 0/5/20 ms ` +
       `(${plan.rounds} interleaved rounds of ${plan.roundMs} ms per target; latency in ms, throughput in ` +
@@ -532,6 +639,21 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
       "rps ratio",
     ],
     rows,
+  }, {
+    title: "the same rounds against the bare Hono pass-through proxy (ratios gateway / bare), and the " +
+      "server process's CPU per call in µs (median round; upstream included)",
+    header: [
+      "upstream ms",
+      "c",
+      "bare p50",
+      "bare rps",
+      "no-backend p50 ratio",
+      "no-backend rps ratio",
+      "demo p50 ratio",
+      "demo rps ratio",
+      ...KINDS.map((k) => `CPU µs ${k}`),
+    ],
+    rows: bareRows,
   }];
   const rawRounds = (rs: LoopResult[]) =>
     rs.map((r) => ({
@@ -542,9 +664,10 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   return await finish("gateway", opts, tables, targets, {
     plan,
     setup: "upstream + gateway in one child process per upstream latency; client in the parent; one " +
-      "connection and session per worker and target; demo guard = 2 upstream calls per guarded call, " +
-      "no-backend guard = 1",
+      "connection and session per worker and target; demo guard = 2 upstream calls per guarded call " +
+      "(call_backend cache off), no-backend guard = 1; bare = minimal Hono pass-through proxy",
     summary,
+    cpuMsPerCallRounds: cpu,
     rounds: Object.fromEntries(
       LATENCIES_MS.map((l) => [
         `${l}ms`,

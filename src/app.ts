@@ -44,7 +44,7 @@ import { createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from 
 import { BackendCache } from "./mcp/backend_cache.ts";
 import type { ServerPlan } from "./registry.ts";
 import { ErrorCode } from "./mcp/jsonrpc.ts";
-import type { LogSink } from "./log.ts";
+import { type LogSink, logWrites } from "./log.ts";
 import { GATEWAY_VERSION } from "./version.ts";
 
 export type { LogSink } from "./log.ts";
@@ -199,8 +199,14 @@ export function createGateway(deps: AppDeps): Gateway {
                 (s) => call.backend(tool, args, s),
                 signal,
               ),
-            log: (level, msg, fields) =>
-              log({ level, event: "guard_log", guard: plan.guard.name, msg, ...fields }),
+            log: (level, msg, fields) => {
+              // A guard's own lines (host_log, WASI stdout) below warn are debug output, built only
+              // when the sink writes them.
+              const lvl = level === "info" ? "debug" : level;
+              if (logWrites(log, lvl)) {
+                log({ level: lvl, event: "guard_log", guard: plan.guard.name, msg, ...fields });
+              }
+            },
           },
         );
         return { guard: guarding };

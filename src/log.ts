@@ -15,7 +15,8 @@ export type LogSink = (record: Record<string, unknown>) => void;
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
 /**
- * A sink that writes each kept record as one JSON line with a timestamp.
+ * A sink that writes each kept record as one JSON line with its time as `time` (ISO 8601): the
+ * record's `timestamp` when it has one (which then is not repeated), else the time of writing.
  *
  * @example
  * ```ts
@@ -31,10 +32,35 @@ export function jsonLogSink(write: (line: string) => void, minLevel: string = "i
       `log level must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(minLevel)}`,
     );
   }
-  return (record) => {
+  const sink: LogSink = (record) => {
     if (
       typeof record.level === "string" && LOG_LEVELS.indexOf(record.level as typeof LOG_LEVELS[number]) < min
     ) return;
-    write(JSON.stringify({ time: new Date().toISOString(), ...record }));
+    // One time field per line: a record's own `timestamp` (decision records carry the moment of the
+    // decision) becomes `time`, which every other line has.
+    const { timestamp, ...rest } = record;
+    write(
+      JSON.stringify({ time: typeof timestamp === "string" ? timestamp : new Date().toISOString(), ...rest }),
+    );
   };
+  minLevels.set(sink, min);
+  return sink;
+}
+
+/** The minimum level index of each sink built by {@link jsonLogSink}. */
+const minLevels = new WeakMap<LogSink, number>();
+
+/**
+ * Whether `sink` writes a record at `level`: false only for a {@link jsonLogSink} whose minimum is
+ * above it (any other sink decides for itself, so it gets every record). Callers check it before
+ * building a record that would be dropped (guard log lines, one or more per guarded call).
+ *
+ * @example
+ * ```ts
+ * if (logWrites(log, "debug")) log({ level: "debug", event: "guard_log", msg: expensive() });
+ * ```
+ */
+export function logWrites(sink: LogSink, level: typeof LOG_LEVELS[number]): boolean {
+  const min = minLevels.get(sink);
+  return min === undefined || LOG_LEVELS.indexOf(level) >= min;
 }

@@ -19,7 +19,7 @@ import {
   type JsonRpcMessage,
   toErrorObject,
 } from "./jsonrpc.ts";
-import { parseSseStream, serializeSseBlock, type SseBlock } from "./sse.ts";
+import { readSseBlocks, serializeSseBlock, type SseBlock } from "./sse.ts";
 import type { Exchange } from "./exchange.ts";
 import {
   answerUpstreamRequest,
@@ -238,7 +238,7 @@ export function relaySse(
   o: SseRelayOptions,
 ): ReadableStream<Uint8Array> {
   const ex = ctx.exchange;
-  const reader = parseSseStream(body).getReader();
+  const reader = readSseBlocks(body);
   const enc = new TextEncoder();
   const message = (m: JsonRpcMessage) =>
     enc.encode(serializeSseBlock({ event: "message", data: JSON.stringify(m) }));

@@ -183,6 +183,52 @@ export function parseSseStream(body: ReadableStream<Uint8Array>): ReadableStream
   );
 }
 
+/** A pull reader of SSE blocks: {@link readSseBlocks}. */
+export interface SseBlockReader {
+  /** The next block, or `done` at the end of the body; rejects when the body fails. */
+  read(): Promise<ReadableStreamReadResult<SseBlock>>;
+  /** Cancels the body. */
+  cancel(reason?: unknown): Promise<void>;
+}
+
+/**
+ * The blocks of an SSE body, parsed as they are read: {@link parseSseStream} without its extra
+ * stream stage (no pipe, no transform, no per-block queueing), for a single consumer that pulls.
+ * Same blocks, same errors (a line over the limit rejects `read`).
+ *
+ * @example
+ * ```ts
+ * const blocks = readSseBlocks(response.body!);
+ * for (let r = await blocks.read(); !r.done; r = await blocks.read()) console.log(r.value.data);
+ * ```
+ */
+export function readSseBlocks(body: ReadableStream<Uint8Array>): SseBlockReader {
+  const reader = body.getReader();
+  const parser = new SseParser();
+  const decoder = new TextDecoder();
+  let queue: SseBlock[] = [];
+  let next = 0;
+  let ended = false;
+  return {
+    async read() {
+      for (;;) {
+        if (next < queue.length) return { done: false, value: queue[next++] };
+        if (ended) return { done: true, value: undefined };
+        const r = await reader.read();
+        next = 0;
+        if (r.done) {
+          ended = true;
+          queue = parser.push(decoder.decode());
+          parser.end();
+        } else {
+          queue = parser.push(decoder.decode(r.value, { stream: true }));
+        }
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  };
+}
+
 /**
  * Turns a stream of blocks into `text/event-stream` bytes.
  *

@@ -7,7 +7,7 @@
  * @module
  */
 import { type JsonRpcMessage, type JsonRpcRequest } from "./jsonrpc.ts";
-import { parseSseStream } from "./sse.ts";
+import { readSseBlocks } from "./sse.ts";
 import { isEventStream, isJson, upstreamRequestHeaders } from "./headers.ts";
 import { BodyTooLargeError, readBounded, UpstreamError } from "./http.ts";
 import type { Upstream } from "./proxy.ts";
@@ -89,7 +89,7 @@ export function createUpstreamClient(doFetch: typeof fetch): UpstreamClient {
       await res.body.cancel().catch(() => {});
       throw new UpstreamError(up.id, `answered ${msg.method} with an unsupported content-type`);
     }
-    const reader = parseSseStream(res.body).getReader();
+    const reader = readSseBlocks(res.body);
     try {
       for (;;) {
         const { done, value } = await reader.read();
