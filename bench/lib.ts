@@ -12,14 +12,33 @@
 /** Environment variable that switches every benchmark to its few-second quick mode. */
 export const QUICK_ENV = "BENCH_QUICK";
 
-/** Default directory of raw-sample JSON files. */
+/** Default directory of raw-sample JSON files (full runs: these are the committed results). */
 export const DEFAULT_RESULTS_DIR: URL = new URL("./results/", import.meta.url);
+
+/**
+ * Where quick runs write: a few-second run's samples must never replace the committed full-run
+ * results that BENCHMARKS.md cites, so they go to the git-ignored `.tmp/`.
+ */
+export const QUICK_RESULTS_DIR: URL = new URL("../.tmp/bench-quick/", import.meta.url);
+
+/**
+ * The directory a run writes its raw samples to: `opts.resultsDir`, else {@link QUICK_RESULTS_DIR}
+ * in quick mode, else {@link DEFAULT_RESULTS_DIR}.
+ *
+ * @example
+ * ```ts
+ * const file = new URL("guard.json", resultsDirFor({}));
+ * ```
+ */
+export function resultsDirFor(opts: BenchOptions = {}): URL {
+  return opts.resultsDir ?? (isQuick(opts) ? QUICK_RESULTS_DIR : DEFAULT_RESULTS_DIR);
+}
 
 /** Options every benchmark's `run` accepts. */
 export interface BenchOptions {
   /** Few-second mode (default: `BENCH_QUICK=1` in the environment). */
   quick?: boolean;
-  /** Where the raw-sample JSON goes (default `bench/results/`). */
+  /** Where the raw-sample JSON goes (default `bench/results/`, `.tmp/bench-quick/` in quick mode). */
   resultsDir?: URL;
   /** Print tables to stdout (default true). */
   print?: boolean;
@@ -204,7 +223,7 @@ export async function finish(
     console.log(`\n${name}${quick ? " (quick mode)" : ""}: ${JSON.stringify(machineNote())}`);
     for (const t of all) console.log(`\n${renderTable(t)}`);
   }
-  const dir = opts.resultsDir ?? DEFAULT_RESULTS_DIR;
+  const dir = resultsDirFor(opts);
   await Deno.mkdir(dir, { recursive: true });
   const resultsFile = new URL(`${name}.json`, dir);
   await Deno.writeTextFile(

@@ -17,6 +17,7 @@ import { DEMO_GUARD_URL, DEMO_POLICY } from "../src/main.ts";
 import { connect } from "../test/workers/suite.ts";
 import { denoTarget, miniflareOptions, workerdTarget } from "../test/workers/targets.ts";
 import type { Target } from "../test/workers/suite.ts";
+import { resultsDirFor } from "./lib.ts";
 
 /** Cold starts measured (each a fresh workerd process). */
 const COLD_STARTS = 5;
@@ -120,9 +121,11 @@ export async function run(): Promise<void> {
     }
     const ratio = latency.workerd.median / latency.deno.median;
     console.log(`workerd / deno median ratio: ${ratio.toFixed(2)}`);
-    await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
+    // No quick mode of its own, but a quick run of the suite must not replace the committed file.
+    const resultsDir = resultsDirFor();
+    await Deno.mkdir(resultsDir, { recursive: true });
     await Deno.writeTextFile(
-      new URL("./results/workers.json", import.meta.url),
+      new URL("workers.json", resultsDir),
       JSON.stringify({ ...result, ratioMedian: ratio }, null, 2) + "\n",
     );
   } finally {

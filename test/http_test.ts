@@ -67,13 +67,52 @@ Deno.test("origin: loopback hosts pass, foreign hosts and origins are refused wi
   assertEquals(hostName("Example.COM:1"), "example.com");
 });
 
-Deno.test("health: up for any HTTP answer below 500, down for 5xx and dead ports, cached", async () => {
+Deno.test("health: up only when initialize gets a JSON-RPC result (JSON or SSE), down with the reason otherwise, cached", async () => {
   let hits = 0;
+  const deleted: string[] = [];
   const ac = new AbortController();
-  const srv = Deno.serve({ port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} }, (req) => {
-    hits++;
-    return new Response("no session", { status: new URL(req.url).pathname === "/bad" ? 503 : 400 });
-  });
+  const result = {
+    jsonrpc: "2.0",
+    id: "mcp-edge-guard-health",
+    result: { protocolVersion: "2025-06-18", capabilities: {}, serverInfo: { name: "stub", version: "1" } },
+  };
+  const srv = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen() {} },
+    async (req) => {
+      const path = new URL(req.url).pathname;
+      if (req.method === "DELETE") {
+        deleted.push(req.headers.get("mcp-session-id")!);
+        return new Response(null, { status: 204 });
+      }
+      hits++;
+      const body = await req.json();
+      assertEquals([req.method, body.method], ["POST", "initialize"]);
+      if (path === "/json") return Response.json(result, { headers: { "mcp-session-id": "s-1" } });
+      if (path === "/sse") {
+        // A stream that stays open after the response event: the probe must not wait for its end.
+        const stream = new ReadableStream({
+          start(c) {
+            c.enqueue(new TextEncoder().encode(`event: message\ndata: ${JSON.stringify(result)}\n\n`));
+          },
+        });
+        return new Response(stream, { headers: { "content-type": "text/event-stream" } });
+      }
+      if (path === "/rpc-error") {
+        return Response.json({
+          jsonrpc: "2.0",
+          id: body.id,
+          error: { code: -32602, message: "bad version" },
+        });
+      }
+      if (path === "/html") {
+        return new Response("<html>hi</html>", {
+          headers: { "content-type": "text/html" },
+        });
+      }
+      if (path === "/auth") return new Response("no", { status: 401 });
+      return new Response("no session", { status: path === "/bad" ? 503 : 400 });
+    },
+  );
   const dead = Deno.listen({ port: 0, hostname: "127.0.0.1" });
   const deadPort = (dead.addr as Deno.NetAddr).port;
   dead.close();
@@ -81,17 +120,35 @@ Deno.test("health: up for any HTTP answer below 500, down for 5xx and dead ports
     let t = 0;
     const probe = createHealthProber(fetch, () => t);
     const base = `http://127.0.0.1:${srv.addr.port}`;
-    const up = await probe({ id: "a", url: `${base}/mcp`, headers: {} });
-    assertEquals([up.status, up.httpStatus], ["up", 400]);
-    assertEquals((await probe({ id: "b", url: `${base}/bad`, headers: {} })).status, "down");
+    const up = await probe({ id: "a", url: `${base}/json`, headers: {} });
+    assertEquals([up.status, up.httpStatus, up.mcp], ["up", 200, {
+      protocolVersion: "2025-06-18",
+      server: "stub",
+    }]);
+    assertEquals(deleted, ["s-1"], "the session the probe opened is closed");
+    const sse = await probe({ id: "s", url: `${base}/sse`, headers: {} });
+    assertEquals([sse.status, sse.mcp?.server], ["up", "stub"]);
+    const cases: [string, number | undefined, string][] = [
+      ["/mcp", 400, "HTTP 400 to initialize (not an MCP endpoint"],
+      ["/auth", 401, "HTTP 401 to initialize (the configured credentials were refused)"],
+      ["/bad", 503, "HTTP 503 to initialize (server error)"],
+      ["/rpc-error", 200, "initialize failed: bad version"],
+      ["/html", 200, "without a JSON-RPC response"],
+    ];
+    for (const [path, httpStatus, error] of cases) {
+      const h = await probe({ id: path, url: `${base}${path}`, headers: {} });
+      assertEquals([h.status, h.httpStatus], ["down", httpStatus], path);
+      assertStringIncludes(h.error!, error);
+    }
     const d = await probe({ id: "c", url: `http://127.0.0.1:${deadPort}/mcp`, headers: {} });
     assertEquals(d.status, "down");
     assertStringIncludes(d.error!, "Error");
-    await probe({ id: "a", url: `${base}/mcp`, headers: {} });
-    assertEquals(hits, 2, "second probe of 'a' within the cache window is not sent");
+    const before = hits;
+    await probe({ id: "a", url: `${base}/json`, headers: {} });
+    assertEquals(hits, before, "second probe of 'a' within the cache window is not sent");
     t += HEALTH_CACHE_MS;
-    await probe({ id: "a", url: `${base}/mcp`, headers: {} });
-    assertEquals(hits, 3);
+    await probe({ id: "a", url: `${base}/json`, headers: {} });
+    assertEquals(hits, before + 1);
   } finally {
     ac.abort();
     await srv.finished;
@@ -105,4 +162,16 @@ Deno.test("health: a redirect is reported as down and never followed, so credent
   assertEquals([h.status, h.httpStatus], ["down", 302]);
   assertStringIncludes(h.error!, "redirect (HTTP 302), not followed");
   assertEquals(up.seen, [], "the redirect target was never contacted");
+});
+
+Deno.test("health: the demo upstream is up with HTTP 200 and its MCP server name", async () => {
+  const { createDemoUpstream } = await import("../src/demo/upstream.ts");
+  const upstream = createDemoUpstream();
+  const probe = createHealthProber((input, init) => upstream.fetch(new Request(input, init)));
+  try {
+    const h = await probe({ id: "demo", url: "http://demo.invalid/mcp", headers: {} });
+    assertEquals([h.status, h.httpStatus, typeof h.mcp?.server], ["up", 200, "string"], JSON.stringify(h));
+  } finally {
+    await upstream.close();
+  }
 });

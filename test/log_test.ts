@@ -14,3 +14,14 @@ Deno.test("log: records below the minimum level are dropped; decision records (n
   assertEquals(typeof parsed[0].time, "string");
   assertThrows(() => jsonLogSink(() => {}, "verbose"), RangeError, "log level must be one of");
 });
+
+Deno.test("log: each line has one time field; a record's own timestamp becomes it", () => {
+  const lines: string[] = [];
+  const log = jsonLogSink((l) => lines.push(l));
+  log({ timestamp: "2026-01-02T03:04:05.000Z", event: "tool_call", decision: "allow" });
+  log({ level: "info", event: "config" });
+  const [decision, plain] = lines.map((l) => JSON.parse(l));
+  assertEquals(decision, { time: "2026-01-02T03:04:05.000Z", event: "tool_call", decision: "allow" });
+  assertEquals(Object.keys(plain), ["time", "level", "event"]);
+  assertEquals(lines.filter((l) => l.includes('"timestamp"')), []);
+});

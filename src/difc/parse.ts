@@ -222,20 +222,32 @@ const NON_TEXT_CONTENT = new Set(["image", "audio", "resource"]);
  */
 export function unwrapMcpResult(result: unknown): { value: unknown; unwrapped: boolean } {
   if (!isObject(result) || !Array.isArray(result.content)) return { value: result, unwrapped: false };
-  let text = "";
+  const texts: string[] = [];
   for (const item of result.content) {
     if (!isObject(item)) continue;
     const type = typeof item.type === "string" ? item.type : "";
     if (NON_TEXT_CONTENT.has(type)) continue;
-    if (typeof item.text === "string") text += item.text;
+    if (typeof item.text === "string") texts.push(item.text);
   }
-  if (text === "") return { value: result, unwrapped: false };
-  try {
-    return { value: JSON.parse(text), unwrapped: true };
-  } catch {
-    return { value: result, unwrapped: false };
+  // A gateway's filtered result (ours or the reference's) is the JSON block followed by a
+  // `[Filtered] ...` notice block; concatenated they are not JSON. Without the trailing notices the
+  // JSON is what the guard labeled, so a gateway placed in front of another can unwrap it. (Only
+  // the fallback: the reference's concatenation is tried first.)
+  const withoutNotices = [...texts];
+  while (withoutNotices.length > 1 && withoutNotices.at(-1)!.startsWith(FILTERED_NOTICE_PREFIX)) {
+    withoutNotices.pop();
   }
+  for (const candidate of new Set([texts.join(""), withoutNotices.join("")])) {
+    if (candidate === "") continue;
+    try {
+      return { value: JSON.parse(candidate), unwrapped: true };
+    } catch { /* not JSON: try the next, else the raw result */ }
+  }
+  return { value: result, unwrapped: false };
 }
+
+/** How a gateway's notice of removed items starts (pipeline.ts `filteredNotice`, as the reference). */
+export const FILTERED_NOTICE_PREFIX = "[Filtered] ";
 
 // ---------------------------------------------------------------------------------------------
 // label_response (§2.4)
