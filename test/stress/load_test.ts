@@ -28,6 +28,16 @@ const FULL_CALLS = 200_000;
 const CONCURRENCY = 64;
 /** Generous leak bound: RSS may grow by this much over the run (V8 heap sizing, allocator caches). */
 const MAX_RSS_GROWTH_MIB = 400;
+/**
+ * Highest RSS of this process (gateway, upstream and client together) sampled during the measured run,
+ * after warm-up (issue 12 goal: below 400 MiB at c=64).
+ */
+const MAX_RSS_MIB = 400;
+/** How often RSS is sampled during the run. */
+const RSS_SAMPLE_MS = 100;
+const MIB = 1024 * 1024;
+/** Distinct `call_backend` lookups of the agent kinds below (server + repository of get_repo). */
+const BACKEND_KEYS = 4;
 
 /** One kind of agent: where it calls, what, and what it must get back. */
 interface AgentKind {
@@ -142,6 +152,13 @@ Deno.test({
       });
       const statsBefore = demo.stats();
       const rssBefore = rssMiB();
+      let rssPeak = rssBefore;
+      // What the peak is made of (V8 heap, memory outside it: wasm memories, buffers).
+      let atPeak = Deno.memoryUsage();
+      const sampler = setInterval(() => {
+        const m = Deno.memoryUsage();
+        if (m.rss / MIB > rssPeak) [rssPeak, atPeak] = [Math.round(m.rss / MIB * 10) / 10, m];
+      }, RSS_SAMPLE_MS);
       const wrong: string[] = [];
       let ok = 0;
       const perTool = new Map<string, number>();
@@ -168,22 +185,31 @@ Deno.test({
         }
       });
       const secs = (performance.now() - t0) / 1000;
+      clearInterval(sampler);
       const rssAfter = rssMiB();
+      rssPeak = Math.max(rssPeak, rssAfter);
       const stats = demo.stats();
       const reached = (tool: string) => (stats[tool] ?? 0) - (statsBefore[tool] ?? 0);
       console.log(
         `load: ${total} calls, ${ok} correct, ${wrong.length} wrong, ${secs.toFixed(1)} s ` +
-          `(${Math.round(total / secs)} calls/s), RSS ${rssBefore} → ${rssAfter} MiB, ` +
+          `(${
+            Math.round(total / secs)
+          } calls/s), RSS ${rssBefore} → ${rssAfter} MiB (peak ${rssPeak}: heap ` +
+          `${Math.round(atPeak.heapTotal / MIB)}, external ${Math.round(atPeak.external / MIB)}), ` +
           `upstream tools/call ${JSON.stringify(stats)}`,
       );
       assertEquals(wrong, [], "every response is the one its agent must get");
       assertEquals(ok, total);
-      // What reached the upstream: every read once (+1 get_repo per list/get for the guard), no write.
+      // What reached the upstream: every read once, no write; the guard's get_repo lookups come from the
+      // call_backend cache (filled during warm-up), at most once per key and TTL.
       assertEquals(reached("create_issue"), 0, "blocked writes never reach the upstream");
       assertEquals(reached("list_issues"), perTool.get("list_issues"));
       assertEquals(reached("get_issue"), perTool.get("get_issue"));
-      assert(reached("get_repo") >= (perTool.get("list_issues") ?? 0), "the guard asked the upstream");
+      assert((statsBefore.get_repo ?? 0) >= 1, "the guard asked the upstream");
+      const ttlMs = gw.config.servers[0].backendCacheTtlMs;
+      assertLess(reached("get_repo"), BACKEND_KEYS * (2 + Math.ceil(secs * 1000 / ttlMs)), "cache hits");
       assertLess(rssAfter - rssBefore, MAX_RSS_GROWTH_MIB, "no leak of hundreds of MiB");
+      assertLess(rssPeak, MAX_RSS_MIB, "RSS stays below the bound after warm-up");
     } finally {
       await gw.close();
       await demo.close();
