@@ -38,6 +38,7 @@ import {
   type Identity,
 } from "./http/auth.ts";
 import { WELL_KNOWN_PRM } from "./http/oauth.ts";
+import { ADMIN_PREFIX, createAdminHandler } from "./http/admin.ts";
 import { createHealthProber } from "./http/health.ts";
 import { checkHostAndOrigin } from "./http/origin.ts";
 import { createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
@@ -313,6 +314,10 @@ export function createGateway(deps: AppDeps): Gateway {
     }
     return proxy.routed(c.req.raw, serverId, agent);
   };
+
+  // Operator routes (see and reset agents' labels), only with gateway.adminKey: src/http/admin.ts.
+  const admin = createAdminHandler({ store, adminKey: g.adminKey, log });
+  app.all(`${ADMIN_PREFIX}/*`, (c) => admin(c.req.raw));
 
   app.all("/mcp", (c) => mcp(c, null));
   app.all("/mcp/", (c) => mcp(c, null));

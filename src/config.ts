@@ -79,6 +79,11 @@ export interface GatewaySettings {
   agents: AgentKey[];
   /** OAuth 2.1 resource server settings (`gateway.oauth`), or null. */
   oauth: OAuthSettings | null;
+  /**
+   * The operator's key for `/admin/*` (`gateway.adminKey`; src/http/admin.ts), or null: the operator
+   * routes are off. Never an agent's key.
+   */
+  adminKey: string | null;
   toolTimeoutMs: number;
   trustedBots: string[];
   /** Default enforcement mode when a server has no policy (a guard's `label_agent` overrides it). */
@@ -187,6 +192,7 @@ const KNOWN_GATEWAY = new Set([
   "allowedOrigins",
   "agents",
   "oauth",
+  "adminKey",
 ]);
 const IGNORED_GATEWAY = new Set([
   "domain",
@@ -515,6 +521,29 @@ function parseOAuth(raw: unknown, path: string): OAuthSettings {
   return { issuer, audience, jwksUrl, agentClaim, requiredScopes, algorithms, clockToleranceSeconds };
 }
 
+/** Minimum length of `gateway.adminKey`: it unlocks every agent's labels. */
+export const MIN_ADMIN_KEY_LENGTH = 16;
+
+/** `gateway.adminKey`: a string of at least {@link MIN_ADMIN_KEY_LENGTH} characters that no agent uses. */
+function parseAdminKey(raw: unknown, apiKey: string | null, agents: AgentKey[]): string | null {
+  if (raw === undefined) return null;
+  const p = "gateway.adminKey";
+  const key = str(raw, p);
+  // deno-lint-ignore no-control-regex
+  if (/[\0-\x1f\x7f]/.test(key)) throw new ConfigError(p, "must not contain control characters");
+  if (key.length < MIN_ADMIN_KEY_LENGTH) {
+    throw new ConfigError(p, `must be at least ${MIN_ADMIN_KEY_LENGTH} characters`);
+  }
+  const hash = bytesToHex(sha256(new TextEncoder().encode(key)));
+  if (key === apiKey || agents.some((a) => a.keySha256 === hash)) {
+    throw new ConfigError(
+      p,
+      "must differ from gateway.apiKey and every agent's key (agents must not hold it)",
+    );
+  }
+  return key;
+}
+
 /**
  * Parses and validates a configuration value (already JSON-decoded).
  *
@@ -579,6 +608,7 @@ export function parseConfig(input: unknown, env: Record<string, string | undefin
         "agent with X-Agent-ID (any name but a per-agent key's)",
     );
   }
+  const adminKey = parseAdminKey(g.adminKey, apiKey, agents);
   const toolTimeoutMs = g.toolTimeout === undefined
     ? CONFIG_DEFAULTS.toolTimeoutSeconds * 1000
     : posInt(g.toolTimeout, "gateway.toolTimeout", 86_400) * 1000;
@@ -622,6 +652,7 @@ export function parseConfig(input: unknown, env: Record<string, string | undefin
       apiKeyGenerated: generate,
       agents,
       oauth,
+      adminKey,
       toolTimeoutMs,
       trustedBots,
       mode,

@@ -3,7 +3,8 @@
  * the two monotonic operations the DIFC model defines:
  * - `addLabels` (after `label_agent`): secrecy ∪= tags, integrity ∪= tags;
  * - `propagate` (propagate-mode reads): secrecy ∪= overall.secrecy, integrity ∩= overall.integrity.
- * Every update is atomic per agent, so concurrent tool calls never lose each other's labels.
+ * Every update is atomic per agent, so concurrent tool calls never lose each other's labels. The
+ * one non-monotonic operation is the operator's `reset` (forget an agent), never used by the pipeline.
  *
  * `MemoryAgentLabelStore` lives in one isolate; `DenoKvAgentLabelStore` persists in Deno KV (Deno,
  * Deno Deploy) with versionstamp-checked atomic writes and retry.
@@ -38,8 +39,14 @@ export interface AgentLabelStore {
   addLabels(agentId: string, labels: Labels, onceKey?: string): Promise<Labels>;
   /** Secrecy ∪= `overall.secrecy`, integrity ∩= `overall.integrity` (propagate mode). New labels. */
   propagate(agentId: string, overall: Labels): Promise<Labels>;
-  /** Every known agent's labels, e.g. for a reflect endpoint. */
+  /** Every known agent's labels (the operator's `GET /admin/labels`, `deno task labels list`). */
   snapshot(): Promise<Record<string, Labels>>;
+  /**
+   * Forgets the agent: its labels and applied once-keys, as if it had never called (operator action,
+   * `DELETE /admin/labels/:agent`). Its next call starts from empty labels and runs `label_agent`'s
+   * union again. Resolves to the labels it held (empty for an unknown agent).
+   */
+  reset(agentId: string): Promise<Labels>;
 }
 
 /** Tags one agent may hold per label set (secrecy, integrity): see the module doc. */
@@ -151,6 +158,12 @@ export class MemoryAgentLabelStore implements AgentLabelStore {
     for (const [id, l] of this.#agents) out[id] = copyLabels(l);
     return Promise.resolve(out);
   }
+
+  reset(agentId: string): Promise<Labels> {
+    const l = this.#agents.get(agentId);
+    this.#agents.delete(agentId);
+    return Promise.resolve(l ? copyLabels(l) : { secrecy: [], integrity: [] });
+  }
 }
 
 // Structural subset of Deno.Kv, so this module type-checks without the unstable KV types.
@@ -168,6 +181,7 @@ interface KvAtomic {
 /** The part of `Deno.Kv` the store uses. */
 export interface KvLike {
   get<T>(key: KvKey): Promise<KvEntryMaybe<T>>;
+  delete(key: KvKey): Promise<void>;
   atomic(): KvAtomic;
   list<T>(selector: { prefix: KvKey }): AsyncIterable<{ key: KvKey; value: T }>;
 }
@@ -294,5 +308,11 @@ export class DenoKvAgentLabelStore implements AgentLabelStore {
       };
     }
     return out;
+  }
+
+  async reset(agentId: string): Promise<Labels> {
+    const before = await this.get(agentId);
+    await this.#kv.delete(this.#key(agentId));
+    return before;
   }
 }

@@ -10,7 +10,10 @@
  * - {@link DurableObjectAgentLabelStore} is the {@link AgentLabelStore} the gateway uses; it talks
  *   to the objects through their `fetch` (no `cloudflare:workers` import, so this module also
  *   type-checks and loads under Deno).
- * - One extra object (`index`) remembers which agents exist, for `snapshot()`.
+ * - One extra object (`index`) remembers which agents exist, for `snapshot()`. `reset(agent)` empties
+ *   the agent's object (labels and once-keys) but keeps it in the index: other isolates may still
+ *   hold the agent as registered and would not register it again, so removing it could hide its next
+ *   labels from the list. A reset agent is listed with empty labels until it calls again.
  *
  * Limits (store.ts's module doc): an agent object refuses an update that would pass
  * `MAX_AGENT_TAGS` tags per set, and the index refuses to register an agent beyond
@@ -78,6 +81,7 @@ const OBJECT_ORIGIN = "https://agent-labels.internal";
 /** One operation sent to an agent object. */
 type AgentOp =
   | { op: "get" }
+  | { op: "reset" }
   | { op: "add"; labels: Labels; onceKey?: string; agentId?: string }
   | { op: "propagate"; overall: Labels; agentId?: string };
 
@@ -133,6 +137,12 @@ export class AgentLabelsObject {
     switch (body?.op) {
       case "get":
         return Response.json(copyLabels(this.#record));
+      case "reset": {
+        const before = copyLabels(this.#record);
+        this.#record = { secrecy: [], integrity: [], applied: [] };
+        await this.#storage.put(RECORD_KEY, this.#record);
+        return Response.json(before);
+      }
       case "add": {
         if (!isLabels(body.labels)) return badOp("add needs labels {secrecy, integrity}");
         const once = body.onceKey;
@@ -237,7 +247,7 @@ export class DurableObjectAgentLabelStore implements AgentLabelStore {
   }
 
   async #agent(agentId: string, op: AgentOp): Promise<Labels> {
-    if (op.op !== "get" && !this.#registered.has(agentId)) {
+    if (op.op !== "get" && op.op !== "reset" && !this.#registered.has(agentId)) {
       await this.#call(INDEX_OBJECT, { op: "register", agentId });
       if (this.#registered.size >= MAX_REGISTERED_CACHE) this.#registered.clear();
       this.#registered.add(agentId);
@@ -262,5 +272,9 @@ export class DurableObjectAgentLabelStore implements AgentLabelStore {
     const agents = await this.#call<string[]>(INDEX_OBJECT, { op: "list" });
     const labels = await Promise.all(agents.map((a) => this.get(a)));
     return Object.fromEntries(agents.map((a, i) => [a, labels[i]]));
+  }
+
+  reset(agentId: string): Promise<Labels> {
+    return this.#agent(agentId, { op: "reset" });
   }
 }

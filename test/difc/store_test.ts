@@ -287,3 +287,55 @@ Deno.test("store limits: the Durable Object index refuses agents beyond MAX_AGEN
   assertEquals([e.limit, e.value], ["MAX_AGENTS", MAX_AGENTS]);
   assertEquals(await store.get("one-too-many"), { secrecy: [], integrity: [] }, "nothing recorded");
 });
+
+/**
+ * The operator's reset, in every store: the agent's labels and once-keys are forgotten (the same
+ * `label_agent` union applies again), other agents are untouched, the previous labels are returned.
+ * A Durable Object store keeps a reset agent in its index (listed with empty labels).
+ */
+async function resetContract(store: AgentLabelStore, resetAgentsStayListed: boolean): Promise<void> {
+  await store.addLabels("r1", { secrecy: ["private:acme"], integrity: ["approved:acme"] }, "policy-once");
+  await store.propagate("r1", { secrecy: ["private:other"], integrity: [] });
+  await store.addLabels("r2", { secrecy: ["s2"], integrity: [] });
+  assertEquals(await store.reset("r1"), { secrecy: ["private:acme", "private:other"], integrity: [] });
+  assertEquals(await store.get("r1"), { secrecy: [], integrity: [] });
+  assertEquals(await store.get("r2"), { secrecy: ["s2"], integrity: [] });
+  const snap = await store.snapshot();
+  assertEquals(snap.r2, { secrecy: ["s2"], integrity: [] });
+  if (resetAgentsStayListed) assertEquals(snap.r1, { secrecy: [], integrity: [] });
+  else assertEquals("r1" in snap, false);
+  // The once-key went with the record: the policy's union applies again on the next call.
+  assertEquals(
+    await store.addLabels("r1", { secrecy: ["private:acme"], integrity: ["approved:acme"] }, "policy-once"),
+    {
+      secrecy: ["private:acme"],
+      integrity: ["approved:acme"],
+    },
+  );
+  assertEquals((await store.snapshot()).r1, { secrecy: ["private:acme"], integrity: ["approved:acme"] });
+  assertEquals(await store.reset("never-seen"), { secrecy: [], integrity: [] });
+}
+
+Deno.test("reset: memory, Deno KV and Durable Object stores forget one agent and nothing else", async () => {
+  await resetContract(new MemoryAgentLabelStore(), false);
+  await resetContract(new DurableObjectAgentLabelStore(fakeNamespace()), true);
+  if (!KV_MISSING) {
+    const kv = await openKv!(":memory:");
+    try {
+      await resetContract(new DenoKvAgentLabelStore(kv), false);
+    } finally {
+      kv.close();
+    }
+  }
+});
+
+Deno.test("reset: a full in-memory store makes room again for a new agent", async () => {
+  const store = new MemoryAgentLabelStore({ maxAgents: 1 });
+  await store.addLabels("a", { secrecy: ["x"], integrity: [] });
+  await assertRejects(() => store.addLabels("b", { secrecy: [], integrity: [] }), AgentLabelLimitError);
+  await store.reset("a");
+  assertEquals(await store.addLabels("b", { secrecy: ["y"], integrity: [] }), {
+    secrecy: ["y"],
+    integrity: [],
+  });
+});

@@ -363,6 +363,7 @@ Deno.test("faults: broken upstreams, stuck guards and vanished clients get clear
         addLabels: (a, l: Labels, k?: string) => guardIt(() => inner.addLabels(a, l, k)),
         propagate: (a, l: Labels) => guardIt(() => inner.propagate(a, l)),
         snapshot: () => guardIt(() => inner.snapshot()),
+        reset: (a) => guardIt(() => inner.reset(a)),
       };
       const local = await startStressGateway({
         servers: { s: { url: `${ups.hang.up.url}/mcp`, guard: "probe", policy: POLICY } },
