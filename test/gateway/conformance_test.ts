@@ -17,11 +17,13 @@ import { startConformanceUpstream } from "../fixtures/conformance-upstream.ts";
 import { startDemo } from "./harness.ts";
 import { runConformance, type Verdict } from "../helpers/conformance.ts";
 import { connectAgent, keyedFront, startTestGateway, within } from "./harness.ts";
+// `test` = Deno.test, ignored (saying why) where no Node >= 22.12 is available (scripts/node22.ts).
+import { testWithNode22 as test } from "../helpers/processes.ts";
 
 /** Bound on one conformance run (a healthy run takes about 2 s). */
 const RUN_TIMEOUT_MS = 60_000;
 
-Deno.test("conformance: identical verdicts direct and through the gateway; dns-rebinding passes on its own", async () => {
+test("conformance: identical verdicts direct and through the gateway; dns-rebinding passes on its own", async () => {
   await using upstream = await startConformanceUpstream({ port: 0 });
   await using gw = await startTestGateway({ mcpServers: { conf: { type: "http", url: upstream.url } } });
   const front = keyedFront(gw);
@@ -45,7 +47,7 @@ Deno.test("conformance: identical verdicts direct and through the gateway; dns-r
   }
 });
 
-Deno.test("conformance dns-rebinding: the gateway passes it in front of an upstream that does not check Host", async () => {
+test("conformance dns-rebinding: the gateway passes it in front of an upstream that does not check Host", async () => {
   await using demo = await startDemo();
   await using gw = await startTestGateway({ mcpServers: { demo: { type: "http", url: demo.url } } });
   const front = keyedFront(gw);

