@@ -38,7 +38,9 @@
  * 5. `allow-only.tool-call-limits` is stripped from the `label_agent` payload (and returned by
  *    `buildLabelAgentPayload` for the gateway to enforce) instead of failing session init.
  * 6. `label_agent` runs on every call, on the fresh guard session (the guard keeps its policy only in
- *    instance memory), and its `difc_mode` is the mode of that call. Its tags are unioned into the
+ *    instance memory), and its `difc_mode` is the mode of that call. (A wasm host may instead start the
+ *    fresh instance from a snapshot of the state `label_agent` left for the identical input, see
+ *    `limits.labelAgentSnapshots`; the session answers the same.) Its tags are unioned into the
  *    agent's stored labels once per (agent, server, payload), atomically in the store, so a later
  *    call cannot undo a propagate-mode integrity drop. The reference runs `label_agent` once per
  *    (session, server) on a long-lived instance; agent labels here are keyed by agent ID, which the

@@ -21,9 +21,18 @@
  *   exact and deterministic whatever the refill sizes.
  *
  * Knowing differences from the reference: instances are per request, not per server (so
- * `label_agent` runs on each instance), and a trap kills only its own session; timeouts, aborts and
- * limit hits also end the session. Negative guard codes, alloc failures and output-size errors do not
- * (as in the reference).
+ * `label_agent` runs on each instance, or its result is restored from a snapshot, see below), and a
+ * trap kills only its own session; timeouts, aborts and limit hits also end the session. Negative
+ * guard codes, alloc failures and output-size errors do not (as in the reference).
+ *
+ * Label-agent snapshots (`limits.labelAgentSnapshots`, 0 = off): the first session whose first call
+ * is `label_agent(input)` for an input not seen before records the instance's state right after it
+ * (`snapshot.ts` gives the isolation argument); later sessions whose first call is `label_agent`
+ * with the identical input start from that state (memory image, mutable globals, the answer and
+ * the log lines) instead of running the start function and `label_agent`. A run that used
+ * `call_backend` or any WASI function, changed a table, or a module the preparer did not mark as
+ * snapshot-able is never snapshotted: those sessions run `label_agent` as before. A restored
+ * session spends no fuel on `label_agent` (nothing runs) and its usage reports none.
  *
  * A start function would run inside `new WebAssembly.Instance`, where no `Suspending` import can be
  * called (V8 throws a catchable `SuspendError` even for one that would return synchronously). So the
@@ -58,8 +67,19 @@ import {
   preparedModuleProblem,
   type PreparedRecord,
   prepareGuard,
+  readPreparedMark,
   validateGuardAbi,
 } from "./prepare.ts";
+import {
+  captureSnapshot,
+  type InstanceSnapshot,
+  type PristineState,
+  pristineState,
+  restoreSnapshot,
+  type SnapshotLog,
+  type SnapshotShape,
+  snapshotShape,
+} from "./snapshot.ts";
 import { MODULE_CAP_KEYS, pickCaps } from "./wasm/caps.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
@@ -271,12 +291,19 @@ export class WasmGuard implements Guard {
    * (see `FUEL_CHECK_TARGET_MS`), so a guard with expensive units starts its calls with small slices.
    */
   fuelRefill: number;
+  /** Reserved exports a snapshot reads and writes; null when the module is never snapshotted. */
+  readonly snapshotShape: SnapshotShape | null;
+  /** Per `label_agent` input: a snapshot, a capture in progress, or why there is none. */
+  #snapshots = new Map<string, InstanceSnapshot | "capturing" | { unusable: string }>();
 
   constructor(module: WebAssembly.Module, opts: WasmGuardOptions = {}) {
     this.name = opts.name || "guard";
     this.module = module;
     this.limits = Object.freeze(resolveLimits(opts.limits));
     this.metered = checkModuleShape(this.name, module).metered;
+    this.snapshotShape = this.limits.labelAgentSnapshots > 0
+      ? snapshotShape(module, readPreparedMark(module)?.snapshotGlobals)
+      : null;
     // Start small: the first checks measure the guard's speed, and the refill doubles from here up
     // to fuelSlice while checks come faster than FUEL_CHECK_TARGET_MS.
     this.fuelRefill = Math.min(MIN_FUEL_REFILL, this.limits.fuelSlice);
@@ -288,6 +315,42 @@ export class WasmGuard implements Guard {
    */
   open(ctx: GuardContext): WasmGuardSessionApi {
     return new WasmGuardSession(this, ctx);
+  }
+
+  /**
+   * The state of label-agent snapshots for each input seen: `"ready"` (with the image size),
+   * `"capturing"` or `"unusable"` (with the reason). For tests, the CLI and benchmarks.
+   */
+  snapshotStatus(): { input: string; state: string; imageBytes?: number; reason?: string }[] {
+    return [...this.#snapshots].map(([input, v]) =>
+      v === "capturing"
+        ? { input, state: v }
+        : "unusable" in v
+        ? { input, state: "unusable", reason: v.unusable }
+        : { input, state: "ready", imageBytes: v.imageBytes }
+    );
+  }
+
+  /** The snapshot for `input`, or whether the caller may capture one (it then owns the slot). */
+  snapshotFor(input: string): InstanceSnapshot | "capture" | null {
+    if (this.snapshotShape === null) return null;
+    const s = this.#snapshots.get(input);
+    if (s === undefined) {
+      if (this.#snapshots.size >= this.limits.labelAgentSnapshots) return null;
+      this.#snapshots.set(input, "capturing");
+      return "capture";
+    }
+    return s === "capturing" || "unusable" in s ? null : s;
+  }
+
+  /**
+   * Ends a capture of {@link snapshotFor}: a snapshot, a reason never to try this input again, or
+   * `undefined` (the run failed: a later session may try again).
+   */
+  settleSnapshot(input: string, result: InstanceSnapshot | { unusable: string } | undefined): void {
+    if (this.#snapshots.get(input) !== "capturing") return;
+    if (result === undefined) this.#snapshots.delete(input);
+    else this.#snapshots.set(input, result);
   }
 }
 
@@ -340,6 +403,12 @@ class WasmGuardSession implements GuardSession {
   #dead: GuardError | undefined;
   #busy = false;
   #closed = false;
+  /** Export calls begun on this instance (a snapshot applies only before the first). */
+  #calls = 0;
+  /** Set by every host import but `host_log` and the fuel check: the run is not snapshot-able. */
+  #impure = false;
+  /** While this session captures a snapshot: the log lines to replay. */
+  #captureLogs: SnapshotLog[] | undefined;
   #call: CallState | undefined;
   #usage: WasmGuardUsage = {
     fuel: 0,
@@ -410,7 +479,68 @@ class WasmGuardSession implements GuardSession {
   }
 
   labelAgent(inputJson: string): Promise<string> {
+    if (this.#calls === 0 && this.#guard.snapshotShape !== null && this.#instance && !this.#dead) {
+      const snap = this.#guard.snapshotFor(inputJson);
+      if (snap === "capture") return this.#capture(inputJson);
+      if (snap !== null && this.#restore(snap)) return Promise.resolve(snap.output);
+    }
     return this.#invoke("label_agent", inputJson);
+  }
+
+  /**
+   * Runs `label_agent` as the first call of this fresh instance and records the state afterwards
+   * as the snapshot of `input`, unless the run used an import that makes it non-deterministic or
+   * brings data from elsewhere (see `snapshot.ts`).
+   */
+  async #capture(input: string): Promise<string> {
+    const guard = this.#guard, shape = guard.snapshotShape!;
+    let pristine: PristineState;
+    try {
+      pristine = pristineState(this.#instance!.exports, shape);
+    } catch {
+      guard.settleSnapshot(input, undefined);
+      return this.#invoke("label_agent", input);
+    }
+    this.#captureLogs = [];
+    let settled: InstanceSnapshot | { unusable: string } | undefined;
+    try {
+      const output = await this.#invoke("label_agent", input);
+      if (this.#impure) {
+        settled = { unusable: "label_agent used call_backend or WASI" };
+      } else if (!this.#closed && !this.#dead && this.#instance) {
+        const snap = captureSnapshot(this.#instance.exports, shape, pristine, output, this.#captureLogs);
+        settled = typeof snap === "string" ? { unusable: snap } : snap;
+      }
+      return output;
+    } finally {
+      this.#captureLogs = undefined;
+      guard.settleSnapshot(input, settled);
+    }
+  }
+
+  /**
+   * Starts this fresh instance from `snap` instead of running its start function and
+   * `label_agent`; replays the snapshot run's log lines. False when it cannot (the caller runs
+   * `label_agent` itself).
+   */
+  #restore(snap: InstanceSnapshot): boolean {
+    if (this.#closed || this.#busy || this.#ctx.signal.aborted) return false;
+    const t0 = performance.now();
+    try {
+      if (!restoreSnapshot(this.#instance!.exports, this.#guard.snapshotShape!, snap)) return false;
+      this.#checkMemory();
+    } catch (e) {
+      // The instance may be half restored: it must not run.
+      this.#dead = this.#classify(e, "label_agent");
+      return false;
+    } finally {
+      this.#usage.ms += performance.now() - t0;
+    }
+    this.#calls++;
+    this.#start = undefined; // it ran in the snapshot
+    this.#recordHeld();
+    for (const l of snap.logs) this.#log(l.level, l.msg, l.fields);
+    return true;
   }
   labelResource(inputJson: string): Promise<string> {
     return this.#invoke("label_resource", inputJson);
@@ -462,6 +592,7 @@ class WasmGuardSession implements GuardSession {
       );
     }
     this.#busy = true;
+    this.#calls++;
     const t0 = performance.now();
     const call = this.#newCall(Math.min(this.#guard.fuelRefill, this.#limits.fuel));
     this.#call = call;
@@ -713,6 +844,7 @@ class WasmGuardSession implements GuardSession {
     for (const [name, f] of Object.entries(wasi)) {
       out[name] = (...a: never[]) => {
         const call = this.#call;
+        this.#impure = true;
         if (!this.#chargeHostCall(call)) return WASI_ECANCELED;
         try {
           return f(...a);
@@ -851,6 +983,7 @@ class WasmGuardSession implements GuardSession {
     resSize: number,
   ): Promise<number> {
     const call = this.#call;
+    this.#impure = true;
     if (!call || !this.#chargeHostCall(call)) return -1;
     call.backendCalls++;
     this.#usage.backendCalls++;
@@ -979,6 +1112,7 @@ class WasmGuardSession implements GuardSession {
   }
 
   #log(level: "debug" | "info" | "warn" | "error", msg: string, fields: Record<string, unknown> = {}): void {
+    this.#captureLogs?.push({ level, msg, fields });
     try {
       this.#ctx.log(level, msg, { guard: this.#guard.name, ...fields });
     } catch {

@@ -117,7 +117,23 @@ export interface GuardLimits {
   maxElementSegments: number;
   /** Entries over all element segments (active, passive and declarative). */
   maxElementEntries: number;
+  /**
+   * Distinct `label_agent` inputs (policies) per guard whose post-`label_agent` state the host keeps
+   * as a snapshot, so that a fresh instance starts from it instead of running `label_agent` again
+   * (see `src/guard/snapshot.ts`). 0 turns snapshots off (the kill switch): every instance runs
+   * `label_agent` itself. The only limit that may be 0.
+   */
+  labelAgentSnapshots: number;
 }
+
+/**
+ * Largest snapshot image the host keeps (the bytes in which the snapshot instance's memories differ
+ * from a fresh instance's, in 4 KiB blocks): restoring copies them into every fresh instance, and a
+ * guard keeps up to `labelAgentSnapshots` of them for the isolate's lifetime (16 MiB at most with the
+ * defaults, inside Workers' 128 MiB). A guard whose `label_agent` dirties more memory than this runs
+ * `label_agent` itself instead. The demo and Rust benchmark guards dirty 20-24 KiB.
+ */
+export const SNAPSHOT_MAX_IMAGE_BYTES = 1024 * 1024;
 
 /** Defaults: the reference's limits plus a fuel budget of roughly one to a few CPU-seconds. */
 export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
@@ -141,6 +157,8 @@ export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
   maxDataBytes: 32 * 1024 * 1024,
   maxElementSegments: 10_000,
   maxElementEntries: 100_000,
+  // A gateway has one policy per server; a handful of servers share a guard module.
+  labelAgentSnapshots: 16,
 });
 
 /** What went wrong in a guard call. Stable strings: the CLI, logs and clients see them. */
@@ -201,6 +219,7 @@ export class GuardError extends Error {
 export function resolveLimits(partial: Partial<GuardLimits> = {}): GuardLimits {
   const out = { ...DEFAULT_LIMITS, ...partial };
   for (const [k, v] of Object.entries(out)) {
+    if (k === "labelAgentSnapshots" && v === 0) continue; // 0 = snapshots off
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
       throw new RangeError(`limits.${k} must be a positive integer, got ${JSON.stringify(v)}`);
     }

@@ -27,6 +27,7 @@ import {
   pickCaps,
   planCaps,
   RESERVED_EXPORT_PREFIX,
+  snapshotPlan,
 } from "./wasm/caps.ts";
 import { type ExternKind, formatFuncType, funcTypeOf, type ModuleInfo, parseModule } from "./wasm/module.ts";
 import { type FuelScheme, rewriteModule } from "./wasm/rewrite.ts";
@@ -72,6 +73,13 @@ export interface PreparedMark {
   /** SHA-256 (hex) and size of the original module the preparer read. */
   sourceSha256: string;
   sourceBytes: number;
+  /**
+   * Present when an instance can be restored exactly from a snapshot (`wasm/caps.ts`
+   * `snapshotPlan`): the number of defined mutable globals, each exported under
+   * `globalExportName(index)`. Absent (older marks, or a module with state the host cannot copy):
+   * the host never snapshots the module.
+   */
+  snapshotGlobals?: number;
 }
 
 /**
@@ -339,6 +347,9 @@ function parseMark(data: Uint8Array | ArrayBuffer): PreparedMark | null {
         sourceBytes: m.sourceBytes,
       };
       if (m.fuel) mark.fuelScheme = m.fuelScheme;
+      if (Number.isSafeInteger(m.snapshotGlobals) && m.snapshotGlobals >= 0) {
+        mark.snapshotGlobals = m.snapshotGlobals;
+      }
       return mark;
     }
   } catch {
@@ -467,7 +478,8 @@ export function prepareGuard(
   const exports = describeExports(source);
   validateGuardAbi(exports, imports);
   const capsReport = planCaps(source, caps);
-  const info = parseModule(applyCaps(source, capsReport));
+  const snapshot = snapshotPlan(source);
+  const info = parseModule(applyCaps(source, capsReport, snapshot.mutableGlobals));
   const mark: PreparedMark = {
     v: MARK_VERSION,
     fuel,
@@ -477,6 +489,7 @@ export function prepareGuard(
     sourceBytes: bytes.length,
   };
   if (fuel) mark.fuelScheme = fuelScheme;
+  if (snapshot.problem === null) mark.snapshotGlobals = snapshot.mutableGlobals.length;
   const out = rewriteModule(info, {
     maxMemoryPages: caps.maxMemoryPages,
     fuel: fuel
@@ -583,7 +596,10 @@ export function preparedRecord(prepared: Uint8Array): PreparedRecord {
   const marks = info.sections.filter((s) => s.id === 0 && s.name === PREPARED_SECTION);
   const text = marks.length === 1 ? UTF8.decode(prepared.subarray(marks[0].start, marks[0].end)) : "";
   if (parseMark(UTF8_ENCODER.encode(text)) === null) {
-    throw new GuardError("abi", "not prepared by this version: no single valid mcp_edge_guard.prepared section");
+    throw new GuardError(
+      "abi",
+      "not prepared by this version: no single valid mcp_edge_guard.prepared section",
+    );
   }
   return { mark: text, preparedSha256: sha256Hex(prepared) };
 }
@@ -611,7 +627,9 @@ export function preparedModuleProblem(
   }
   const text = UTF8.decode(sections[0]);
   if (text !== record.mark) {
-    return { problem: "its preparation mark differs from the one the build recorded (stale or foreign module)" };
+    return {
+      problem: "its preparation mark differs from the one the build recorded (stale or foreign module)",
+    };
   }
   const mark = parseMark(sections[0]);
   if (mark === null) return { problem: "its preparation mark is not one this version writes (stale build)" };

@@ -429,6 +429,8 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
     sourceSha256: sha,
     sourceBytes: source.length,
     fuelScheme: "cached",
+    // guard_basic.wat: two mutable globals, no passive segments (snapshot-able).
+    snapshotGlobals: 2,
   };
   assertEquals(readPreparedMark(new WebAssembly.Module(bytes)), mark);
   assertEquals(readPreparedMark(new WebAssembly.Module(source)), null);

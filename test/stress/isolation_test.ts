@@ -58,6 +58,32 @@ Deno.test("isolation at the host: the probe remembers within a session, never ac
   assertEquals(leaks, []);
 });
 
+Deno.test("isolation with label-agent snapshots: restored sessions see the policy, never a request", async () => {
+  // One policy for every session, so almost all of them start from the snapshot of the first.
+  const guard = await loadHostile("leak");
+  assert(guard.snapshotShape !== null, "the leak probe can be snapshotted");
+  const policy = '{"allow-only":{"min-integrity":"none","repos":"all"}}';
+  const leaks: string[] = [];
+  await pool(SESSIONS, 32, async (i) => {
+    const s = guard.open(ctx());
+    try {
+      const a = await s.labelAgent(policy);
+      const r = await s.labelResource(`secret-resource-${i}`);
+      const p = await s.labelResponse(`secret-response-${i}`);
+      // Positive control on every 100th session: the snapshot holds this session's own policy
+      // (label_agent's buffer), so a second label_agent answers it.
+      const again = i % 100 === 0 ? await s.labelAgent("again") : policy;
+      if (a !== CLEAN_AGENT || r !== CLEAN_RESOURCE || p !== "" || again !== policy) {
+        leaks.push(`session ${i}: ${a} | ${r} | ${p} | ${again}`);
+      }
+    } finally {
+      s.close();
+    }
+  });
+  assertEquals(leaks, []);
+  assertEquals(guard.snapshotStatus().map((x) => x.state), ["ready"]);
+});
+
 Deno.test("isolation through the gateway: concurrent agents never see each other's data", async () => {
   const up = await serve(rawUpstream((_name, args) => ({
     content: [{ type: "text", text: `echo:${String((args as { secret?: string }).secret)}` }],

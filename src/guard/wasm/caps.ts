@@ -18,9 +18,17 @@
  * @module
  */
 
-import { type GuardLimits, GuardError } from "../limits.ts";
+import { GuardError, type GuardLimits } from "../limits.ts";
 import { Reader, Writer } from "./bytes.ts";
-import { type Limits, type ModuleInfo, type Section, SECTION_RANK, SectionId } from "./module.ts";
+import {
+  type Limits,
+  type ModuleInfo,
+  readValType,
+  type Section,
+  SECTION_RANK,
+  SectionId,
+  skipConstExpr,
+} from "./module.ts";
 
 /** The limits this step enforces. */
 export type ModuleCaps = Pick<
@@ -61,6 +69,86 @@ export function memoryExportName(i: number): string {
 /** Export name of table `i` as the caps step adds it. */
 export function tableExportName(i: number): string {
   return `${RESERVED_EXPORT_PREFIX}table_${i}`;
+}
+
+/** Export name of defined mutable global `i` (global index space) as the caps step adds it. */
+export function globalExportName(i: number): string {
+  return `${RESERVED_EXPORT_PREFIX}global_${i}`;
+}
+
+/** Value types whose global values JS can read and write exactly (no references, no v128). */
+const NUMERIC_VALTYPES: ReadonlySet<string> = new Set(["i32", "i64", "f32", "f64"]);
+
+/**
+ * What a snapshot of an instance must hold besides its memories, as the caps step sees it: the
+ * indices of the module's own mutable globals (each gets a reserved export, see
+ * {@link globalExportName}) and, when a snapshot cannot be exact, why not.
+ *
+ * An instance's state outside memories and these globals is: tables (the host compares them before
+ * and after the snapshot run), the dropped state of passive data/element segments (invisible from
+ * JS, so a module with any passive segment is never snapshotted), and reference-typed or v128
+ * globals (JS cannot copy them between instances).
+ */
+export interface SnapshotPlan {
+  /** Global indices of the defined mutable globals, in index order. */
+  mutableGlobals: number[];
+  /** Null when an instance of the module can be restored exactly from memories + these globals. */
+  problem: string | null;
+}
+
+/**
+ * Reads the global, data and element sections for {@link SnapshotPlan}.
+ *
+ * @example
+ * ```ts
+ * const plan = snapshotPlan(parseModule(bytes)); // { mutableGlobals: [0], problem: null }
+ * ```
+ */
+export function snapshotPlan(info: ModuleInfo): SnapshotPlan {
+  const mutableGlobals: number[] = [];
+  let problem: string | null = null;
+  const bytes = info.bytes;
+  for (const s of info.sections) {
+    const r = new Reader(bytes, s.start, s.end);
+    if (s.id === SectionId.global) {
+      for (let i = 0, n = r.u32(); i < n; i++) {
+        const type = readValType(r);
+        const mutable = r.u8() === 1;
+        skipConstExpr(r);
+        if (!mutable) continue;
+        mutableGlobals.push(info.importedGlobals + i);
+        if (!NUMERIC_VALTYPES.has(type)) problem ??= `mutable global ${info.importedGlobals + i} is ${type}`;
+      }
+    } else if (s.id === SectionId.data) {
+      for (let n = r.u32(); n > 0; n--) {
+        const flags = r.u32();
+        if (flags === 1) {
+          problem ??= "a passive data segment (its dropped state is not visible to the host)";
+          break;
+        }
+        if (flags === 2) r.u32();
+        skipConstExpr(r);
+        r.skip(r.u32());
+      }
+    } else if (s.id === SectionId.element) {
+      for (let n = r.u32(); n > 0; n--) {
+        const flags = r.u32();
+        if (flags === 1 || flags === 5) {
+          problem ??= "a passive element segment (its dropped state is not visible to the host)";
+          break;
+        }
+        if (flags === 2 || flags === 6) r.u32();
+        if ((flags & 1) === 0) skipConstExpr(r);
+        if (flags === 1 || flags === 2 || flags === 3) r.u8();
+        if (flags >= 5) readValType(r);
+        for (let j = r.u32(); j > 0; j--) {
+          if (flags & 4) skipConstExpr(r);
+          else r.u32();
+        }
+      }
+    }
+  }
+  return { mutableGlobals, problem };
 }
 
 /** One memory or table after capping. */
@@ -128,7 +216,9 @@ function capAll(
       "memory",
       all.length === 1
         ? `${what} 0 declares a minimum of ${total} ${unit}, above ${limit} ${cap}`
-        : `the ${all.length} ${what === "memory" ? "memories" : "tables"} declare minimums of ${total} ${unit} ` +
+        : `the ${all.length} ${
+          what === "memory" ? "memories" : "tables"
+        } declare minimums of ${total} ${unit} ` +
           `together, above ${limit} ${cap} (the cap is over all of them)`,
       { limit, value: cap },
     );
@@ -215,16 +305,20 @@ function writeLimits(w: Writer, l: Limits, max: number): void {
 
 /**
  * Writes the module with the clamped memory and table maxima of `report` (defined ones; imported
- * ones are refused by the ABI check, the host provides none) and one reserved export per memory and
- * table. Other sections are copied byte for byte.
+ * ones are refused by the ABI check, the host provides none) and one reserved export per memory,
+ * table and each global of `globals` (the defined mutable ones, for snapshots). Other sections are
+ * copied byte for byte.
  *
  * @throws {GuardError} "abi" when an export already uses the reserved prefix.
  */
-export function applyCaps(info: ModuleInfo, report: CapsReport): Uint8Array {
+export function applyCaps(info: ModuleInfo, report: CapsReport, globals: readonly number[] = []): Uint8Array {
   const bytes = info.bytes;
   for (const e of info.exports) {
     if (e.name.startsWith(RESERVED_EXPORT_PREFIX)) {
-      throw new GuardError("abi", `export name "${e.name}" uses the reserved prefix ${RESERVED_EXPORT_PREFIX}`);
+      throw new GuardError(
+        "abi",
+        `export name "${e.name}" uses the reserved prefix ${RESERVED_EXPORT_PREFIX}`,
+      );
     }
   }
   const out = new Writer(bytes.length + 256);
@@ -232,6 +326,7 @@ export function applyCaps(info: ModuleInfo, report: CapsReport): Uint8Array {
   const extra: { name: string; kind: number; index: number }[] = [
     ...report.memories.map((m) => ({ name: memoryExportName(m.index), kind: KIND_MEMORY, index: m.index })),
     ...report.tables.map((t) => ({ name: tableExportName(t.index), kind: KIND_TABLE, index: t.index })),
+    ...globals.map((g) => ({ name: globalExportName(g), kind: KIND_GLOBAL, index: g })),
   ];
   const emit = (id: number, content: Uint8Array) => {
     out.u8(id);
@@ -290,3 +385,4 @@ export function applyCaps(info: ModuleInfo, report: CapsReport): Uint8Array {
 
 const KIND_TABLE = 1;
 const KIND_MEMORY = 2;
+const KIND_GLOBAL = 3;

@@ -1,0 +1,213 @@
+/**
+ * Snapshots of a guard instance after `label_agent`: what a fresh instance needs to continue exactly
+ * where an instance that ran only the module's start function and `label_agent(input)` stopped,
+ * without running them again.
+ *
+ * Why it is safe (the isolation argument, enforced by `WasmGuardSession` in `host.ts`):
+ *
+ * - A snapshot is keyed by the exact `label_agent` input text and taken from a fresh instance whose
+ *   FIRST export call is that `label_agent` (the start function included), before the session sees
+ *   anything else. Only a session whose own first call is `label_agent` with the identical input is
+ *   started from it, so the state it receives is the state it would have computed itself: the
+ *   snapshot holds nothing that instance's own input did not determine.
+ * - That holds only for a deterministic run. A capture is discarded (and the input marked as never
+ *   snapshotted) when the run called any host import whose answer could differ between runs or that
+ *   carries data from elsewhere: `call_backend` (upstream data, refusals), every WASI function
+ *   (random numbers, clocks that advance per instance, stdio). `host_log` only sends data out; its
+ *   lines are recorded and replayed by each restored session. The fuel check is the host's own
+ *   metering and gives the guard nothing.
+ * - Everything an instance holds is copied or proven unchanged: every memory (bytes and size), every
+ *   defined mutable global (the preparer exports each, `wasm/caps.ts` `snapshotPlan`; modules with
+ *   reference or v128 mutable globals, or with passive segments whose dropped state JS cannot see,
+ *   carry no snapshot mark and are never snapshotted), and every table (compared entry by entry
+ *   before and after the run; a run that changed one is not snapshotted). The preparer's fuel
+ *   counter and "check allowed" globals are not part of the image: the host sets both at every call.
+ * - Memories are restored over a FRESH instance (never a reused one): the new instance starts with
+ *   the module's data segments, is grown to the snapshot's size and receives every 4 KiB block in
+ *   which the snapshot differs from a fresh instance. Bytes outside those blocks are equal in both.
+ *
+ * No Deno APIs here: this module also runs in workerd.
+ *
+ * @module
+ */
+import { SNAPSHOT_MAX_IMAGE_BYTES } from "./limits.ts";
+import { globalExportName, memoryExportName, tableExportName } from "./wasm/caps.ts";
+
+/** Granularity of the memory image: blocks in which the snapshot differs from a fresh instance. */
+export const SNAPSHOT_BLOCK_BYTES = 4096;
+
+/** One log line written during the snapshot run, replayed by every session started from it. */
+export interface SnapshotLog {
+  level: "debug" | "info" | "warn" | "error";
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+/** The memory image of one memory: its size and the runs of bytes that differ from a fresh instance. */
+export interface MemoryImage {
+  bytes: number;
+  runs: { offset: number; data: Uint8Array }[];
+}
+
+/** A finished snapshot. */
+export interface InstanceSnapshot {
+  /** One image per memory, in memory index order. */
+  memories: MemoryImage[];
+  /** Values of the defined mutable globals, in the order of {@link SnapshotShape.globals}. */
+  globals: (number | bigint)[];
+  /** What `label_agent` answered. */
+  output: string;
+  logs: SnapshotLog[];
+  /** Bytes held in the image (what each restore copies). */
+  imageBytes: number;
+}
+
+/** The reserved exports a snapshot reads and writes, found once per module. */
+export interface SnapshotShape {
+  memories: string[];
+  tables: string[];
+  globals: string[];
+}
+
+/**
+ * The reserved export names of a prepared module's memories, tables and mutable globals, or null
+ * when the module cannot be snapshotted: no snapshot mark (`markedGlobals` undefined), or the
+ * exports do not match the mark.
+ */
+export function snapshotShape(
+  module: WebAssembly.Module,
+  markedGlobals: number | undefined,
+): SnapshotShape | null {
+  if (markedGlobals === undefined) return null;
+  const exports = WebAssembly.Module.exports(module);
+  // The reserved exports of one kind, in index order (`<prefix><index>`).
+  const reserved = (kind: string, prefix: string) =>
+    exports
+      .filter((e) =>
+        e.kind === kind && e.name.startsWith(prefix) && /^\d+$/.test(e.name.slice(prefix.length))
+      )
+      .map((e) => ({ name: e.name, index: Number(e.name.slice(prefix.length)) }))
+      .sort((a, b) => a.index - b.index);
+  const memories = reserved("memory", memoryExportName(0).slice(0, -1));
+  const tables = reserved("table", tableExportName(0).slice(0, -1));
+  const globals = reserved("global", globalExportName(0).slice(0, -1));
+  // Memories and tables are exported for every index from 0; globals for the mutable ones only.
+  const dense = (xs: { index: number }[]) => xs.every((x, i) => x.index === i);
+  if (memories.length === 0 || !dense(memories) || !dense(tables) || globals.length !== markedGlobals) {
+    return null;
+  }
+  const names = (xs: { name: string }[]) => xs.map((x) => x.name);
+  return { memories: names(memories), tables: names(tables), globals: names(globals) };
+}
+
+/** What a capture keeps from the fresh instance before its first call. */
+export interface PristineState {
+  memories: Uint8Array[];
+  tables: unknown[][];
+}
+
+/** Reads the pristine state of a fresh instance (before its start function and first call). */
+export function pristineState(exports: WebAssembly.Exports, shape: SnapshotShape): PristineState {
+  return {
+    memories: shape.memories.map((n) => new Uint8Array((exports[n] as WebAssembly.Memory).buffer).slice()),
+    tables: shape.tables.map((n) => tableEntries(exports[n] as WebAssembly.Table)),
+  };
+}
+
+function tableEntries(t: WebAssembly.Table): unknown[] {
+  const out = new Array(t.length);
+  for (let i = 0; i < t.length; i++) out[i] = t.get(i);
+  return out;
+}
+
+/**
+ * Builds the snapshot of an instance that ran its start function and `label_agent` (and nothing
+ * else) since `pristine` was read. Returns the reason instead when the instance cannot be
+ * snapshotted: a table changed, or the image is above `SNAPSHOT_MAX_IMAGE_BYTES`.
+ */
+export function captureSnapshot(
+  exports: WebAssembly.Exports,
+  shape: SnapshotShape,
+  pristine: PristineState,
+  output: string,
+  logs: SnapshotLog[],
+): InstanceSnapshot | string {
+  for (let t = 0; t < shape.tables.length; t++) {
+    const now = exports[shape.tables[t]] as WebAssembly.Table;
+    const before = pristine.tables[t];
+    if (now.length !== before.length) return `table ${t} changed size`;
+    for (let i = 0; i < before.length; i++) {
+      if (now.get(i) !== before[i]) return `table ${t} entry ${i} changed`;
+    }
+  }
+  let imageBytes = 0;
+  const memories: MemoryImage[] = [];
+  for (let m = 0; m < shape.memories.length; m++) {
+    const now = new Uint8Array((exports[shape.memories[m]] as WebAssembly.Memory).buffer);
+    const image = diffRuns(now, pristine.memories[m]);
+    for (const r of image) imageBytes += r.data.length;
+    if (imageBytes > SNAPSHOT_MAX_IMAGE_BYTES) {
+      return `image above ${SNAPSHOT_MAX_IMAGE_BYTES} bytes`;
+    }
+    memories.push({ bytes: now.length, runs: image });
+  }
+  const globals = shape.globals.map((n) => (exports[n] as WebAssembly.Global).value as number | bigint);
+  return { memories, globals, output, logs, imageBytes };
+}
+
+/** Runs of whole blocks in which `now` differs from `before` (shorter `before`: zeros beyond). */
+function diffRuns(now: Uint8Array, before: Uint8Array): { offset: number; data: Uint8Array }[] {
+  const runs: { offset: number; data: Uint8Array }[] = [];
+  let start = -1;
+  const flush = (end: number) => {
+    if (start >= 0) runs.push({ offset: start, data: now.slice(start, end) });
+    start = -1;
+  };
+  for (let off = 0; off < now.length; off += SNAPSHOT_BLOCK_BYTES) {
+    const end = Math.min(off + SNAPSHOT_BLOCK_BYTES, now.length);
+    if (blockDiffers(now, before, off, end)) {
+      if (start < 0) start = off;
+    } else {
+      flush(off);
+    }
+  }
+  flush(now.length);
+  return runs;
+}
+
+function blockDiffers(now: Uint8Array, before: Uint8Array, off: number, end: number): boolean {
+  if (off >= before.length) {
+    for (let i = off; i < end; i++) if (now[i] !== 0) return true;
+    return false;
+  }
+  for (let i = off; i < end; i++) if (now[i] !== (i < before.length ? before[i] : 0)) return true;
+  return false;
+}
+
+/**
+ * Puts `snap` into a fresh instance: grows every memory to the snapshot's size, writes the image
+ * and sets every mutable global. False (nothing usable done; the caller runs `label_agent`
+ * itself) when a memory of the instance is already larger than in the snapshot, which a fresh
+ * instance never is.
+ */
+export function restoreSnapshot(
+  exports: WebAssembly.Exports,
+  shape: SnapshotShape,
+  snap: InstanceSnapshot,
+): boolean {
+  const mems = shape.memories.map((n) => exports[n] as WebAssembly.Memory);
+  for (let m = 0; m < mems.length; m++) {
+    if (mems[m].buffer.byteLength > snap.memories[m].bytes) return false;
+  }
+  for (let m = 0; m < mems.length; m++) {
+    const mem = mems[m], image = snap.memories[m];
+    const missing = (image.bytes - mem.buffer.byteLength) / 65_536;
+    if (missing > 0) mem.grow(missing);
+    const view = new Uint8Array(mem.buffer);
+    for (const r of image.runs) view.set(r.data, r.offset);
+  }
+  for (let g = 0; g < shape.globals.length; g++) {
+    (exports[shape.globals[g]] as WebAssembly.Global).value = snap.globals[g];
+  }
+  return true;
+}
