@@ -4,7 +4,10 @@
  * 2. metered vs unmetered on a compute-heavy guard (target: ≤ 10 % overhead);
  * 3. prepare time per 100 KB of guard;
  * 4. abort latency of a spinning guard after its signal fires (target: ≤ 10 ms), and the latency of
- *    a concurrent request meanwhile.
+ *    a concurrent request meanwhile;
+ * 5. the demo guard and the Rust guard (guards/rust-bench): a whole fresh request with label-agent
+ *    snapshots off (before) and on (after) against a reused instance, interleaved
+ *    (`bench/instancing.ts`; instancing share target ≤ 25 %).
  * Prints a table; raw samples go to bench/results/guard.json.
  *
  * @module
@@ -13,6 +16,10 @@ import wabtInit from "wabt";
 import type { GuardContext } from "../src/difc/guard.ts";
 import { loadGuardModule, WasmGuard } from "../src/guard/host.ts";
 import { prepareGuard } from "../src/guard/prepare.ts";
+import { buildLabelAgentPayload, canonicalJson } from "../src/difc/payload.ts";
+import { DEMO_ISSUES } from "../src/demo/upstream.ts";
+import { DEMO_GUARD_URL, DEMO_POLICY } from "../src/main.ts";
+import { type InstancingSamples, measureInstancing, summarizeInstancing } from "./instancing.ts";
 import { resultsDirFor } from "./lib.ts";
 
 const FIXTURES = new URL("../test/fixtures/wat/host/", import.meta.url);
@@ -21,6 +28,108 @@ const LARGE_GUARD_FUNCTIONS = 3000;
 const REQUESTS = 300;
 const COMPUTE_RUNS = 7;
 const ABORT_RUNS = 10;
+const RUST_GUARD_URL = new URL("../guards/rust-bench/rust-bench-guard.wasm", import.meta.url);
+
+/**
+ * What a fresh instance's memory costs before any guard code runs: a new `WebAssembly.Memory`, its
+ * first written byte, 16 written 4 KiB pages, and the same 16 pages of a memory written before
+ * (interleaved). On a VM where each first touch of a page is a costly fault this dominates the
+ * price of a fresh instance: every page a fresh instance's data segments, `label_agent` (or the
+ * snapshot restore) and the label calls write is faulted in again for each request.
+ */
+function memoryTouchRows(): { rows: Array<[string, string]>; raw: Record<string, number[]> } {
+  const raw: Record<string, number[]> = { create: [], first: [], pages16: [], warm16: [] };
+  const warm = new Uint8Array(new WebAssembly.Memory({ initial: 34, maximum: 512 }).buffer);
+  const touch = (u: Uint8Array, pages: number) => {
+    for (let p = 0; p < pages; p++) u[p * 4096] = 1;
+  };
+  touch(warm, 16);
+  for (let i = 0; i < REQUESTS + 20; i++) {
+    const time = (f: () => void) => {
+      const t0 = performance.now();
+      f();
+      return performance.now() - t0;
+    };
+    const samples = {
+      create: time(() => new WebAssembly.Memory({ initial: 34, maximum: 512 })),
+      first: time(() =>
+        touch(new Uint8Array(new WebAssembly.Memory({ initial: 34, maximum: 512 }).buffer), 1)
+      ),
+      pages16: time(() =>
+        touch(new Uint8Array(new WebAssembly.Memory({ initial: 34, maximum: 512 }).buffer), 16)
+      ),
+      warm16: time(() => touch(warm, 16)),
+    };
+    if (i >= 20) { for (const [k, v] of Object.entries(samples)) raw[k].push(v); }
+  }
+  const us = (xs: number[]) => `median ${(median(xs) * 1000).toFixed(1)} µs`;
+  return {
+    rows: [
+      ["fresh wasm memory (34 pages): create", us(raw.create)],
+      ["fresh wasm memory: create + write 1 byte", us(raw.first)],
+      ["fresh wasm memory: create + write 16 x 4 KiB pages", us(raw.pages16)],
+      ["memory written before: write 16 x 4 KiB pages", us(raw.warm16)],
+    ],
+    raw,
+  };
+}
+
+/** Demo and Rust guard, snapshots off / on, against a reused instance (instant get_repo backend). */
+async function instancingRows(): Promise<{ rows: Array<[string, string]>; raw: InstancingSamples[] }> {
+  const items = DEMO_ISSUES["acme/web"];
+  let n = 0;
+  const io = () => {
+    const args = { repo: `acme/repo-${++n}` };
+    const body = { repo: args.repo, total_count: items.length, items };
+    return {
+      resource: canonicalJson({ capabilities: {}, tool_args: args, tool_name: "list_issues" }),
+      response: canonicalJson({
+        capabilities: {},
+        tool_args: args,
+        tool_name: "list_issues",
+        tool_result: { content: [{ type: "text", text: JSON.stringify(body) }] },
+      }),
+    };
+  };
+  const backend = (_tool: string, args: unknown) =>
+    Promise.resolve({
+      content: [{
+        type: "text",
+        text: JSON.stringify({ full_name: (args as { repo: string }).repo, visibility: "private" }),
+      }],
+    });
+  const one = (name: string, bytes: Uint8Array) => {
+    let cur = io();
+    return {
+      name,
+      bytes,
+      backend,
+      agent: buildLabelAgentPayload(DEMO_POLICY).json,
+      resource: () => (cur = io()).resource,
+      response: () => cur.response,
+    };
+  };
+  const raw = await measureInstancing(
+    [one("demo", await Deno.readFile(DEMO_GUARD_URL)), one("rust", await Deno.readFile(RUST_GUARD_URL))],
+    REQUESTS,
+    20,
+  );
+  const us = (ms: number) => `${(ms * 1000).toFixed(0)} µs`;
+  const rows: Array<[string, string]> = [];
+  for (const [i, s] of raw.map(summarizeInstancing).entries()) {
+    const label = `${s.name} guard (${raw[i].moduleBytes} B)`;
+    rows.push(
+      [`${label}: fresh request, snapshots off / on`, `${us(s.offTotal)} / ${us(s.onTotal)}`],
+      [`${label}: label_agent run / restored`, `${us(s.offAgent)} / ${us(s.onAgent)}`],
+      [`${label}: reused instance (label_resource + label_response)`, us(s.reused)],
+      [
+        `${label}: instancing share, snapshots off / on (target <= 25 %)`,
+        `${s.offShare.toFixed(1)} % / ${s.onShare.toFixed(1)} %`,
+      ],
+    );
+  }
+  return { rows, raw };
+}
 
 const wabt = await wabtInit();
 
@@ -109,8 +218,11 @@ async function abortLatency(
 export async function run(): Promise<void> {
   const smallBytes = await fixture("echo_alloc");
   const largeBytes = await largeGuard();
-  const small = await loadGuardModule(smallBytes, { name: "small" });
-  const large = await loadGuardModule(largeBytes, { name: "large" });
+  // Rows 1-4 measure label_agent itself (compute, spin and the per-request rows run in it): with
+  // label-agent snapshots off. Row 5 compares off and on.
+  const noSnapshots = { labelAgentSnapshots: 0 };
+  const small = await loadGuardModule(smallBytes, { name: "small", limits: noSnapshots });
+  const large = await loadGuardModule(largeBytes, { name: "large", limits: noSnapshots });
 
   const smallSamples = await perRequest(small);
   const largeSamples = await perRequest(large);
@@ -118,10 +230,11 @@ export async function run(): Promise<void> {
   const computeBytes = await fixture("compute");
   const metered = new WasmGuard(await WebAssembly.compile(prepareGuard(computeBytes).bytes), {
     name: "metered",
+    limits: noSnapshots,
   });
   const unmetered = new WasmGuard(
     await WebAssembly.compile(prepareGuard(computeBytes, { fuel: false }).bytes),
-    { name: "unmetered" },
+    { name: "unmetered", limits: noSnapshots },
   );
   await compute(metered);
   await compute(unmetered);
@@ -140,9 +253,12 @@ export async function run(): Promise<void> {
   }
   const prepareMsPer100KB = median(prepareMs) / (largeBytes.length / 100_000);
 
-  const spin = await loadGuardModule(await fixture("spin"), { name: "spin" });
+  const spin = await loadGuardModule(await fixture("spin"), { name: "spin", limits: noSnapshots });
   const aborts: Array<{ abortMs: number; concurrentMs: number }> = [];
   for (let i = 0; i < ABORT_RUNS; i++) aborts.push(await abortLatency(spin, small));
+
+  const instancing = await instancingRows();
+  const touch = memoryTouchRows();
 
   const overhead = median(meteredMs) / median(unmeteredMs) - 1;
   const rows: Array<[string, string]> = [
@@ -167,6 +283,8 @@ export async function run(): Promise<void> {
         Math.max(...aborts.map((a) => a.concurrentMs)).toFixed(2)
       } ms`,
     ],
+    ...instancing.rows,
+    ...touch.rows,
   ];
   const width = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
@@ -186,6 +304,8 @@ export async function run(): Promise<void> {
         computeMs: { metered: meteredMs, unmetered: unmeteredMs, overhead },
         prepareMs: { samples: prepareMs, perHundredKB: prepareMsPer100KB },
         abort: aborts,
+        instancing: instancing.raw,
+        memoryTouchMs: touch.raw,
       },
       null,
       1,

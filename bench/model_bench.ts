@@ -10,7 +10,9 @@
  *    app.ts wires it; the reference keeps its answers in its one long-lived instance.
  * 2. The per-call price of a fresh instance: (open + label_agent + label_resource + label_response)
  *    vs (label_resource + label_response on a reused instance), with an instant backend, interleaved
- *    sample by sample. Reported as a share of the fresh call's guard time (target ≤ 25 %).
+ *    sample by sample. Reported as a share of the fresh call's guard time (target ≤ 25 %), for the
+ *    demo guard and the Rust guard (guards/rust-bench), with label-agent snapshots off (before) and
+ *    on (after), all in one interleaved run (`bench/instancing.ts`).
  *
  * ```sh
  * deno run -A bench/model_bench.ts          # full
@@ -26,6 +28,7 @@ import { DEMO_ISSUES, DEMO_REPOS } from "../src/demo/upstream.ts";
 import { loadGuardModule, type WasmGuard } from "../src/guard/host.ts";
 import { BackendCache, DEFAULT_BACKEND_CACHE_TTL_MS } from "../src/mcp/backend_cache.ts";
 import { DEMO_GUARD_URL, DEMO_POLICY } from "../src/main.ts";
+import { measureInstancing, summarizeInstancing } from "./instancing.ts";
 import {
   type BenchOptions,
   type BenchReport,
@@ -50,6 +53,8 @@ const THROUGHPUT_RATIO_TARGET = 20;
 /** Ours / reference when the same repository repeats (the cache makes fresh instances not lose). */
 const SAME_REPO_RATIO_TARGET = 1;
 const INSTANCING_SHARE_TARGET = 25;
+/** The Rust guard of the instancing rows (built by guards/rust-bench/build.sh). */
+const RUST_GUARD_URL = new URL("../guards/rust-bench/rust-bench-guard.wasm", import.meta.url);
 
 interface Plan {
   /** Length of one throughput round per model, ms. */
@@ -201,38 +206,27 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   const sameRatio = ratio(hit.oursTput, hit.serialTput);
   const oursLat = miss.oursLat;
 
-  // 2. Instancing cost, instant backend, interleaved fresh/reused samples.
+  // 2. Instancing cost, instant backend, interleaved: demo and Rust guard, snapshots off and on,
+  //    against a reused instance. A new repository per call, so every side makes its call_backend.
   const fast = demoBackend(0);
-  const reused = guard.open(ctx(fast));
-  await reused.labelAgent(io.agent);
-  const freshOpen: number[] = [], freshAgent: number[] = [], freshTotal: number[] = [];
-  const reusedTotal: number[] = [];
-  for (let i = 0; i < plan.warmup + plan.costSamples; i++) {
-    // A new repository for each side, so both make their one call_backend (no cache hit).
-    const a = inputs(freshRepo()), b = inputs(freshRepo());
-    const t0 = performance.now();
-    const s = guard.open(ctx(fast));
-    const t1 = performance.now();
-    await s.labelAgent(io.agent);
-    const t2 = performance.now();
-    await s.labelResource(a.resource);
-    await s.labelResponse(a.response);
-    s.close();
-    const t3 = performance.now();
-    await reused.labelResource(b.resource);
-    await reused.labelResponse(b.response);
-    const t4 = performance.now();
-    if (i < plan.warmup) continue;
-    freshOpen.push(t1 - t0);
-    freshAgent.push(t2 - t1);
-    freshTotal.push(t3 - t0);
-    reusedTotal.push(t4 - t3);
-  }
-  reused.close();
-  const instancingMs = median(freshTotal) - median(reusedTotal);
-  const instancingShare = ratio(instancingMs, median(freshTotal)) * 100;
-  // The same cost against a realistic guarded call: the fresh call's p50 at c=32 with the slow backend.
-  const realisticShare = ratio(instancingMs, oursLat.p50) * 100;
+  const rustBytes = await Deno.readFile(RUST_GUARD_URL);
+  const costCase = (name: string, bytes: Uint8Array) => {
+    let repo = inputs(freshRepo());
+    return {
+      name,
+      bytes,
+      backend: fast,
+      agent: io.agent,
+      resource: () => (repo = inputs(freshRepo())).resource,
+      response: () => repo.response,
+    };
+  };
+  const costRaw = await measureInstancing(
+    [costCase("demo", await Deno.readFile(DEMO_GUARD_URL)), costCase("rust", rustBytes)],
+    plan.costSamples,
+    plan.warmup,
+  );
+  const cost = costRaw.map(summarizeInstancing);
 
   const us = (ms: number) => `${fmt(ms * 1000, 0)} µs`;
   const tables = [
@@ -271,18 +265,30 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
       ],
     },
     {
-      title: `per-call instancing cost, instant backend, ${plan.costSamples} interleaved samples (medians)`,
-      header: ["step", "time"],
+      title: `per-call instancing cost, instant backend, ${plan.costSamples} interleaved samples (medians; ` +
+        `before = label-agent snapshots off, after = on)`,
+      header: ["step", ...cost.flatMap((c) => [`${c.name} before`, `${c.name} after`])],
       rows: [
-        ["fresh: new instance (open)", us(median(freshOpen))],
-        ["fresh: label_agent", us(median(freshAgent))],
-        ["fresh: open + label_agent + label_resource + label_response", us(median(freshTotal))],
-        ["reused: label_resource + label_response", us(median(reusedTotal))],
-        ["instancing cost (fresh - reused)", us(instancingMs)],
-        ["share of the fresh call's guard time", `${fmt(instancingShare, 1)} %`],
+        ["module bytes", ...costRaw.flatMap((c) => [String(c.moduleBytes), ""])],
+        ["snapshot image", ...costRaw.flatMap((c) => ["", `${c.snapshotBytes} B`])],
+        ["fresh: new instance (open)", ...cost.flatMap((c) => [us(c.offOpen), us(c.onOpen)])],
+        ["fresh: label_agent (after: restored)", ...cost.flatMap((c) => [us(c.offAgent), us(c.onAgent)])],
+        [
+          "fresh: open + label_agent + label_resource + label_response",
+          ...cost.flatMap((c) => [us(c.offTotal), us(c.onTotal)]),
+        ],
+        ["reused: label_resource + label_response", ...cost.flatMap((c) => [us(c.reused), us(c.reused)])],
+        ["instancing cost (fresh - reused)", ...cost.flatMap((c) => [us(c.offCost), us(c.onCost)])],
+        [
+          "share of the fresh call's guard time",
+          ...cost.flatMap((c) => [`${fmt(c.offShare, 1)} %`, `${fmt(c.onShare, 1)} %`]),
+        ],
         [
           `share of a guarded call with a ${BACKEND_MS} ms backend (p50 above)`,
-          `${fmt(realisticShare, 2)} %`,
+          ...cost.flatMap((c) => [
+            `${fmt(ratio(c.offCost, oursLat.p50) * 100, 2)} %`,
+            `${fmt(ratio(c.onCost, oursLat.p50) * 100, 2)} %`,
+          ]),
         ],
       ],
     },
@@ -302,12 +308,14 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
       SAME_REPO_RATIO_TARGET,
       "x",
     ),
-    target(
-      "instancing cost share of guard time (instant backend)",
-      instancingShare,
-      "<=",
-      INSTANCING_SHARE_TARGET,
-      " %",
+    ...cost.map((c) =>
+      target(
+        `instancing cost share of guard time (instant backend, ${c.name} guard, snapshots on)`,
+        c.onShare,
+        "<=",
+        INSTANCING_SHARE_TARGET,
+        " %",
+      )
     ),
   ];
   return await finish("model", opts, tables, targets, {
@@ -320,7 +328,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
         rs.map((x) => ({ ops: x.ops, elapsedMs: x.elapsedMs, latenciesMs: x.latencies }));
       return [k, { ours: rounds(r.oursRounds), serialized: rounds(r.serialRounds) }];
     })),
-    instancingMs: { freshOpen, freshAgent, freshTotal, reusedTotal },
+    instancing: costRaw,
   });
 }
 
