@@ -229,21 +229,23 @@ export function unwrapMcpResult(result: unknown): { value: unknown; unwrapped: b
     if (NON_TEXT_CONTENT.has(type)) continue;
     if (typeof item.text === "string") texts.push(item.text);
   }
-  // A gateway's filtered result (ours or the reference's) is the JSON block followed by a
-  // `[Filtered] ...` notice block; concatenated they are not JSON. Without the trailing notices the
-  // JSON is what the guard labeled, so a gateway placed in front of another can unwrap it. (Only
-  // the fallback: the reference's concatenation is tried first.)
-  const withoutNotices = [...texts];
-  while (withoutNotices.length > 1 && withoutNotices.at(-1)!.startsWith(FILTERED_NOTICE_PREFIX)) {
-    withoutNotices.pop();
-  }
-  for (const candidate of new Set([texts.join(""), withoutNotices.join("")])) {
-    if (candidate === "") continue;
+  const text = texts.join("");
+  if (text === "") return { value: result, unwrapped: false };
+  try {
+    return { value: JSON.parse(text), unwrapped: true };
+  } catch {
+    // A gateway's filtered result (ours or the reference's) is the JSON block followed by a
+    // `[Filtered] ...` notice block; concatenated they are not JSON. Without the trailing notices the
+    // JSON is what the guard labeled, so a gateway placed in front of another can unwrap it.
+    let n = texts.length;
+    while (n > 1 && texts[n - 1].startsWith(FILTERED_NOTICE_PREFIX)) n--;
+    if (n === texts.length) return { value: result, unwrapped: false };
     try {
-      return { value: JSON.parse(candidate), unwrapped: true };
-    } catch { /* not JSON: try the next, else the raw result */ }
+      return { value: JSON.parse(texts.slice(0, n).join("")), unwrapped: true };
+    } catch {
+      return { value: result, unwrapped: false };
+    }
   }
-  return { value: result, unwrapped: false };
 }
 
 /** How a gateway's notice of removed items starts (pipeline.ts `filteredNotice`, as the reference). */
