@@ -277,7 +277,7 @@ Deno.test({
         if (kind === "suite") {
           // `npm test` is this suite: its wiring is checked, not run recursively.
           const pkg = JSON.parse(await Deno.readTextFile(new URL("package.json", ROOT)));
-          assertEquals(pkg.scripts.test, "node_modules/deno/deno task test");
+          assertEquals(pkg.scripts.test, "node node_modules/deno/bin.cjs task test");
           const deno = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
           assertMatch(deno.tasks.test, /^deno test .* test\/$/);
         } else if (kind === "start") {
