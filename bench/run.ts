@@ -18,6 +18,7 @@ const BENCHES: readonly string[] = [
   "./coldstart_bench.ts",
   "./workers_bench.ts",
   "./auth_bench.ts",
+  "./channels_bench.ts",
 ];
 
 const names = BENCHES.map((p) => p.replace(/^\.\/(\w+)_bench\.ts$/, "$1"));

@@ -566,29 +566,26 @@ export function httpStatusReason(status: number): string {
     (status >= 500 ? "server error" : status >= 400 ? "client error" : "unexpected status");
 }
 
-/** Prefix of the 2026-07-28 per-parameter headers (`Mcp-Param-{Name}`). */
-const PARAM_HEADER_PREFIX = "mcp-param-";
-
 /**
- * The agent's request headers as a guarded server may receive them: an `Mcp-Param-*` header passes
- * only when its value is the header encoding of a top-level argument the guard saw, so that an
- * upstream reading parameters from headers cannot be handed a value the guard did not check.
+ * Which `Mcp-Param-*` header values a guarded server may receive with `sent`: the header encodings of
+ * its top-level arguments, so that an upstream reading parameters from headers cannot be handed a
+ * value the guard did not check. Give the result to `upstreamRequestHeaders` as `paramValueAllowed`.
  */
-export function checkedAgentHeaders(agent: Headers, sent: JsonRpcMessage | undefined): Headers {
+export function checkedParamValues(sent: JsonRpcMessage | undefined): (value: string) => boolean {
   const args = sent && "method" in sent && sent.method === "tools/call" ? sent.params?.arguments : undefined;
-  const values = new Set<string>();
-  if (typeof args === "object" && args !== null && !Array.isArray(args)) {
-    for (const v of Object.values(args)) {
-      if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") {
-        values.add(encodeHeaderValue(String(v)));
+  if (typeof args !== "object" || args === null || Array.isArray(args)) return () => false;
+  let values: Set<string> | undefined;
+  return (value) => {
+    if (!values) {
+      values = new Set();
+      for (const v of Object.values(args)) {
+        if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") {
+          values.add(encodeHeaderValue(String(v)));
+        }
       }
     }
-  }
-  const out = new Headers();
-  for (const [k, v] of agent) {
-    if (!k.startsWith(PARAM_HEADER_PREFIX) || values.has(v)) out.append(k, v);
-  }
-  return out;
+    return values.has(value);
+  };
 }
 
 /**

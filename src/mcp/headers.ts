@@ -34,6 +34,8 @@ export interface UpstreamHeaderOptions {
   protocolVersion?: string;
   /** The body sent upstream, when the gateway wrote or rewrote it: `Mcp-Method`/`Mcp-Name` follow it. */
   rewrittenBody?: JsonRpcMessage;
+  /** Which agent `Mcp-Param-*` values may pass (default: all); see `checkedParamValues` in channels.ts. */
+  paramValueAllowed?: (value: string) => boolean;
 }
 
 /**
@@ -57,7 +59,9 @@ export function upstreamRequestHeaders(o: UpstreamHeaderOptions): Headers {
       const v = o.agent.get(name);
       if (v !== null) h.set(name, v);
     }
-    for (const [k, v] of o.agent) if (k.startsWith(PARAM_HEADER_PREFIX)) h.set(k, v);
+    for (const [k, v] of o.agent) {
+      if (k.startsWith(PARAM_HEADER_PREFIX) && (o.paramValueAllowed?.(v) ?? true)) h.set(k, v);
+    }
   }
   if (o.protocolVersion !== undefined) h.set("mcp-protocol-version", o.protocolVersion);
   if (o.sessionId !== undefined) h.set("mcp-session-id", o.sessionId);

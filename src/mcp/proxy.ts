@@ -51,7 +51,7 @@ import {
 import {
   agentNotificationAllowed,
   agentRequestRefusal,
-  checkedAgentHeaders,
+  checkedParamValues,
   guardedResponseHeaders,
   httpStatusReason,
   isGuarded,
@@ -405,7 +405,8 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       const headers = upstreamRequestHeaders({
         method: "POST",
         configured: p.upstream.headers,
-        agent: guarded ? checkedAgentHeaders(p.req.headers, single) : p.req.headers,
+        agent: p.req.headers,
+        paramValueAllowed: guarded ? checkedParamValues(single) : undefined,
         sessionId: p.ref.sessionId,
         protocolVersion: p.ref.protocolVersion,
         rewrittenBody: single,

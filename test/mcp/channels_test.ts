@@ -5,7 +5,7 @@ import {
   answerUpstreamRequest,
   CHANNELS,
   channelTableMarkdown,
-  checkedAgentHeaders,
+  checkedParamValues,
   guardedNotification,
   httpStatusReason,
   isGuarded,
@@ -15,6 +15,7 @@ import {
   upstreamErrorForAgent,
   upstreamRequest,
 } from "../../src/mcp/channels.ts";
+import { upstreamRequestHeaders } from "../../src/mcp/headers.ts";
 
 const MARK = "LEAK-channels-test";
 const req = (method: string, params?: Record<string, unknown>) => ({
@@ -207,10 +208,18 @@ Deno.test("channels: Mcp-Param headers reach a guarded server only with a value 
     "mcp-param-owner": "octo",
     "mcp-method": "tools/call",
   });
-  const h = checkedAgentHeaders(agent, req("tools/call", { name: "x", arguments: { owner: "octo" } }));
+  const sent = req("tools/call", { name: "x", arguments: { owner: "octo" } });
+  const h = upstreamRequestHeaders({
+    method: "POST",
+    configured: {},
+    agent,
+    rewrittenBody: sent,
+    paramValueAllowed: checkedParamValues(sent),
+  });
   assertEquals([h.get("mcp-param-region"), h.get("mcp-param-owner"), h.get("mcp-method")], [
     null,
     "octo",
     "tools/call",
   ]);
+  assertEquals(checkedParamValues(req("ping"))("octo"), false, "no arguments: no parameter header");
 });
