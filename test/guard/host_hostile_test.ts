@@ -35,11 +35,11 @@ const FUEL_BOUND = { fuel: 20_000_000, timeoutMs: 30_000 };
 /** Deadline-bounded: fuel that is never reached, a short deadline. */
 const TIME_BOUND = { fuel: Number.MAX_SAFE_INTEGER, timeoutMs: 300 };
 /**
- * How late after the deadline a stop may come in these tests. The target (`limits.timeoutMs` +
- * 10 ms) is measured by `bench/hostile_bench.ts`; tests share two cores with other work, so they
- * allow more.
+ * How late after the deadline a stop may come in these tests: a hang check, not a latency target. The
+ * target (`limits.timeoutMs` + 10 ms) is measured by `bench/hostile_bench.ts`; tests share two cores
+ * with the rest of the parallel suite (a CI run saw a stop 467 ms late), so they allow seconds.
  */
-const LATE_MS = 150;
+const LATE_MS = 3_000;
 
 export async function hostileWasm(name: string): Promise<Uint8Array<ArrayBuffer>> {
   const text = await Deno.readTextFile(new URL(`${name}.wat`, FIXTURES));
