@@ -176,7 +176,8 @@ Deno.test("bulk operations pay in proportion to their length, chunk by chunk, be
   const spent = s.usage().fuel;
   const chunkUnits = BULK_MEMORY_CHUNK_BYTES / BULK_BYTES_PER_FUEL_UNIT;
   assert(spent > 5_000_000 && spent <= 5_000_000 + chunkUnits + 10, `spent ${spent}`);
-  assertLessOrEqual(ms, 1_000, "four 16 MiB fills, not an unbounded loop");
+  // A hang check (seconds on a loaded machine): four 16 MiB fills, not an unbounded loop.
+  assertLessOrEqual(ms, 5_000, "four 16 MiB fills, not an unbounded loop");
 });
 
 const INDEX_CASES: Record<string, string> = {
