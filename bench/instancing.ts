@@ -68,7 +68,7 @@ export async function measureInstancing(
 ): Promise<InstancingSamples[]> {
   const guards: { c: InstancingCase; on: WasmGuard; off: WasmGuard; s: InstancingSamples }[] = [];
   for (const c of cases) {
-    const on = await loadGuardModule(c.bytes, { name: c.name });
+    const on = await loadGuardModule(c.bytes, { name: c.name, limits: { labelAgentSnapshots: 16 } });
     const off = await loadGuardModule(c.bytes, { name: c.name, limits: { labelAgentSnapshots: 0 } });
     if (on.snapshotShape === null) throw new Error(`${c.name}: the module cannot be snapshotted`);
     guards.push({

@@ -120,7 +120,7 @@ export interface GuardLimits {
   /**
    * Distinct `label_agent` inputs (policies) per guard whose post-`label_agent` state the host keeps
    * as a snapshot, so that a fresh instance starts from it instead of running `label_agent` again
-   * (see `src/guard/snapshot.ts`). 0 turns snapshots off (the kill switch): every instance runs
+   * (see `src/guard/snapshot.ts`). 0, the default, turns snapshots off: every instance runs
    * `label_agent` itself. The only limit that may be 0.
    */
   labelAgentSnapshots: number;
@@ -157,8 +157,11 @@ export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
   maxDataBytes: 32 * 1024 * 1024,
   maxElementSegments: 10_000,
   maxElementEntries: 100_000,
-  // A gateway has one policy per server; a handful of servers share a guard module.
-  labelAgentSnapshots: 16,
+  // Off by default: capturing copies and scans the instance's whole memory synchronously (140 ms for
+  // a 32 MiB guard on this machine: an event-loop block above the 10 ms goal), and restoring saved
+  // only ~5 % of a fresh request (BENCHMARKS.md §2a). Turn it on (e.g. 16: one policy per server,
+  // a handful of servers per guard module) for guards with small memories.
+  labelAgentSnapshots: 0,
 });
 
 /** What went wrong in a guard call. Stable strings: the CLI, logs and clients see them. */

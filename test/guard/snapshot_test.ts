@@ -31,8 +31,11 @@ async function probeBytes(): Promise<Uint8Array<ArrayBuffer>> {
   return compile("snapshot_probe.wat", await Deno.readTextFile(new URL("snapshot_probe.wat", FIXTURES)));
 }
 
+/** Snapshots are off by default; these tests turn them on unless they say otherwise. */
+const ON = { labelAgentSnapshots: 16 };
+
 async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
-  return await loadGuardModule(await probeBytes(), { name: "probe", limits });
+  return await loadGuardModule(await probeBytes(), { name: "probe", limits: { ...ON, ...limits } });
 }
 
 interface Ctx extends GuardContext {
@@ -166,7 +169,7 @@ Deno.test("snapshot: a module with a passive data segment carries no snapshot ma
   const bytes = compile("passive.wat", text);
   const mark = readPreparedMark(await WebAssembly.compile(prepareGuard(bytes).bytes));
   assertEquals(mark?.snapshotGlobals, undefined);
-  const guard = await loadGuardModule(bytes, { name: "passive" });
+  const guard = await loadGuardModule(bytes, { name: "passive", limits: ON });
   assertEquals(guard.snapshotShape, null);
   const r1 = await request(guard, POLICY, "a");
   const r2 = await request(guard, POLICY, "b");
@@ -207,7 +210,7 @@ Deno.test("snapshot: the Rust guard (guards/rust-bench) restored answers exactly
   const bytes = await Deno.readFile(
     new URL("../../guards/rust-bench/rust-bench-guard.wasm", import.meta.url),
   );
-  const on = await loadGuardModule(bytes, { name: "rust" });
+  const on = await loadGuardModule(bytes, { name: "rust", limits: ON });
   const off = await loadGuardModule(bytes, { name: "rust", limits: { labelAgentSnapshots: 0 } });
   assert(on.snapshotShape !== null);
   const policy = '{"allow-only":{"min-integrity":"approved","repos":["acme/web"]}}';

@@ -60,7 +60,7 @@ Deno.test("isolation at the host: the probe remembers within a session, never ac
 
 Deno.test("isolation with label-agent snapshots: restored sessions see the policy, never a request", async () => {
   // One policy for every session, so almost all of them start from the snapshot of the first.
-  const guard = await loadHostile("leak");
+  const guard = await loadHostile("leak", { labelAgentSnapshots: 16 });
   assert(guard.snapshotShape !== null, "the leak probe can be snapshotted");
   const policy = '{"allow-only":{"min-integrity":"none","repos":"all"}}';
   const leaks: string[] = [];
