@@ -31,6 +31,7 @@
  *
  * @module
  */
+import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { toHex } from "../util.ts";
 import {
   bearerChallenge,
@@ -95,8 +96,11 @@ export function constantTimeEqualBytes(x: Uint8Array, y: Uint8Array): boolean {
   return diff === 0;
 }
 
+// Synchronous (@noble/hashes): a credential is hashed on every request, and a WebCrypto digest
+// round trip cost 13-60 µs of CPU per call against ~3 µs here (gateway profile, BENCHMARKS.md §1a).
+// deno-lint-ignore require-await
 async function sha256(text: string): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
+  return nobleSha256(encoder.encode(text));
 }
 
 function fromHex(hex: string): Uint8Array {
