@@ -356,17 +356,12 @@ export function isGuarded(up: { guarded?: boolean }): boolean {
   return up.guarded !== false;
 }
 
-/** A row of {@link CHANNELS} for `method` sent in `direction`, if any. */
-export function channelOf(method: string, direction: Direction): Channel | undefined {
-  return CHANNELS.find((c) => c.method === method && c.direction === direction);
-}
-
 const AGENT_REQUESTS = new Map(
   CHANNELS.filter((c) => c.direction === "agent request").map((c) => [c.method, c.guarded]),
 );
 
 /** The error a guarded server's refused method gets (stable: tests and clients match on it). */
-export function refusedError(method: string, serverId: string): JsonRpcErrorObject {
+function refusedError(method: string, serverId: string): JsonRpcErrorObject {
   return {
     code: ErrorCode.MethodNotFound,
     message: `Method not found: "${method}" is not available on guarded server "${serverId}" ` +

@@ -97,7 +97,7 @@ function metadataName(m: JsonRpcMessage & { method: string }): string | undefine
 export const HEADER_MISMATCH = -32020;
 
 /** Decodes a header value written by {@link encodeHeaderValue} (surrounding whitespace ignored). */
-export function decodeHeaderValue(v: string): string {
+function decodeHeaderValue(v: string): string {
   const t = v.trim();
   const m = /^=\?base64\?([A-Za-z0-9+/=]*)\?=$/.exec(t);
   if (!m) return t;

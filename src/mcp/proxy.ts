@@ -72,10 +72,7 @@ import { createUnified } from "./unified.ts";
 import { idKey } from "./sessions.ts";
 import { errorMessage } from "../util.ts";
 
-export { checkMethod } from "./http.ts";
-export { filterTools, toolAllowed, UNIFIED_TOOL_SEPARATOR } from "./relay.ts";
-export { SESSION_PROTOCOL_VERSIONS } from "./unified.ts";
-export { MAX_UPSTREAM_JSON_BYTES, UpstreamError };
+export { UNIFIED_TOOL_SEPARATOR } from "./relay.ts";
 
 /** An upstream MCP server from config. */
 export interface Upstream {
@@ -449,21 +446,16 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       if (!up.ok) {
         cleanup();
         const status = p.unified && up.status === 404 ? 502 : up.status;
-        if (!isJson(up.headers) && !guarded && !p.unified) {
-          // A noop server's non-JSON error body (nothing JSON-RPC in it) passes as it is.
-          ex.abortAll(`upstream HTTP ${up.status}`);
-          const text = await readBounded(up.body, MAX_UPSTREAM_JSON_BYTES).catch(() => "");
-          return new Response(text === "" ? null : text, { status: up.status, headers: outHeaders });
-        }
+        const transparent = !guarded && !p.unified;
         // JSON-RPC errors in the body are answers like any other: matched by the gateway's id and
         // passed through the channel table (a guarded server's keep their code only). Requests left
-        // unanswered get the status and its standard reason, never upstream text.
-        const text = isJson(up.headers)
+        // unanswered get the status and its standard reason, never upstream text. A noop server's
+        // body that answers none of the gateway's ids (or is not JSON) passes as it is.
+        const text = isJson(up.headers) || transparent
           ? await readBounded(up.body, MAX_UPSTREAM_JSON_BYTES).catch(() => "")
           : (await up.body?.cancel().catch(() => {}), "");
-        const answered = await relayErrorBody(text, ctx);
-        if (answered.length === 0 && !guarded && !p.unified) {
-          // A noop server's body that answers none of the gateway's ids passes as it is.
+        const answered = isJson(up.headers) ? await relayErrorBody(text, ctx) : [];
+        if (answered.length === 0 && transparent) {
           ex.abortAll(`upstream HTTP ${up.status}`);
           return new Response(text === "" ? null : text, { status: up.status, headers: outHeaders });
         }
