@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch, assertRejects, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertRejects, assertStringIncludes } from "@std/assert";
 import { authenticate, AuthError, constantTimeEqual, validateAgentId } from "../src/http/auth.ts";
 import { checkHostAndOrigin, hostName } from "../src/http/origin.ts";
 import { createHealthProber, HEALTH_CACHE_MS } from "../src/http/health.ts";
@@ -121,18 +121,15 @@ Deno.test("health: up only when initialize gets a JSON-RPC result (JSON or SSE),
     const probe = createHealthProber(fetch, () => t);
     const base = `http://127.0.0.1:${srv.addr.port}`;
     const up = await probe({ id: "a", url: `${base}/json`, headers: {} });
-    assertEquals([up.status, up.httpStatus, up.mcp], ["up", 200, {
-      protocolVersion: "2025-06-18",
-      server: "stub",
-    }]);
+    assertEquals([up.status, up.httpStatus, up.mcp], ["up", 200, { protocolVersion: "2025-06-18" }]);
     assertEquals(deleted, ["s-1"], "the session the probe opened is closed");
     const sse = await probe({ id: "s", url: `${base}/sse`, headers: {} });
-    assertEquals([sse.status, sse.mcp?.server], ["up", "stub"]);
+    assertEquals([sse.status, sse.mcp?.protocolVersion], ["up", "2025-06-18"]);
     const cases: [string, number | undefined, string][] = [
       ["/mcp", 400, "HTTP 400 to initialize (not an MCP endpoint"],
       ["/auth", 401, "HTTP 401 to initialize (the configured credentials were refused)"],
       ["/bad", 503, "HTTP 503 to initialize (server error)"],
-      ["/rpc-error", 200, "initialize failed: bad version"],
+      ["/rpc-error", 200, "initialize failed with JSON-RPC error -32602"],
       ["/html", 200, "without a JSON-RPC response"],
     ];
     for (const [path, httpStatus, error] of cases) {
@@ -164,14 +161,61 @@ Deno.test("health: a redirect is reported as down and never followed, so credent
   assertEquals(up.seen, [], "the redirect target was never contacted");
 });
 
-Deno.test("health: the demo upstream is up with HTTP 200 and its MCP server name", async () => {
+Deno.test("health: the demo upstream is up with HTTP 200 and its MCP protocol version", async () => {
   const { createDemoUpstream } = await import("../src/demo/upstream.ts");
   const upstream = createDemoUpstream();
   const probe = createHealthProber((input, init) => upstream.fetch(new Request(input, init)));
   try {
     const h = await probe({ id: "demo", url: "http://demo.invalid/mcp", headers: {} });
-    assertEquals([h.status, h.httpStatus, typeof h.mcp?.server], ["up", 200, "string"], JSON.stringify(h));
+    assertEquals(
+      [h.status, h.httpStatus, typeof h.mcp?.protocolVersion],
+      ["up", 200, "string"],
+      JSON.stringify(h),
+    );
   } finally {
     await upstream.close();
+  }
+});
+
+Deno.test("health: no upstream text reaches the unauthenticated /health (server name, version, error)", async () => {
+  const MARK = `LEAK-health-${crypto.randomUUID()}`;
+  let mode: "result" | "error" = "result";
+  const ac = new AbortController();
+  const srv = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    async (req) => {
+      const body = await req.json().catch(() => ({}));
+      const headers = { "x-leak": MARK, "mcp-session-id": MARK };
+      if (mode === "error") {
+        return Response.json({
+          jsonrpc: "2.0",
+          id: body.id,
+          error: { code: -32602, message: MARK, data: MARK },
+        }, {
+          headers,
+        });
+      }
+      return Response.json({
+        jsonrpc: "2.0",
+        id: body.id,
+        result: { protocolVersion: MARK, serverInfo: { name: MARK, version: MARK }, instructions: MARK },
+      }, { headers });
+    },
+  );
+  try {
+    const url = `http://127.0.0.1:${srv.addr.port}/mcp`;
+    let t = 0;
+    const probe = createHealthProber(fetch, () => t);
+    const up = await probe({ id: "h", url, headers: {} });
+    assertEquals([up.status, up.mcp], ["up", { protocolVersion: null }]);
+    assert(!JSON.stringify(up).includes(MARK), JSON.stringify(up));
+    mode = "error";
+    t += HEALTH_CACHE_MS;
+    const down = await probe({ id: "h", url, headers: {} });
+    assertEquals(down.status, "down");
+    assert(!JSON.stringify(down).includes(MARK), JSON.stringify(down));
+  } finally {
+    ac.abort();
+    await srv.finished;
   }
 });

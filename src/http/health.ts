@@ -3,8 +3,8 @@
  *
  * The probe is an MCP `initialize` request (`POST`, with the server's configured headers), the one
  * request every Streamable HTTP server must answer with 2xx whatever its session model. An upstream is
- * - `up` when it answers 2xx with a JSON-RPC result (its `protocolVersion` and `serverInfo.name` are
- *   reported as `mcp`); a session it opened is closed again with `DELETE` right away;
+ * - `up` when it answers 2xx with a JSON-RPC result (its `protocolVersion`, when it is one the gateway
+ *   serves, is reported as `mcp`); a session it opened is closed again with `DELETE` right away;
  * - `down` otherwise, with the reason: a network error or timeout, an HTTP error (a 401/403 means the
  *   configured credentials are refused, a 4xx that it does not speak MCP at this URL), a JSON-RPC
  *   error to `initialize`, an answer that is not JSON-RPC, or a redirect.
@@ -23,6 +23,7 @@
  * @module
  */
 import { GATEWAY_VERSION } from "../version.ts";
+import { PROTOCOL_VERSIONS } from "../mcp/channels.ts";
 
 /** How long a probe result is reused. */
 export const HEALTH_CACHE_MS = 5_000;
@@ -38,8 +39,12 @@ export interface UpstreamHealth {
   status: "up" | "down";
   /** HTTP status of the probe, when there was one. */
   httpStatus?: number;
-  /** What the upstream said to `initialize`, when it answered with a result. */
-  mcp?: { protocolVersion: string | null; server: string | null };
+  /**
+   * What the upstream said to `initialize`, when it answered with a result: only the protocol version,
+   * and only when it is one the gateway serves (`null` otherwise). `/health` needs no key, so it
+   * repeats no upstream text (server names, instructions, error messages).
+   */
+  mcp?: { protocolVersion: string | null };
   error?: string;
   checkedAt: string;
 }
@@ -161,17 +166,18 @@ export function createHealthProber(
       }
       if (!msg) return down("answered initialize without a JSON-RPC response", res.status);
       if (msg.error !== undefined) {
-        const e = msg.error as { message?: unknown };
-        return down(`initialize failed: ${String(e?.message ?? JSON.stringify(msg.error))}`, res.status);
+        const code = (msg.error as { code?: unknown })?.code;
+        return down(
+          `initialize failed with JSON-RPC error ${Number.isSafeInteger(code) ? code : "(no code)"}`,
+          res.status,
+        );
       }
-      const r = msg.result as { protocolVersion?: unknown; serverInfo?: { name?: unknown } } | null;
+      const v = (msg.result as { protocolVersion?: unknown } | null)?.protocolVersion;
+      const known = (PROTOCOL_VERSIONS as readonly unknown[]).includes(v);
       return {
         status: "up",
         httpStatus: res.status,
-        mcp: {
-          protocolVersion: typeof r?.protocolVersion === "string" ? r.protocolVersion : null,
-          server: typeof r?.serverInfo?.name === "string" ? r.serverInfo.name : null,
-        },
+        mcp: { protocolVersion: known ? v as string : null },
         checkedAt,
       };
     } catch (e) {
