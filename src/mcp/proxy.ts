@@ -328,7 +328,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
           } else if (guarded) {
             // The agent's answer to a server→client request. A guarded server's requests are
             // answered by the gateway and never reach an agent: there is nothing it may answer.
-            log({ event: "mcp_withheld_agent_response", upstream: p.upstream.id });
+            log({ level: "debug", event: "mcp_withheld_agent_response", upstream: p.upstream.id });
           } else {
             send.push(m);
           }

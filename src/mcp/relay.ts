@@ -49,6 +49,10 @@ export type Log = (rec: Record<string, unknown>) => void;
 /** What {@link toAgent} needs besides the message. */
 export interface RelayContext {
   exchange: Exchange;
+  /**
+   * Records about single withheld or refused messages go out at `debug`: an upstream decides how many
+   * there are, and at the default level it must not be able to flood the gateway's log.
+   */
   log: Log;
   /** Posts the gateway's answer to a request the upstream sent to a guarded server's agent. */
   answerUpstream(response: JsonRpcMessage): void;
@@ -97,7 +101,7 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
     if (!exp) {
       // Each pending request is answered once, through its guard. A stray, duplicate or replayed
       // response (or any response on a GET stream) could carry data no guard has seen: withheld.
-      ctx.log({ event: "mcp_withheld_response", upstream: up.id });
+      ctx.log({ level: "debug", event: "mcp_withheld_response", upstream: up.id });
       return undefined;
     }
     if (isErrorResponse(msg)) {
@@ -136,7 +140,12 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
   }
   if (isRequest(msg)) {
     if (isGuarded(up)) {
-      ctx.log({ event: "mcp_upstream_request_refused", upstream: up.id, method: msg.method.slice(0, 64) });
+      ctx.log({
+        level: "debug",
+        event: "mcp_upstream_request_refused",
+        upstream: up.id,
+        method: msg.method.slice(0, 64),
+      });
       // Answered by the gateway, a bounded number per exchange: a flood of requests must not turn
       // into a flood of gateway POSTs (the rest are left unanswered, which the upstream can bear).
       if (++ex.upstreamRequests <= MAX_UPSTREAM_REQUESTS_ANSWERED) {
@@ -152,7 +161,12 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
     if (isGuarded(up)) {
       const out = guardedNotification(msg, ex);
       if (!out) {
-        ctx.log({ event: "mcp_withheld_notification", upstream: up.id, method: msg.method.slice(0, 64) });
+        ctx.log({
+          level: "debug",
+          event: "mcp_withheld_notification",
+          upstream: up.id,
+          method: msg.method.slice(0, 64),
+        });
       }
       return out;
     }
@@ -165,7 +179,7 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
     return msg;
   }
   // Neither request, notification nor response: nothing a client needs, nothing a guard checked.
-  ctx.log({ event: "mcp_withheld_message", upstream: up.id });
+  ctx.log({ level: "debug", event: "mcp_withheld_message", upstream: up.id });
   return undefined;
 }
 
@@ -197,6 +211,7 @@ async function blockToAgent(b: SseBlock, ctx: RelayContext): Promise<SseBlock | 
     } catch {
       // Data that is not JSON cannot be guarded: withheld (fail closed).
       ctx.log({
+        level: "debug",
         event: "mcp_withheld_block",
         upstream: ctx.exchange.upstream.id,
         reason: "data is not JSON",

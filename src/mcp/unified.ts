@@ -272,7 +272,7 @@ export function createUnified(core: ProxyCore): Unified {
       const origin = m.id === null ? undefined : gw.takeServerRequest(m.id);
       const up = origin && opts.upstreams.get(origin.upstreamId);
       if (!origin || !up || isGuarded(up)) {
-        log({ event: "mcp_unmatched_response" });
+        log({ level: "debug", event: "mcp_unmatched_response" });
         return accepted();
       }
       const link = await ensureLink(gw, up);

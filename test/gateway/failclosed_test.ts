@@ -1033,3 +1033,28 @@ Deno.test({
     assertNoMarker(sink.text, s.marker, "SDK v2 auto, unified");
   },
 });
+
+Deno.test({
+  name: "attack: what a hostile upstream sprays is logged at debug only (it cannot flood the default log)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using s = await setup({ kind: "raw", version: "2025-11-25", mode: "routed", server: "guarded" });
+    const agent = new RawAgent(s.url, "2025-11-25");
+    await agent.init();
+    for (let i = 0; i < 5; i++) {
+      await agent.post(agent.request(100 + i, "tools/call", { name: "echo", arguments: { text: "x" } }));
+    }
+    await agent.get(300);
+    const perMessage = s.gw.logs.filter((r) =>
+      /^mcp_(withheld|upstream_request_refused|unmatched)/.test(String(r.event))
+    );
+    assert(perMessage.length >= 10, `the spray was withheld and recorded: ${perMessage.length}`);
+    for (const r of perMessage) assertEquals(r.level, "debug", JSON.stringify(r));
+    assertNoMarker(
+      JSON.stringify(s.gw.logs.filter((r) => r.level !== "debug")),
+      s.marker,
+      "default-level log",
+    );
+  },
+});
