@@ -11,13 +11,13 @@ import {
   ErrorCode,
   errorResponse,
   isErrorResponse,
-  isNotification,
   isRequest,
   isResponse,
   type JsonRpcErrorObject,
   type JsonRpcId,
   type JsonRpcMessage,
   toErrorObject,
+  validateMessage,
 } from "./jsonrpc.ts";
 import { readSseBlocks, serializeSseBlock, type SseBlock } from "./sse.ts";
 import type { Exchange } from "./exchange.ts";
@@ -93,7 +93,7 @@ function result(id: JsonRpcId, r: unknown): JsonRpcMessage {
  * One upstream message as the agent may see it, or `undefined` (withheld). Responses are matched to
  * the exchange by the gateway's id only and answered once under the agent's id.
  */
-export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<JsonRpcMessage | undefined> {
+async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<JsonRpcMessage | undefined> {
   const ex = ctx.exchange;
   const up = ex.upstream;
   if (isResponse(msg)) {
@@ -157,38 +157,42 @@ export async function toAgent(msg: JsonRpcMessage, ctx: RelayContext): Promise<J
     }
     return ctx.mapServerRequest ? { ...msg, id: ctx.mapServerRequest(msg.id) } : msg;
   }
-  if (isNotification(msg)) {
-    if (isGuarded(up)) {
-      const out = guardedNotification(msg, ex);
-      if (!out) {
-        ctx.log({
-          level: "debug",
-          event: "mcp_withheld_notification",
-          upstream: up.id,
-          method: msg.method.slice(0, 64),
-        });
-      }
-      return out;
+  // A notification (validated messages are a response, a request or a notification).
+  if (isGuarded(up)) {
+    const out = guardedNotification(msg, ex);
+    if (!out) {
+      ctx.log({
+        level: "debug",
+        event: "mcp_withheld_notification",
+        upstream: up.id,
+        method: msg.method.slice(0, 64),
+      });
     }
-    if (msg.method === "notifications/cancelled" && msg.params && "requestId" in msg.params) {
-      const rid = msg.params.requestId;
-      const mapped = ex.agentIdOf(rid) ??
-        (typeof rid === "string" || typeof rid === "number" ? ctx.serverRequestAgentId?.(rid) : undefined);
-      if (mapped !== undefined) return { ...msg, params: { ...msg.params, requestId: mapped } };
-    }
-    return msg;
+    return out;
   }
-  // Neither request, notification nor response: nothing a client needs, nothing a guard checked.
-  ctx.log({ level: "debug", event: "mcp_withheld_message", upstream: up.id });
-  return undefined;
+  if (msg.method === "notifications/cancelled" && msg.params && "requestId" in msg.params) {
+    const rid = msg.params.requestId;
+    const mapped = ex.agentIdOf(rid) ??
+      (typeof rid === "string" || typeof rid === "number" ? ctx.serverRequestAgentId?.(rid) : undefined);
+    if (mapped !== undefined) return { ...msg, params: { ...msg.params, requestId: mapped } };
+  }
+  return msg;
 }
 
 /** Every message of a parsed JSON value (one message or a batch) that the agent may see. */
 async function messagesToAgent(parsed: unknown, ctx: RelayContext): Promise<JsonRpcMessage[]> {
   const out: JsonRpcMessage[] = [];
-  for (const m of Array.isArray(parsed) ? parsed : [parsed]) {
-    if (typeof m !== "object" || m === null || Array.isArray(m)) continue;
-    const r = await toAgent(m as JsonRpcMessage, ctx);
+  for (const v of Array.isArray(parsed) ? parsed : [parsed]) {
+    // The same validation agent messages get: a non-string method, an error that is not an error
+    // object, a missing jsonrpc is nothing the relay (or the agent) should have to handle.
+    let m: JsonRpcMessage;
+    try {
+      m = validateMessage(v, "upstream message");
+    } catch {
+      ctx.log({ level: "debug", event: "mcp_withheld_message", upstream: ctx.exchange.upstream.id });
+      continue;
+    }
+    const r = await toAgent(m, ctx);
     if (r) out.push(r);
   }
   return out;

@@ -543,3 +543,47 @@ Deno.test("unified: a rewritten body gets a matching Mcp-Name header upstream", 
     await up.close();
   }
 });
+
+Deno.test("upstream messages that are not valid JSON-RPC are withheld, and the call still gets one answer", async () => {
+  const MARK = `LEAK-malformed-${crypto.randomUUID()}`;
+  const ac = new AbortController();
+  const srv = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    async (req) => {
+      const m = await req.json();
+      const bad = [
+        { jsonrpc: "2.0", id: 7, method: 5, params: { text: MARK } }, // method not a string
+        { jsonrpc: "2.0", method: "notifications/message", params: [MARK] }, // params not an object
+        { jsonrpc: "2.0", id: m.id, error: MARK }, // error not an error object, right id
+        { jsonrpc: "1.0", id: m.id, result: { content: [{ type: "text", text: MARK }] } }, // wrong version
+        { id: m.id, result: MARK, error: MARK }, // both
+      ];
+      const body = bad.map((x) => `event: message\ndata: ${JSON.stringify(x)}\n\n`).join("");
+      return new Response(body, { headers: { "content-type": "text/event-stream" } });
+    },
+  );
+  const gw = await startGateway([
+    upstreamOf("a", { url: `http://127.0.0.1:${srv.addr.port}/mcp` }, ["*"], true),
+  ]);
+  try {
+    const res = await fetch(`${gw.base}/mcp/a`, {
+      method: "POST",
+      headers: POST_HEADERS,
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "tools/call",
+        params: { name: "echo", arguments: {} },
+      }),
+    });
+    const text = await res.text();
+    assert(!text.includes(MARK), text);
+    const answers = text.split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6)));
+    assertEquals(answers.length, 1, text);
+    assertEquals([answers[0].id, answers[0].error?.code], [1, -32000]);
+  } finally {
+    await gw.close();
+    ac.abort();
+    await srv.finished;
+  }
+});
