@@ -112,6 +112,19 @@ export function rewriteBulk(
   return { bytes: out.bytes, helpers: out.bulkHelpers };
 }
 
+/** The fuel rewrite alone (no validation), as the preparer runs it on a validated guard. */
+export function rewriteWithFuel(bytes: Uint8Array): Uint8Array {
+  return rewriteModule(parseModule(bytes), {
+    maxMemoryPages: 8,
+    fuel: {
+      importModule: FUEL_IMPORT_MODULE,
+      importName: FUEL_IMPORT_NAME,
+      globalExport: FUEL_GLOBAL_EXPORT,
+      initial: 1,
+    },
+  }).bytes;
+}
+
 /** What a run did, op by op. */
 export interface BulkRun {
   /** Per op: "ok" or the trap's message. */

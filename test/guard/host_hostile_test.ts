@@ -13,7 +13,6 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import wabtInit from "wabt";
 import type { BackendCaller, GuardContext } from "../../src/difc/guard.ts";
 import { loadGuardModule, type WasmGuard, type WasmGuardOptions } from "../../src/guard/host.ts";
 import {
@@ -22,13 +21,8 @@ import {
   GuardError,
   type GuardErrorKind,
 } from "../../src/guard/limits.ts";
-import { FUEL_GLOBAL_EXPORT, FUEL_IMPORT_MODULE, FUEL_IMPORT_NAME } from "../../src/guard/prepare.ts";
-import { parseModule } from "../../src/guard/wasm/module.ts";
-import { rewriteModule } from "../../src/guard/wasm/rewrite.ts";
-
-const wabt = await wabtInit();
-const FIXTURES = new URL("../fixtures/wat/hostile/", import.meta.url);
-const FEATURES = { exceptions: true, tail_call: true, bulk_memory: true, reference_types: true };
+import { hostileBytes } from "../helpers/hostile_corpus.ts";
+import { rewriteWithFuel } from "./bulk_harness.ts";
 
 /** Fuel-bounded: small enough that every spinning export runs out of fuel in well under a second. */
 const FUEL_BOUND = { fuel: 20_000_000, timeoutMs: 30_000 };
@@ -41,18 +35,8 @@ const TIME_BOUND = { fuel: Number.MAX_SAFE_INTEGER, timeoutMs: 300 };
  */
 const LATE_MS = 3_000;
 
-export async function hostileWasm(name: string): Promise<Uint8Array<ArrayBuffer>> {
-  const text = await Deno.readTextFile(new URL(`${name}.wat`, FIXTURES));
-  const mod = wabt.parseWat(`${name}.wat`, text, FEATURES);
-  try {
-    return new Uint8Array(mod.toBinary({}).buffer);
-  } finally {
-    mod.destroy();
-  }
-}
-
 async function load(name: string, opts: WasmGuardOptions): Promise<WasmGuard> {
-  return loadGuardModule(await hostileWasm(name), { name, ...opts });
+  return loadGuardModule(await hostileBytes(name), { name, ...opts });
 }
 
 function context(over: Partial<GuardContext> = {}): GuardContext {
@@ -192,23 +176,10 @@ for (const [name, text] of Object.entries(INDEX_CASES)) {
     const err = await assertRejects(() => load(name, { limits: FUEL_BOUND }), GuardError) as GuardError;
     assertEquals(err.kind, "abi" as GuardErrorKind);
     // The preparer's own defence, behind validation: the rewrite alone refuses the module.
-    const bytes = await hostileWasm(name);
+    const bytes = await hostileBytes(name);
     const own = assertThrows(() => rewriteWithFuel(bytes), GuardError);
     assertEquals(own.kind, "abi" as GuardErrorKind);
     assertStringIncludes(own.message, text);
     assertMatch(own.message, /function \d+ uses .* at byte offset \d+|^export|^the start/);
   });
-}
-
-/** The fuel rewrite alone, as the preparer runs it after validation. */
-function rewriteWithFuel(bytes: Uint8Array): Uint8Array {
-  return rewriteModule(parseModule(bytes), {
-    maxMemoryPages: 8,
-    fuel: {
-      importModule: FUEL_IMPORT_MODULE,
-      importName: FUEL_IMPORT_NAME,
-      globalExport: FUEL_GLOBAL_EXPORT,
-      initial: 1,
-    },
-  }).bytes;
 }

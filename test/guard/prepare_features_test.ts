@@ -14,21 +14,10 @@ import {
   readPreparedMark,
 } from "../../src/guard/prepare.ts";
 import { START_EXPORT } from "../../src/guard/wasm/host_signatures.ts";
+import { WABT_FEATURES } from "../helpers/hostile_corpus.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/prepare/", import.meta.url);
-const FEATURES = {
-  exceptions: true,
-  simd: true,
-  threads: true,
-  tail_call: true,
-  multi_value: true,
-  bulk_memory: true,
-  reference_types: true,
-  sign_extension: true,
-  sat_float_to_int: true,
-  multi_memory: true,
-};
 
 /** The three label exports, appended so a feature fixture passes the guard ABI check. */
 const LABEL_STUBS = ["label_agent", "label_resource", "label_response"]
@@ -39,11 +28,11 @@ function compileFixture(name: string): Uint8Array {
   const text = Deno.readTextFileSync(new URL(name, FIXTURES));
   const end = text.lastIndexOf(")");
   const guard = `${text.slice(0, end)}\n${LABEL_STUBS}\n)`;
-  const mod = wabt.parseWat(name, guard, FEATURES);
+  const mod = wabt.parseWat(name, guard, WABT_FEATURES);
   try {
     mod.resolveNames();
     // wabt's typings omit it, but validate() takes the feature set too (defaults reject e.g. shared memory).
-    (mod as unknown as { validate(features: object): void }).validate(FEATURES);
+    (mod as unknown as { validate(features: object): void }).validate(WABT_FEATURES);
     return mod.toBinary({ write_debug_names: true }).buffer;
   } finally {
     mod.destroy();

@@ -14,8 +14,6 @@ import {
 import wabtInit from "wabt";
 import { DEFAULT_LIMITS, GuardError } from "../../src/guard/limits.ts";
 import { pickCaps } from "../../src/guard/wasm/caps.ts";
-import { parseModule } from "../../src/guard/wasm/module.ts";
-import { rewriteModule } from "../../src/guard/wasm/rewrite.ts";
 import {
   FUEL_GLOBAL_EXPORT,
   FUEL_IMPORT_MODULE,
@@ -28,6 +26,7 @@ import {
   validateGuardAbi,
   WASI_PREVIEW1_SIGNATURES,
 } from "../../src/guard/prepare.ts";
+import { rewriteWithFuel } from "./bulk_harness.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/prepare/", import.meta.url);
@@ -515,19 +514,6 @@ function handBuiltGuard(body: number[]): { bytes: Uint8Array<ArrayBuffer>; bodyA
   const bytes = new Uint8Array([...head, ...section(10, code)]);
   // id, size, count, body size, locals count
   return { bytes, bodyAt: head.length + 2 + 1 + 1 + 1 };
-}
-
-/** The fuel rewrite alone (no validation), as prepareGuard runs it. */
-function rewriteWithFuel(bytes: Uint8Array): Uint8Array {
-  return rewriteModule(parseModule(bytes), {
-    maxMemoryPages: 8,
-    fuel: {
-      importModule: FUEL_IMPORT_MODULE,
-      importName: FUEL_IMPORT_NAME,
-      globalExport: FUEL_GLOBAL_EXPORT,
-      initial: 1,
-    },
-  }).bytes;
 }
 
 Deno.test("unsupported opcodes are named in hex with their byte offset", () => {

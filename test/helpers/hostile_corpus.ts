@@ -9,8 +9,8 @@ import wabtInit from "wabt";
 /** The corpus folder. */
 export const HOSTILE_DIR = new URL("../fixtures/wat/hostile/", import.meta.url);
 
-/** wabt features for the corpus: everything the preparer decodes, plus `(@custom ...)`. */
-const FEATURES = {
+/** wabt features for WAT fixtures: everything the preparer decodes, plus `(@custom ...)`. */
+export const WABT_FEATURES = {
   annotations: true,
   exceptions: true,
   simd: true,
@@ -79,7 +79,7 @@ export async function hostileBytes(name: string): Promise<Uint8Array<ArrayBuffer
   const code = text.replace(/;;[^\n]*/g, "").trim();
   if (/^\(module\s+binary\b/.test(code)) return binaryModuleBytes(code);
   const wabt = await (wabtPromise ??= wabtInit());
-  const mod = wabt.parseWat(`${name}.wat`, text, FEATURES);
+  const mod = wabt.parseWat(`${name}.wat`, text, WABT_FEATURES);
   try {
     return new Uint8Array(mod.toBinary({}).buffer);
   } finally {

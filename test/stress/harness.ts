@@ -4,7 +4,6 @@
  *
  * @module
  */
-import wabtInit from "wabt";
 import { DEMO_GUARD_URL } from "../../src/main.ts";
 import { createGateway, type Gateway, type LogSink } from "../../src/app.ts";
 import { type GatewayConfig, parseConfig } from "../../src/config.ts";
@@ -13,6 +12,7 @@ import { type AgentLabelStore, MemoryAgentLabelStore } from "../../src/difc/stor
 import { loadGuardModule, type WasmGuard } from "../../src/guard/host.ts";
 import type { GuardLimits } from "../../src/guard/limits.ts";
 import { planServers } from "../../src/registry.ts";
+import { hostileBytes } from "../helpers/hostile_corpus.ts";
 
 /** API key every stress gateway uses. */
 export const API_KEY = "stress-key";
@@ -22,7 +22,6 @@ export const POST_HEADERS = {
   accept: "application/json, text/event-stream",
   authorization: `Bearer ${API_KEY}`,
 };
-const HOSTILE_WAT = new URL("../fixtures/wat/hostile/", import.meta.url);
 
 /** A server listening on 127.0.0.1, stopped by {@link Served.close}. */
 export interface Served {
@@ -264,23 +263,9 @@ export function rawUpstream(
   };
 }
 
-let wabtPromise: ReturnType<typeof wabtInit> | undefined;
-
-/** Compiles a hostile WAT fixture (`test/fixtures/wat/hostile/<name>.wat`) to bytes. */
-export async function hostileWasm(name: string): Promise<Uint8Array<ArrayBuffer>> {
-  const wabt = await (wabtPromise ??= wabtInit());
-  const text = await Deno.readTextFile(new URL(`${name}.wat`, HOSTILE_WAT));
-  const mod = wabt.parseWat(`${name}.wat`, text, { bulk_memory: true, mutable_globals: true });
-  try {
-    return new Uint8Array(mod.toBinary({}).buffer);
-  } finally {
-    mod.destroy();
-  }
-}
-
 /** Loads a hostile WAT guard through the real preparer and host. */
 export async function loadHostile(name: string, limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
-  return await loadGuardModule(await hostileWasm(name), { name, limits });
+  return await loadGuardModule(await hostileBytes(name), { name, limits });
 }
 
 /** Loads the shipped demo guard. */
