@@ -266,6 +266,13 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
   }
 
   async function forward(p: ForwardParams): Promise<Response> {
+    // Request metadata headers that lie about the body are refused before anything else.
+    const lying = p.batch || p.unified ? undefined : metadataHeaderProblem(p.req.headers, p.messages[0]);
+    if (lying) {
+      const m = p.messages[0];
+      const id = "id" in m && m.id !== null ? m.id : null;
+      return jsonResponse(errorResponse(id, HEADER_MISMATCH, `Header mismatch: ${lying}`), 400);
+    }
     const guarded = isGuarded(p.upstream);
     const ex = new Exchange(p.upstream, { registry: inflight, key: p.sessionKey });
     const local: JsonRpcMessage[] = [];
@@ -306,18 +313,11 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       return jsonResponse(p.batch || msgs.length > 1 ? msgs : msgs[0], status, headers);
     };
 
-    // Request metadata headers that lie about the body are refused before anything else.
-    const lying = p.batch || p.unified ? undefined : metadataHeaderProblem(p.req.headers, p.messages[0]);
-    if (lying) {
-      cleanup();
-      const m = p.messages[0];
-      const id = "id" in m && m.id !== null ? m.id : null;
-      return jsonResponse(errorResponse(id, HEADER_MISMATCH, `Header mismatch: ${lying}`), 400);
-    }
-
-    // Ids used twice in this POST: every request carrying one is refused.
+    // Ids used twice in this POST (a batch): every request carrying one is refused.
     const seen = new Map<string, number>();
-    for (const m of p.messages) if (isRequest(m)) seen.set(idKey(m.id), (seen.get(idKey(m.id)) ?? 0) + 1);
+    if (p.batch) {
+      for (const m of p.messages) if (isRequest(m)) seen.set(idKey(m.id), (seen.get(idKey(m.id)) ?? 0) + 1);
+    }
 
     try {
       for (const m of p.messages) {
@@ -334,7 +334,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
           }
           continue;
         }
-        if (seen.get(idKey(m.id))! > 1 || inflight.has(p.sessionKey, m.id)) {
+        if ((seen.get(idKey(m.id)) ?? 0) > 1 || inflight.has(p.sessionKey, m.id)) {
           local.push(duplicateIdError(m.id));
           continue;
         }
