@@ -43,6 +43,8 @@ import { GATEWAY_VERSION } from "../version.ts";
 export const SESSION_PROTOCOL_VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26"];
 /** Pages of `tools/list` fetched per upstream in unified mode: bounds a server that never ends. */
 const MAX_TOOLS_LIST_PAGES = 100;
+/** Tools kept per upstream in a unified `tools/list`: bounds what one upstream's list can hold. */
+export const MAX_TOOLS_PER_UPSTREAM = 10_000;
 /** Gateway name in unified `initialize` results. */
 const GATEWAY_INFO = { name: "mcp-edge-guard", version: GATEWAY_VERSION };
 
@@ -118,7 +120,7 @@ export function createUnified(core: ProxyCore): Unified {
         const link = await ensureLink(gw, up);
         const tools: unknown[] = [];
         let cursor: string | undefined;
-        for (let page = 0; page < MAX_TOOLS_LIST_PAGES; page++) {
+        for (let page = 0; page < MAX_TOOLS_LIST_PAGES && tools.length < MAX_TOOLS_PER_UPSTREAM; page++) {
           const { response } = await client.rpc(up, link, {
             jsonrpc: "2.0",
             id: mintUpstreamId(),
@@ -129,11 +131,17 @@ export function createUnified(core: ProxyCore): Unified {
             throw new UpstreamError(up.id, `tools/list error ${response.error.code}`);
           }
           const r = (response as { result: { tools?: unknown; nextCursor?: unknown } }).result;
-          if (Array.isArray(r?.tools)) tools.push(...r.tools);
+          // Filtered page by page, so only allowed tools are held, at most MAX_TOOLS_PER_UPSTREAM.
+          if (Array.isArray(r?.tools)) {
+            for (const t of filterTools(up, r.tools, true)) {
+              if (tools.length >= MAX_TOOLS_PER_UPSTREAM) break;
+              tools.push(t);
+            }
+          }
           if (typeof r?.nextCursor !== "string" || r.nextCursor === "") break;
           cursor = r.nextCursor;
         }
-        return filterTools(up, tools, true);
+        return tools;
       } catch (e) {
         log({ event: "mcp_tools_list_failed", upstream: up.id, error: String(e) });
         return [];

@@ -6,6 +6,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 // @ts-types="@modelcontextprotocol/sdk/types"
 import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { createMcpProxy, type ToolCallHook, type Upstream } from "../../src/mcp/proxy.ts";
+import { MAX_TOOLS_PER_UPSTREAM } from "../../src/mcp/unified.ts";
 import { startDyingUpstream, startSdkUpstream } from "./fixture_upstream.ts";
 
 const ALLOW_ALL: ToolCallHook = {
@@ -581,6 +582,61 @@ Deno.test("upstream messages that are not valid JSON-RPC are withheld, and the c
     const answers = text.split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6)));
     assertEquals(answers.length, 1, text);
     assertEquals([answers[0].id, answers[0].error?.code], [1, -32000]);
+  } finally {
+    await gw.close();
+    ac.abort();
+    await srv.finished;
+  }
+});
+
+Deno.test("unified: an upstream with endless tools/list pages is cut at MAX_TOOLS_PER_UPSTREAM tools", async () => {
+  let pages = 0;
+  const ac = new AbortController();
+  const srv = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    async (req) => {
+      const m = await req.json();
+      if (m.id === undefined) return new Response(null, { status: 202 });
+      if (m.method === "initialize") {
+        return Response.json({
+          jsonrpc: "2.0",
+          id: m.id,
+          result: { protocolVersion: "2025-11-25", capabilities: {} },
+        });
+      }
+      pages++;
+      const tools = Array.from(
+        { length: 4_000 },
+        (_, i) => ({ name: `t${pages}_${i}`, inputSchema: { type: "object" } }),
+      );
+      return Response.json({ jsonrpc: "2.0", id: m.id, result: { tools, nextCursor: `p${pages}` } });
+    },
+  );
+  const gw = await startGateway([
+    upstreamOf("a", { url: `http://127.0.0.1:${srv.addr.port}/mcp` }, ["*"], true),
+  ]);
+  try {
+    const headers = { ...POST_HEADERS, "mcp-protocol-version": "2025-11-25" };
+    const init = await fetch(`${gw.base}/mcp`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "t", version: "0" } },
+      }),
+    });
+    await init.body?.cancel();
+    const sid = init.headers.get("mcp-session-id")!;
+    const res = await fetch(`${gw.base}/mcp`, {
+      method: "POST",
+      headers: { ...headers, "mcp-session-id": sid },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/list" }),
+    });
+    const list = await res.json();
+    assertEquals(list.result.tools.length, MAX_TOOLS_PER_UPSTREAM);
+    assertEquals(pages, Math.ceil(MAX_TOOLS_PER_UPSTREAM / 4_000), "no page fetched past the cap");
   } finally {
     await gw.close();
     ac.abort();
