@@ -1,8 +1,8 @@
 /**
  * Hostile guards against the metering (test/fixtures/wat/hostile/, prefixes eh_, bulk_, tail_,
- * start_, recursion_, index_): each is refused at load or ends with the right typed error within its
- * budget, by fuel and by deadline, also when it catches exceptions of either proposal and retries;
- * and the next session on the same compiled guard answers.
+ * start_, recursion_, index_, atomics_): each is refused at load or ends with the right typed error
+ * within its budget, by fuel and by deadline, also when it catches exceptions of either proposal and
+ * retries; and the next session on the same compiled guard answers.
  */
 import {
   assert,
@@ -183,3 +183,20 @@ for (const [name, text] of Object.entries(INDEX_CASES)) {
     assertMatch(own.message, /function \d+ uses .* at byte offset \d+|^export|^the start/);
   });
 }
+
+Deno.test("atomics_wait: refused at load; a wait on a shared memory would block past the deadline", async () => {
+  const err = await assertRejects(
+    () => load("atomics_wait", { limits: TIME_BOUND }),
+    GuardError,
+  ) as GuardError;
+  assertEquals(err.kind, "abi" as GuardErrorKind);
+  assertStringIncludes(err.message, "unsupported WebAssembly opcode 0xfe 0x01");
+  // The rewriter itself refuses it, and wait64 too (the wait32 opcode turned into wait64).
+  const bytes = await hostileBytes("atomics_wait");
+  assertStringIncludes(assertThrows(() => rewriteWithFuel(bytes), GuardError).message, "0xfe 0x01");
+  const at = bytes.findIndex((b, i) => b === 0xfe && bytes[i + 1] === 0x01);
+  bytes[at + 1] = 0x02;
+  const wait64 = assertThrows(() => rewriteWithFuel(bytes), GuardError);
+  assertEquals(wait64.kind, "abi" as GuardErrorKind);
+  assertStringIncludes(wait64.message, "0xfe 0x02");
+});

@@ -467,6 +467,9 @@ export function copyInstructions(
       }
       case Imm.prefix_fe: {
         const sub = r.u32();
+        // memory.atomic.wait32/64 block the thread until notified or timed out: one instruction that
+        // no fuel check or deadline can end, and a guard has no other thread to notify it.
+        if (sub === 0x01 || sub === 0x02) unsupported(op, sub, at, "a wait would block the gateway's thread");
         const shape = atomicShape(sub);
         if (shape === "memarg") skipMemarg(r, b);
         else if (shape === "fence") r.skip(1);
