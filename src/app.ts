@@ -149,10 +149,11 @@ export function createGateway(deps: AppDeps): Gateway {
   // proxy hands the hook the agent id only). An id admitted by a per-agent key or a token cannot also
   // be claimed through the shared key, so the method recorded is the one that admitted the call unless
   // shared-key holders and token holders use the same name.
-  const identities = new Map<string, Record<string, unknown>>();
+  // Kept as admitted; described only for a tools/call (auth runs on every request).
+  const identities = new Map<string, Identity>();
   const remember = (who: Identity) => {
     identities.delete(who.id);
-    identities.set(who.id, describeIdentity(who));
+    identities.set(who.id, who);
     if (identities.size > IDENTITY_MEMORY) identities.delete(identities.keys().next().value!);
   };
 
@@ -166,7 +167,8 @@ export function createGateway(deps: AppDeps): Gateway {
       }
       const limit = toolLimits.get(call.upstream.id);
       const refused = limit ? limiter.take(call.agentId, call.upstream.id, call.name, limit) : null;
-      const authOf = identities.get(call.agentId) ?? null;
+      const who = identities.get(call.agentId);
+      const authOf = who ? describeIdentity(who) : null;
       if (refused) {
         log({
           event: "tool_call",

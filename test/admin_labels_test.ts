@@ -5,7 +5,8 @@
  */
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { ConfigError, parseConfig } from "../src/config.ts";
-import { DenoKvAgentLabelStore, type KvLike } from "../src/difc/store.ts";
+import { DenoKvAgentLabelStore, type KvLike, MemoryAgentLabelStore } from "../src/difc/store.ts";
+import { createAdminHandler } from "../src/http/admin.ts";
 import { DEMO_GUARD_URL, DEMO_POLICY } from "../src/main.ts";
 import { API_KEY, connectAgent, startDemo, startTestGateway } from "./gateway/harness.ts";
 
@@ -168,4 +169,37 @@ Deno.test("deno task labels --kv: list, show and reset in a Deno KV file, relati
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("admin routes: no unadmitted request reads or resets another agent's labels, nor sees a credential echoed", async () => {
+  const MARK = `LEAK-admin-${crypto.randomUUID()}`;
+  const store = new MemoryAgentLabelStore();
+  await store.addLabels("victim", { secrecy: [MARK], integrity: [] });
+  const logs: Record<string, unknown>[] = [];
+  const admin = createAdminHandler({ store, adminKey: ADMIN_KEY, log: (r) => logs.push(r) });
+  const AGENT_KEY = `agent-key-${MARK}`;
+  const attempts: [string, string, Record<string, string>][] = [
+    ["GET", "/admin/labels", {}],
+    ["GET", "/admin/labels/victim", { authorization: `Bearer ${AGENT_KEY}` }],
+    ["GET", "/admin/labels/victim", { authorization: ADMIN_KEY }], // the raw form agents may use is not accepted
+    ["GET", "/admin/labels/victim", { authorization: `Bearer ${ADMIN_KEY}x` }],
+    ["GET", "/admin/labels/victim", { authorization: `Bearer ${ADMIN_KEY.slice(0, -1)}` }],
+    ["GET", `/admin/labels/victim?key=${ADMIN_KEY}`, { "x-agent-id": ADMIN_KEY }],
+    ["DELETE", "/admin/labels/victim", { authorization: `Bearer ${AGENT_KEY}` }],
+    ["DELETE", "/admin/labels/victim", { authorization: `Basic ${btoa(`admin:${ADMIN_KEY}`)}` }],
+  ];
+  for (const [method, path, headers] of attempts) {
+    const res = await admin(new Request(`http://gw.test${path}`, { method, headers }));
+    const body = await res.text();
+    assertEquals(res.status, 401, `${method} ${path} ${JSON.stringify(headers)}`);
+    assert(!body.includes(MARK), `another agent's labels or the presented key in: ${body}`);
+    assert(!body.includes(ADMIN_KEY.slice(0, -1)), `the admin key echoed in: ${body}`);
+  }
+  assertEquals(await store.get("victim"), { secrecy: [MARK], integrity: [] }, "nothing was reset");
+  assertEquals(logs, [], "no reset was logged");
+  // With the key, the same agent's labels are there to see: the refusals above hid them.
+  const ok = await admin(
+    new Request("http://gw.test/admin/labels/victim", { headers: { authorization: `Bearer ${ADMIN_KEY}` } }),
+  );
+  assertStringIncludes(await ok.text(), MARK);
 });

@@ -98,8 +98,7 @@ export function constantTimeEqualBytes(x: Uint8Array, y: Uint8Array): boolean {
 
 // Synchronous (@noble/hashes): a credential is hashed on every request, and a WebCrypto digest
 // round trip cost 13-60 µs of CPU per call against ~3 µs here (gateway profile, BENCHMARKS.md §1a).
-// deno-lint-ignore require-await
-async function sha256(text: string): Promise<Uint8Array> {
+function sha256(text: string): Uint8Array {
   return nobleSha256(encoder.encode(text));
 }
 
@@ -205,13 +204,13 @@ export function createAuthenticator(settings: AuthSettings, opts: AuthenticatorO
     : null;
   const reserved = new Set(settings.agents.map((a) => a.id));
   // Index 0 is the shared key when there is one; the rest are the agents' keys, in order.
-  let digests: Promise<Uint8Array[]> | undefined;
+  let digests: Uint8Array[] | undefined;
   const allDigests = () =>
-    digests ??= (async () => [
-      ...(settings.apiKey === null ? [] : [await sha256(settings.apiKey)]),
+    digests ??= [
+      ...(settings.apiKey === null ? [] : [sha256(settings.apiKey)]),
       ...settings.agents.map((a) => fromHex(a.keySha256)),
-    ])();
-  let sharedHash: Promise<string> | undefined;
+    ];
+  let sharedId: string | undefined;
   // Tokens verified on this route kind, by SHA-256 of the token: agents send the same token on every
   // request, and a signature check costs 0.3-0.5 ms (BENCHMARKS.md). An entry lives until the token
   // expires, and no longer than a JWKS refresh interval, so a key the issuer withdraws stops admitting
@@ -298,8 +297,8 @@ export function createAuthenticator(settings: AuthSettings, opts: AuthenticatorO
         error: oauth ? "invalid_token" : undefined,
       });
     }
-    const known = await allDigests();
-    const digest = await sha256(presented);
+    const known = allDigests();
+    const digest = sha256(presented);
     let match = -1;
     for (let i = 0; i < known.length; i++) {
       if (constantTimeEqualBytes(digest, known[i])) match = i;
@@ -308,8 +307,8 @@ export function createAuthenticator(settings: AuthSettings, opts: AuthenticatorO
     if (match !== -1 && match === sharedIndex) {
       const explicit = headers.get("x-agent-id");
       if (explicit === null) {
-        sharedHash ??= Promise.resolve(toHex(known[0]).slice(0, 16));
-        return { id: `key-${await sharedHash}`, method: "shared-key", idFrom: "key-hash" };
+        sharedId ??= `key-${toHex(known[0].subarray(0, 8))}`;
+        return { id: sharedId, method: "shared-key", idFrom: "key-hash" };
       }
       const id = validateAgentId(explicit);
       if (reserved.has(id)) {

@@ -22,6 +22,7 @@
  * @module
  */
 import { canonicalJson } from "../difc/payload.ts";
+import { isObject } from "../util.ts";
 
 /** Most answers kept. */
 export const BACKEND_CACHE_MAX_ENTRIES = 4096;
@@ -223,9 +224,7 @@ export class BackendCache {
   }
 
   #store(key: string, value: unknown, ttlMs: number): void {
-    if (typeof value === "object" && value !== null && (value as { isError?: unknown }).isError === true) {
-      return;
-    }
+    if (isObject(value) && value.isError === true) return;
     const json = JSON.stringify(value);
     if (json === undefined) return;
     const bytes = json.length + key.length;
