@@ -83,9 +83,12 @@ export function isAgentId(id: string): boolean {
 
 const encoder = new TextEncoder();
 
-/** Compares two strings in time that depends only on their lengths, not on where they differ. */
+/**
+ * Compares two strings through their SHA-256 digests: the time depends neither on where they differ
+ * nor on either length (32 bytes are always compared).
+ */
 export function constantTimeEqual(a: string, b: string): boolean {
-  return constantTimeEqualBytes(encoder.encode(a), encoder.encode(b));
+  return constantTimeEqualBytes(sha256(a), sha256(b));
 }
 
 /** Compares two byte arrays in time that depends only on the second's length. */
