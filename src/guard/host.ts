@@ -34,6 +34,19 @@
  * snapshot-able is never snapshotted: those sessions run `label_agent` as before. A restored
  * session spends no fuel on `label_agent` (nothing runs) and its usage reports none.
  *
+ * Memory pool (`limits.memoryPoolBytes`, 0 = off): the preparer turns a guard's memories into
+ * imports (`wasm/rewrite.ts`, "Pooled memories"). When a session ends with no export call on its
+ * wasm stack (none running, none suspended in `call_backend`), its instance is dropped and its
+ * memories are kept for a later session, which gets them with EVERY byte set to zero first and then
+ * its own data segments written by instantiation: exactly the contents of a new memory, without the
+ * page faults of one (on this kind of VM the first write to each 4 KiB page of a new memory costs
+ * ~12 µs, which made a fresh instance cost 7-9x a call on a warm one). The size the guard sees
+ * (`memory.size`, `memory.grow`) starts at the module's minimum whatever the memory's real size;
+ * only accesses between that size and the real one read zeros instead of trapping. A session that
+ * is closed while its call is still on the stack gives nothing back: that stack could resume and
+ * write. Idle memories are bounded in bytes (at most `memoryPoolBytes`, none larger than half of
+ * it), so a burst's memories do not stay resident beyond that.
+ *
  * A start function would run inside `new WebAssembly.Instance`, where no `Suspending` import can be
  * called (V8 throws a catchable `SuspendError` even for one that would return synchronously). So the
  * preparer drops the start section and exports the function as `START_EXPORT`; the host runs it
@@ -63,6 +76,7 @@ import {
   FUEL_IMPORT_NAME,
   FUEL_INITIAL,
   LABEL_EXPORTS,
+  pooledMemoryLimits,
   type PreparedMark,
   preparedModuleProblem,
   type PreparedRecord,
@@ -80,7 +94,13 @@ import {
   type SnapshotShape,
   snapshotShape,
 } from "./snapshot.ts";
-import { MODULE_CAP_KEYS, pickCaps } from "./wasm/caps.ts";
+import {
+  memoryExportName,
+  MODULE_CAP_KEYS,
+  pagesExportName,
+  pickCaps,
+  pooledMemoryImportName,
+} from "./wasm/caps.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
 import { errorMessage } from "../util.ts";
@@ -295,12 +315,23 @@ export class WasmGuard implements Guard {
   readonly snapshotShape: SnapshotShape | null;
   /** Per `label_agent` input: a snapshot, a capture in progress, or why there is none. */
   #snapshots = new Map<string, InstanceSnapshot | "capturing" | { unusable: string }>();
+  /** Limits of the pooled memories (from the mark); null when the module defines its memories. */
+  readonly #pooled: readonly { min: number; max: number }[] | null;
+  /** Memory sets of finished sessions, ready to be zeroed and reused (see "Memory pool"). */
+  #idle: WebAssembly.Memory[][] = [];
+  #idleBytes = 0;
+  #poolCounts = { created: 0, reused: 0, kept: 0, dropped: 0 };
 
   constructor(module: WebAssembly.Module, opts: WasmGuardOptions = {}) {
     this.name = opts.name || "guard";
     this.module = module;
     this.limits = Object.freeze(resolveLimits(opts.limits));
     this.metered = checkModuleShape(this.name, module).metered;
+    try {
+      this.#pooled = pooledMemoryLimits(module);
+    } catch (e) {
+      throw new GuardError("abi", `guard '${this.name}': ${errorMessage(e)}`, { cause: e });
+    }
     this.snapshotShape = this.limits.labelAgentSnapshots > 0
       ? snapshotShape(module, readPreparedMark(module)?.snapshotGlobals)
       : null;
@@ -315,6 +346,56 @@ export class WasmGuard implements Guard {
    */
   open(ctx: GuardContext): WasmGuardSessionApi {
     return new WasmGuardSession(this, ctx);
+  }
+
+  /**
+   * Memories for a new instance's imports: an idle set with every byte zeroed, or new memories;
+   * `undefined` when the module defines its own.
+   */
+  takeMemories(): WebAssembly.Memory[] | undefined {
+    if (this.#pooled === null) return undefined;
+    const set = this.#idle.pop();
+    if (set !== undefined) {
+      this.#idleBytes -= setBytes(set);
+      for (const m of set) new Uint8Array(m.buffer).fill(0);
+      this.#poolCounts.reused++;
+      return set;
+    }
+    this.#poolCounts.created++;
+    return this.#pooled.map((l) => new WebAssembly.Memory({ initial: l.min, maximum: l.max }));
+  }
+
+  /**
+   * Takes back the memories of a session whose instance can never run again (see "Memory pool"),
+   * or lets them go when the pool is full or off.
+   */
+  releaseMemories(set: WebAssembly.Memory[]): void {
+    const bytes = setBytes(set), cap = this.limits.memoryPoolBytes;
+    if (bytes > cap / 2 || this.#idleBytes + bytes > cap) {
+      this.#poolCounts.dropped++;
+      return;
+    }
+    this.#idle.push(set);
+    this.#idleBytes += bytes;
+    this.#poolCounts.kept++;
+  }
+
+  /** Memory pool counters and the idle sets held now (for tests, the CLI and benchmarks). */
+  memoryPoolStatus(): {
+    pooled: boolean;
+    created: number;
+    reused: number;
+    kept: number;
+    dropped: number;
+    idle: number;
+    idleBytes: number;
+  } {
+    return {
+      pooled: this.#pooled !== null,
+      ...this.#poolCounts,
+      idle: this.#idle.length,
+      idleBytes: this.#idleBytes,
+    };
   }
 
   /**
@@ -393,6 +474,11 @@ class WasmGuardSession implements GuardSession {
   readonly #limits: Readonly<GuardLimits>;
   #instance: WebAssembly.Instance | undefined;
   #memory: WebAssembly.Memory | undefined;
+  /** The pooled memories this instance imports, until they go back to the guard. */
+  #pooledSet: WebAssembly.Memory[] | undefined;
+  /** Page counts the guard sees (pooled memories): all of them, and the ABI memory's. */
+  #pageGlobals: WebAssembly.Global[] = [];
+  #abiPages: WebAssembly.Global | undefined;
   #fuelGlobal: WebAssembly.Global | undefined;
   /** E: 1 while the fuel check may be called (a JSPI export call in progress and not stopped). */
   #checkAllowed: WebAssembly.Global | undefined;
@@ -431,10 +517,20 @@ class WasmGuardSession implements GuardSession {
     this.#call = this.#newCall(FUEL_INITIAL);
     try {
       if (ctx.signal.aborted) throw this.#abortError();
+      this.#pooledSet = guard.takeMemories();
       const instance = new WebAssembly.Instance(guard.module, this.#imports());
       this.#instance = instance;
       this.#memory = findMemory(instance.exports);
       this.#held = heldBy(instance.exports);
+      if (this.#pooledSet) {
+        this.#pageGlobals = this.#pooledSet.map((_, i) =>
+          instance.exports[pagesExportName(i)] as WebAssembly.Global
+        );
+        const abi = this.#pooledSet.findIndex((_, i) =>
+          instance.exports[memoryExportName(i)] === this.#memory
+        );
+        this.#abiPages = this.#pageGlobals[abi];
+      }
       const g = instance.exports[FUEL_GLOBAL_EXPORT];
       if (g instanceof WebAssembly.Global) {
         this.#call.fuelSpent = this.#call.refill - (g.value as number);
@@ -563,6 +659,20 @@ class WasmGuardSession implements GuardSession {
     this.#memory = undefined;
     this.#fuelGlobal = undefined;
     this.#fns.clear();
+    this.#start = undefined;
+    this.#allocator = undefined;
+    // With a call on the wasm stack the memories stay with it: #invoke gives them back once it ends.
+    if (!this.#busy) this.#releaseMemories();
+  }
+
+  /** Hands the pooled memories back to the guard (the instance is closed and has no call running). */
+  #releaseMemories(): void {
+    const set = this.#pooledSet;
+    if (!set) return;
+    this.#pooledSet = undefined;
+    this.#pageGlobals = [];
+    this.#abiPages = undefined;
+    this.#guard.releaseMemories(set);
   }
 
   // ---- the call protocol (guard-abi.md §1.2-1.3) ----
@@ -629,6 +739,8 @@ class WasmGuardSession implements GuardSession {
       call.abort.abort(CALL_ENDED);
       this.#call = undefined;
       this.#busy = false;
+      // The export's promise has settled: nothing of this instance is on a wasm stack any more.
+      if (this.#closed) this.#releaseMemories();
     }
   }
 
@@ -679,7 +791,7 @@ class WasmGuardSession implements GuardSession {
       }
       if (rc === 0) return "";
       const buf = this.#memory!.buffer;
-      if (outPtr + rc > buf.byteLength) {
+      if (outPtr + rc > this.#abiBytes()) {
         throw new GuardError("guard_error", `failed to read output from WASM memory (len=${rc})`);
       }
       return utf8Decoder.decode(new Uint8Array(buf, outPtr, rc));
@@ -746,7 +858,7 @@ class WasmGuardSession implements GuardSession {
   #directLayout(inLen: number, size: number): [number, number] {
     const mem = this.#memory!;
     const required = inLen + size + WASM_PAGE_BYTES;
-    const have = mem.buffer.byteLength;
+    const have = this.#abiBytes();
     if (have < required) {
       const pages = Math.ceil((required - have) / WASM_PAGE_BYTES);
       const cap = this.#limits.maxMemoryPages;
@@ -759,7 +871,7 @@ class WasmGuardSession implements GuardSession {
         );
       }
       try {
-        mem.grow(pages);
+        this.#growAbi(mem, have / WASM_PAGE_BYTES + pages);
       } catch (e) {
         throw new GuardError(
           "memory",
@@ -770,14 +882,32 @@ class WasmGuardSession implements GuardSession {
         );
       }
     }
-    const end = mem.buffer.byteLength;
+    const end = this.#abiBytes();
     const outPtr = end - size;
     return [outPtr - inLen, outPtr];
   }
 
+  /** Size of the ABI memory as the guard sees it, in bytes (pooled: its page global). */
+  #abiBytes(): number {
+    const p = this.#abiPages;
+    return p ? (p.value as number) * WASM_PAGE_BYTES : this.#memory!.buffer.byteLength;
+  }
+
+  /** Grows the ABI memory to `pages` as the guard would (pooled: the real memory only if needed). */
+  #growAbi(mem: WebAssembly.Memory, pages: number): void {
+    const p = this.#abiPages;
+    if (!p) {
+      mem.grow(pages - mem.buffer.byteLength / WASM_PAGE_BYTES);
+      return;
+    }
+    const real = mem.buffer.byteLength / WASM_PAGE_BYTES;
+    if (real < pages) mem.grow(pages - real);
+    p.value = pages;
+  }
+
   #write(ptr: number, data: Uint8Array): void {
     const buf = this.#memory!.buffer;
-    if (ptr + data.length > buf.byteLength) {
+    if (ptr + data.length > this.#abiBytes()) {
       throw new GuardError(
         "guard_error",
         `input buffer at ${ptr} (+${data.length} bytes) is outside WASM memory`,
@@ -790,13 +920,18 @@ class WasmGuardSession implements GuardSession {
     return new DataView(this.#memory!.buffer);
   }
 
-  /** What the instance holds now, into the usage (memory 0 and the totals over all). */
+  /**
+   * What the instance holds now, into the usage (memory 0 and the totals over all; pooled memories
+   * count the pages the guard sees, as a new memory would).
+   */
   #recordHeld(): void {
     const u = this.#usage;
-    if (this.#memory) u.memoryPages = this.#memory.buffer.byteLength / WASM_PAGE_BYTES;
+    if (this.#memory) u.memoryPages = this.#abiBytes() / WASM_PAGE_BYTES;
     u.memories = this.#held.memories.length;
     u.tables = this.#held.tables.length;
-    u.totalMemoryPages = totalPages(this.#held.memories);
+    u.totalMemoryPages = this.#pageGlobals.length > 0
+      ? this.#pageGlobals.reduce((a, g) => a + (g.value as number), 0)
+      : totalPages(this.#held.memories);
     u.tableEntries = this.#held.tables.reduce((a, t) => a + t.length, 0);
   }
 
@@ -821,6 +956,10 @@ class WasmGuardSession implements GuardSession {
   // ---- imports ----
 
   #imports(): WebAssembly.Imports {
+    const own: Record<string, WebAssembly.ExportValue> = {
+      [FUEL_IMPORT_NAME]: new WebAssembly.Suspending(this.#fuelCheck.bind(this)),
+    };
+    this.#pooledSet?.forEach((m, i) => own[pooledMemoryImportName(i)] = m);
     return {
       env: {
         call_backend: new WebAssembly.Suspending(this.#callBackend.bind(this)),
@@ -830,7 +969,7 @@ class WasmGuardSession implements GuardSession {
         log: (level, msg, fields) => this.#log(level, msg, fields),
         memory: () => this.#memory,
       })),
-      [FUEL_IMPORT_MODULE]: { [FUEL_IMPORT_NAME]: new WebAssembly.Suspending(this.#fuelCheck.bind(this)) },
+      [FUEL_IMPORT_MODULE]: own,
     };
   }
 
@@ -1029,12 +1168,12 @@ class WasmGuardSession implements GuardSession {
     if (!mem) return -1;
     if (json.length > size) {
       if (size >= 4) {
-        if (ptr + 4 > mem.buffer.byteLength) return -1;
+        if (ptr + 4 > this.#abiBytes()) return -1;
         new DataView(mem.buffer).setUint32(ptr, json.length, true);
       }
       return -2;
     }
-    if (ptr + json.length > mem.buffer.byteLength) return -1;
+    if (ptr + json.length > this.#abiBytes()) return -1;
     new Uint8Array(mem.buffer, ptr, json.length).set(json);
     return json.length;
   }
@@ -1050,7 +1189,7 @@ class WasmGuardSession implements GuardSession {
   #readText(ptr: number, len: number): string | null {
     const mem = this.#memory;
     const p = ptr >>> 0, l = len >>> 0;
-    if (!mem || p + l > mem.buffer.byteLength) return null;
+    if (!mem || p + l > this.#abiBytes()) return null;
     return utf8Decoder.decode(new Uint8Array(mem.buffer, p, l));
   }
 
@@ -1130,6 +1269,10 @@ function heldBy(
     memories: [...values].filter((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory),
     tables: [...values].filter((v): v is WebAssembly.Table => v instanceof WebAssembly.Table),
   };
+}
+
+function setBytes(set: WebAssembly.Memory[]): number {
+  return set.reduce((a, m) => a + m.buffer.byteLength, 0);
 }
 
 function totalPages(memories: WebAssembly.Memory[]): number {

@@ -121,9 +121,15 @@ export interface GuardLimits {
    * Distinct `label_agent` inputs (policies) per guard whose post-`label_agent` state the host keeps
    * as a snapshot, so that a fresh instance starts from it instead of running `label_agent` again
    * (see `src/guard/snapshot.ts`). 0, the default, turns snapshots off: every instance runs
-   * `label_agent` itself. The only limit that may be 0.
+   * `label_agent` itself. May be 0, as `memoryPoolBytes` may.
    */
   labelAgentSnapshots: number;
+  /**
+   * Bytes of guard memories a guard keeps from finished sessions for later ones (see "Memory pool"
+   * in `src/guard/host.ts`): each is zeroed in full before its next use. A memory larger than half
+   * of this is not kept. 0 turns the pool off: every instance gets new memories.
+   */
+  memoryPoolBytes: number;
 }
 
 /**
@@ -162,6 +168,10 @@ export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
   // only ~5 % of a fresh request (BENCHMARKS.md §2a). Turn it on (e.g. 16: one policy per server,
   // a handful of servers per guard module) for guards with small memories.
   labelAgentSnapshots: 0,
+  // 32 MiB: a handful of idle memories per guard (the demo guard's is 4.3 MiB after a call with the
+  // default 4 MiB output buffer, the Rust benchmark guard's 9.1 MiB); under steady load a session
+  // takes the set the previous one gave back, so the pool stays small. Idle sets stay resident.
+  memoryPoolBytes: 32 * 1024 * 1024,
 });
 
 /** What went wrong in a guard call. Stable strings: the CLI, logs and clients see them. */
@@ -222,7 +232,7 @@ export class GuardError extends Error {
 export function resolveLimits(partial: Partial<GuardLimits> = {}): GuardLimits {
   const out = { ...DEFAULT_LIMITS, ...partial };
   for (const [k, v] of Object.entries(out)) {
-    if (k === "labelAgentSnapshots" && v === 0) continue; // 0 = snapshots off
+    if ((k === "labelAgentSnapshots" || k === "memoryPoolBytes") && v === 0) continue; // 0 = off
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
       throw new RangeError(`limits.${k} must be a positive integer, got ${JSON.stringify(v)}`);
     }

@@ -26,11 +26,12 @@ import {
   type ModuleCaps,
   pickCaps,
   planCaps,
+  pooledMemoryImportName,
   RESERVED_EXPORT_PREFIX,
   snapshotPlan,
 } from "./wasm/caps.ts";
 import { type ExternKind, formatFuncType, funcTypeOf, type ModuleInfo, parseModule } from "./wasm/module.ts";
-import { type FuelScheme, rewriteModule } from "./wasm/rewrite.ts";
+import { type FuelScheme, poolableMemories, rewriteModule } from "./wasm/rewrite.ts";
 
 export { WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
 export type { FuelScheme } from "./wasm/rewrite.ts";
@@ -80,6 +81,12 @@ export interface PreparedMark {
    * the host never snapshots the module.
    */
   snapshotGlobals?: number;
+  /**
+   * Present when the module's memories are pooled (`wasm/rewrite.ts`, "Pooled memories"): the
+   * limits of each imported `mcp_edge_guard.memory_<i>`, in pages, which the host needs to create
+   * them (the JS API does not show an import's limits). Absent: the module defines its memories.
+   */
+  pooledMemories?: { min: number; max: number }[];
 }
 
 /**
@@ -201,6 +208,10 @@ function checkImport(imp: GuardImport): string | null {
     return imp.type === undefined || imp.type === "()->()"
       ? null
       : `import ${where} must have type ()->(), got ${imp.type}`;
+  }
+  // A prepared module's pooled memories (a source module importing from here is refused earlier).
+  if (imp.module === FUEL_IMPORT_MODULE && imp.kind === "memory" && /^memory_\d+$/.test(imp.name)) {
+    return null;
   }
   let table: Readonly<Record<string, string>>;
   if (imp.module === ENV_MODULE) table = ENV_SIGNATURES;
@@ -350,6 +361,19 @@ function parseMark(data: Uint8Array | ArrayBuffer): PreparedMark | null {
       if (Number.isSafeInteger(m.snapshotGlobals) && m.snapshotGlobals >= 0) {
         mark.snapshotGlobals = m.snapshotGlobals;
       }
+      if (m.pooledMemories !== undefined) {
+        const ok = Array.isArray(m.pooledMemories) && m.pooledMemories.length > 0 &&
+          m.pooledMemories.every((l: unknown) => {
+            const { min, max } = (l ?? {}) as Record<string, unknown>;
+            return Number.isSafeInteger(min) && Number.isSafeInteger(max) && (min as number) >= 0 &&
+              (min as number) <= (max as number) && (max as number) <= m.maxMemoryPages;
+          });
+        if (!ok) return null;
+        mark.pooledMemories = m.pooledMemories.map((l: { min: number; max: number }) => ({
+          min: l.min,
+          max: l.max,
+        }));
+      }
       return mark;
     }
   } catch {
@@ -490,7 +514,10 @@ export function prepareGuard(
   };
   if (fuel) mark.fuelScheme = fuelScheme;
   if (snapshot.problem === null) mark.snapshotGlobals = snapshot.mutableGlobals.length;
+  const pooled = fuel ? poolableMemories(info, caps.maxMemoryPages) : null;
+  if (pooled !== null) mark.pooledMemories = pooled.map(({ min, max }) => ({ min, max }));
   const out = rewriteModule(info, {
+    poolMemories: pooled !== null,
     maxMemoryPages: caps.maxMemoryPages,
     fuel: fuel
       ? {
@@ -518,6 +545,42 @@ export function prepareGuard(
     strippedSections: out.strippedSections,
   };
   return { bytes: out.bytes, report };
+}
+
+/**
+ * The limits of a prepared module's pooled memories (`mcp_edge_guard.memory_<i>` imports), from its
+ * mark; null when it imports no memory.
+ *
+ * @throws {GuardError} "abi" when the imports and the mark disagree.
+ */
+export function pooledMemoryLimits(module: WebAssembly.Module): { min: number; max: number }[] | null {
+  const imported = WebAssembly.Module.imports(module).filter((i) => i.kind === "memory");
+  if (imported.length === 0) return null;
+  const limits = readPreparedMark(module)?.pooledMemories;
+  if (
+    limits === undefined || imported.length !== limits.length ||
+    imported.some((imp, i) => imp.module !== FUEL_IMPORT_MODULE || imp.name !== pooledMemoryImportName(i))
+  ) {
+    throw new GuardError("abi", "the module imports memories its preparation mark does not describe");
+  }
+  return limits;
+}
+
+/**
+ * New memories for a prepared module's pooled-memory imports, by import name (`{}` when it defines
+ * its memories): for code that instantiates a prepared module itself instead of through the host.
+ *
+ * @example
+ * ```ts
+ * const imports = { [FUEL_IMPORT_MODULE]: { [FUEL_IMPORT_NAME]: check, ...pooledMemoryImports(mod) } };
+ * ```
+ */
+export function pooledMemoryImports(module: WebAssembly.Module): Record<string, WebAssembly.Memory> {
+  const out: Record<string, WebAssembly.Memory> = {};
+  pooledMemoryLimits(module)?.forEach((l, i) => {
+    out[pooledMemoryImportName(i)] = new WebAssembly.Memory({ initial: l.min, maximum: l.max });
+  });
+  return out;
 }
 
 function hasFunctionExport(exports: GuardExport[], name: string): boolean {

@@ -31,7 +31,7 @@
  * @module
  */
 import { SNAPSHOT_MAX_IMAGE_BYTES } from "./limits.ts";
-import { globalExportName, memoryExportName, tableExportName } from "./wasm/caps.ts";
+import { globalExportName, memoryExportName, pagesExportName, tableExportName } from "./wasm/caps.ts";
 
 /** Granularity of the memory image: blocks in which the snapshot differs from a fresh instance. */
 export const SNAPSHOT_BLOCK_BYTES = 4096;
@@ -46,6 +46,8 @@ export interface SnapshotLog {
 /** The memory image of one memory: its size and the runs of bytes that differ from a fresh instance. */
 export interface MemoryImage {
   bytes: number;
+  /** A pooled memory's size as the guard saw it, in pages (its page global); absent otherwise. */
+  pages?: number;
   runs: { offset: number; data: Uint8Array }[];
 }
 
@@ -65,6 +67,8 @@ export interface InstanceSnapshot {
 /** The reserved exports a snapshot reads and writes, found once per module. */
 export interface SnapshotShape {
   memories: string[];
+  /** Page globals of pooled memories, one per memory; empty when the module defines its memories. */
+  pages: string[];
   tables: string[];
   globals: string[];
 }
@@ -91,13 +95,15 @@ export function snapshotShape(
   const memories = reserved("memory", memoryExportName(0).slice(0, -1));
   const tables = reserved("table", tableExportName(0).slice(0, -1));
   const globals = reserved("global", globalExportName(0).slice(0, -1));
+  const pages = reserved("global", pagesExportName(0).slice(0, -1));
   // Memories and tables are exported for every index from 0; globals for the mutable ones only.
   const dense = (xs: { index: number }[]) => xs.every((x, i) => x.index === i);
   if (memories.length === 0 || !dense(memories) || !dense(tables) || globals.length !== markedGlobals) {
     return null;
   }
+  if (pages.length > 0 && (pages.length !== memories.length || !dense(pages))) return null;
   const names = (xs: { name: string }[]) => xs.map((x) => x.name);
-  return { memories: names(memories), tables: names(tables), globals: names(globals) };
+  return { memories: names(memories), pages: names(pages), tables: names(tables), globals: names(globals) };
 }
 
 /** What a capture keeps from the fresh instance before its first call. */
@@ -149,7 +155,9 @@ export function captureSnapshot(
     if (imageBytes > SNAPSHOT_MAX_IMAGE_BYTES) {
       return `image above ${SNAPSHOT_MAX_IMAGE_BYTES} bytes`;
     }
-    memories.push({ bytes: now.length, runs: image });
+    const entry: MemoryImage = { bytes: now.length, runs: image };
+    if (shape.pages.length > 0) entry.pages = (exports[shape.pages[m]] as WebAssembly.Global).value as number;
+    memories.push(entry);
   }
   const globals = shape.globals.map((n) => (exports[n] as WebAssembly.Global).value as number | bigint);
   return { memories, globals, output, logs, imageBytes };
@@ -196,8 +204,15 @@ export function restoreSnapshot(
   snap: InstanceSnapshot,
 ): boolean {
   const mems = shape.memories.map((n) => exports[n] as WebAssembly.Memory);
+  const pages = shape.pages.map((n) => exports[n] as WebAssembly.Global);
   for (let m = 0; m < mems.length; m++) {
-    if (mems[m].buffer.byteLength > snap.memories[m].bytes) return false;
+    // A pooled memory may be larger than the guard sees (zeros beyond): compare what it sees.
+    const image = snap.memories[m];
+    if (
+      pages.length > 0 ? (pages[m].value as number) > image.pages! : mems[m].buffer.byteLength > image.bytes
+    ) {
+      return false;
+    }
   }
   for (let m = 0; m < mems.length; m++) {
     const mem = mems[m], image = snap.memories[m];
@@ -205,6 +220,7 @@ export function restoreSnapshot(
     if (missing > 0) mem.grow(missing);
     const view = new Uint8Array(mem.buffer);
     for (const r of image.runs) view.set(r.data, r.offset);
+    if (pages.length > 0) pages[m].value = image.pages!;
   }
   for (let g = 0; g < shape.globals.length; g++) {
     (exports[shape.globals[g]] as WebAssembly.Global).value = snap.globals[g];

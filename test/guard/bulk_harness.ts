@@ -11,6 +11,7 @@ import wabtInit from "wabt";
 import { FUEL_GLOBAL_EXPORT, FUEL_IMPORT_MODULE, FUEL_IMPORT_NAME } from "../../src/guard/prepare.ts";
 import { parseModule } from "../../src/guard/wasm/module.ts";
 import { type BulkChunks, type FuelScheme, rewriteModule } from "../../src/guard/wasm/rewrite.ts";
+import { instantiate } from "../helpers/instantiate.ts";
 
 const wabt = await wabtInit();
 const FEATURES = { bulk_memory: true, reference_types: true, multi_memory: true };
@@ -160,7 +161,7 @@ export function runBulk(bytes: Uint8Array<ArrayBuffer>, m: BulkModule, slice = 1
   const box: { f?: WebAssembly.Global } = {};
   let spent = 0;
   let checks = 0;
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+  const inst = instantiate(bytes, {
     [FUEL_IMPORT_MODULE]: {
       [FUEL_IMPORT_NAME]: () => {
         checks++;

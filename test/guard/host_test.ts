@@ -381,7 +381,11 @@ Deno.test("compiled modules (Workers path) need the build's record and caps ≤ 
     "abi",
     "without fuel",
   );
-  await rejectsKind(loadGuardModule(unmetered, { prepared: record }), "abi", "differs from the one the build");
+  await rejectsKind(
+    loadGuardModule(unmetered, { prepared: record }),
+    "abi",
+    "differs from the one the build",
+  );
   const guard = await loadGuardModule(compiled, { prepared: record });
   assert(guard.metered);
   assertEquals(await guard.open(context().ctx).labelAgent("hi"), "hi");

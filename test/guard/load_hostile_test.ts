@@ -11,6 +11,7 @@ import { GuardError } from "../../src/guard/limits.ts";
 import { inspectGuard, preparedRecord, prepareGuard, readPreparedMark } from "../../src/guard/prepare.ts";
 import { memoryExportName, splitBudget, tableExportName } from "../../src/guard/wasm/caps.ts";
 import { hostileBytes, hostileNames, MODULE_LEVEL_PREFIXES, REFUSALS } from "../helpers/hostile_corpus.ts";
+import { instantiate } from "../helpers/instantiate.ts";
 
 const wabt = await wabtInit();
 
@@ -141,7 +142,7 @@ Deno.test("a table's declared maximum is clamped, so table.grow past the cap ret
   const bytes = wat(`(module (memory (export "memory") 1) (table $t 1 funcref)
     (func (export "grow") (param i32) (result i32) (table.grow $t (ref.null func) (local.get 0))) ${STUBS})`);
   const { bytes: out } = prepareGuard(bytes, { caps: { maxTableEntries: 10 }, fuel: false });
-  const grow = new WebAssembly.Instance(new WebAssembly.Module(out)).exports.grow as (n: number) => number;
+  const grow = instantiate(out).exports.grow as (n: number) => number;
   assertEquals([grow(20), grow(9), grow(1)], [-1, 1, -1]);
   const e = (() => {
     try {

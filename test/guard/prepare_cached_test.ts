@@ -16,6 +16,7 @@ import {
   readPreparedMark,
 } from "../../src/guard/prepare.ts";
 import { compileWat } from "./bulk_harness.ts";
+import { instantiate } from "../helpers/instantiate.ts";
 
 const FEATURES = { exceptions: true, tail_call: true, bulk_memory: true, reference_types: true };
 const LABELS = ["label_agent", "label_resource", "label_response"]
@@ -58,7 +59,7 @@ function runScheme(source: Uint8Array, scheme: FuelScheme, opts: RunOptions): Tr
   let refill = opts.refill;
   let spent = 0;
   const budget = opts.budget ?? Infinity;
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+  const inst = instantiate(bytes, {
     env: {
       // Throws for some arguments, so exception handlers get to run.
       call_backend: (a: number) => {

@@ -15,6 +15,7 @@ import {
 } from "../../src/guard/prepare.ts";
 import { START_EXPORT } from "../../src/guard/wasm/host_signatures.ts";
 import { WABT_FEATURES } from "../helpers/hostile_corpus.ts";
+import { instantiate } from "../helpers/instantiate.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/prepare/", import.meta.url);
@@ -49,7 +50,7 @@ interface Run {
 }
 
 function runOriginal(bytes: Uint8Array): unknown {
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), HOST);
+  const inst = instantiate(bytes as Uint8Array<ArrayBuffer>, HOST);
   return (inst.exports.run as () => unknown)();
 }
 
@@ -66,7 +67,7 @@ function runPrepared(bytes: Uint8Array, refill: number): Run {
       },
     },
   };
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), imports);
+  const inst = instantiate(bytes as Uint8Array<ArrayBuffer>, imports);
   const fuel = box.fuel = inst.exports[FUEL_GLOBAL_EXPORT] as WebAssembly.Global;
   fuel.value = 0;
   // The preparer exports the start function instead of leaving it to the engine (the host runs it).

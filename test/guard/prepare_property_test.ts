@@ -39,6 +39,7 @@ import {
   rewriteBulk,
   runBulk,
 } from "./bulk_harness.ts";
+import { instantiate } from "../helpers/instantiate.ts";
 
 const wabt = await wabtInit();
 const FEATURES = { exceptions: true, tail_call: true, bulk_memory: true, reference_types: true };
@@ -176,7 +177,7 @@ function digest(mem: WebAssembly.Memory): string {
 const N = 7;
 
 function runOriginal(bytes: Uint8Array<ArrayBuffer>): Omit<Outcome, "spent"> {
-  const e = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports;
+  const e = instantiate(bytes).exports;
   const result = (e.run as (n: number) => number)(N);
   return { result, memory: digest(e.memory as WebAssembly.Memory) };
 }
@@ -195,7 +196,7 @@ function runMetered(
   const box: { f?: WebAssembly.Global } = {};
   let spent = 0;
   let refill = Math.min(slice, budget);
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+  const inst = instantiate(bytes, {
     [FUEL_IMPORT_MODULE]: {
       [FUEL_IMPORT_NAME]: () => {
         const f = box.f!;

@@ -27,6 +27,7 @@ import {
   WASI_PREVIEW1_SIGNATURES,
 } from "../../src/guard/prepare.ts";
 import { rewriteWithFuel } from "./bulk_harness.ts";
+import { instantiate } from "../helpers/instantiate.ts";
 
 const wabt = await wabtInit();
 const FIXTURES = new URL("../fixtures/wat/prepare/", import.meta.url);
@@ -86,7 +87,7 @@ const ENV = {
 function instantiatePrepared(bytes: Uint8Array<ArrayBuffer>, refill: number): Instance {
   let checks = 0;
   const box: { fuel?: WebAssembly.Global } = {};
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+  const inst = instantiate(bytes, {
     ...ENV,
     [FUEL_IMPORT_MODULE]: {
       [FUEL_IMPORT_NAME]: () => {
@@ -240,7 +241,7 @@ function growGuard(): Uint8Array<ArrayBuffer> {
 }
 
 Deno.test("memory: unbounded memory is capped; grow beyond the cap returns -1 only after preparation", () => {
-  const original = new WebAssembly.Instance(new WebAssembly.Module(growGuard())).exports;
+  const original = instantiate(growGuard()).exports;
   assertEquals((original.grow as (n: number) => number)(600), 1, "unprepared memory grows past 512 pages");
 
   const { bytes, report } = prepareGuard(growGuard(), { maxMemoryPages: 16 });
@@ -318,7 +319,7 @@ Deno.test("fuel: a spinning guard reaches the check import, deterministically", 
 
 Deno.test("fuel: the check can stop a guard by throwing", () => {
   const { bytes } = prepareGuard(fixture("guard_basic.wat"));
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+  const inst = instantiate(bytes, {
     ...ENV,
     [FUEL_IMPORT_MODULE]: {
       [FUEL_IMPORT_NAME]: () => {
@@ -332,7 +333,7 @@ Deno.test("fuel: the check can stop a guard by throwing", () => {
 
 Deno.test("renumbering: imports, start, calls, elements and exports keep their targets", () => {
   const { bytes, report } = prepareGuard(fixture("guard_basic.wat"));
-  const original = new WebAssembly.Instance(new WebAssembly.Module(fixture("guard_basic.wat")), ENV).exports;
+  const original = instantiate(fixture("guard_basic.wat"), ENV).exports;
   const g = instantiatePrepared(bytes, 1_000_000).exports;
   assertEquals((g.started as () => number)(), 42, "start function ran");
   const indirect = g.indirect as (slot: number, x: number) => number;
@@ -346,9 +347,14 @@ Deno.test("renumbering: imports, start, calls, elements and exports keep their t
   assertEquals(backendCalls, [[1, 2, 1, 0, 3, 4]]);
   assertEquals((g.label_agent as (...a: number[]) => number)(0, 10, 0, 0), 45);
   assertEquals((g.label_response as (...a: number[]) => number)(0, 0, 0, 0), 0);
-  // The fuel import is the last function import.
+  // The fuel import is the last function import; the memory is imported (pooled) after it.
   const imports = WebAssembly.Module.imports(new WebAssembly.Module(bytes));
-  assertEquals(imports.at(-1), { module: FUEL_IMPORT_MODULE, name: FUEL_IMPORT_NAME, kind: "function" });
+  assertEquals(imports.filter((i) => i.kind === "function").at(-1), {
+    module: FUEL_IMPORT_MODULE,
+    name: FUEL_IMPORT_NAME,
+    kind: "function",
+  });
+  assertEquals(imports.at(-1), { module: FUEL_IMPORT_MODULE, name: "memory_0", kind: "memory" });
   assertEquals(report.allocDealloc, true);
   assertEquals(report.functions, 12);
 });
@@ -384,7 +390,7 @@ Deno.test("fuel: false leaves code and imports alone but still clamps and marks"
   assert(!WebAssembly.Module.exports(mod).some((e) => e.name === FUEL_GLOBAL_EXPORT));
   assertEquals(readPreparedMark(mod)?.fuel, false);
   assertEquals(readPreparedMark(mod)?.maxMemoryPages, 4);
-  const inst = new WebAssembly.Instance(mod, ENV);
+  const inst = instantiate(mod, ENV);
   assertEquals((inst.exports.spin as (n: number) => number)(10), 45);
 });
 
@@ -430,6 +436,8 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
     fuelScheme: "cached",
     // guard_basic.wat: two mutable globals, no passive segments (snapshot-able).
     snapshotGlobals: 2,
+    // its one memory (2 pages, no maximum: clamped to the cap) is pooled
+    pooledMemories: [{ min: 2, max: 64 }],
   };
   assertEquals(readPreparedMark(new WebAssembly.Module(bytes)), mark);
   assertEquals(readPreparedMark(new WebAssembly.Module(source)), null);
@@ -440,7 +448,8 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
   assertEquals(seen.prepared, mark);
   assertEquals(seen.abiError, null, "the fuel import of a prepared guard is not an ABI problem");
   assertStringIncludes(seen.reserved ?? "", PREPARED_SECTION, "but it is refused as a source");
-  assertEquals(seen.memory, { imported: false, minPages: 2, declaredMaxPages: 64, maxPages: 64 });
+  // Prepared: the memory is the pooled import mcp_edge_guard.memory_0.
+  assertEquals(seen.memory, { imported: true, minPages: 2, declaredMaxPages: 64, maxPages: 64 });
   const before = inspectGuard(source);
   assertEquals(before.prepared, null);
   assertEquals(before.exports, report.exports);

@@ -82,6 +82,7 @@ Deno.test("snapshot: the preparer marks and exports every mutable global; fuel g
   const guard = await probe();
   assertEquals(guard.snapshotShape, {
     memories: ["__mcp_edge_guard_memory_0"],
+    pages: ["__mcp_edge_guard_pages_0"],
     tables: ["__mcp_edge_guard_table_0"],
     globals: [0, 1, 2, 3].map((i) => `__mcp_edge_guard_global_${i}`),
   });

@@ -62,6 +62,17 @@ export function pickCaps(limits: Readonly<GuardLimits>): ModuleCaps {
 
 /** Prefix of the exports added for every memory and table (`__mcp_edge_guard_memory_0`, ...). */
 export const RESERVED_EXPORT_PREFIX = "__mcp_edge_guard_";
+/**
+ * Export name of the global that holds pooled memory `i`'s size in pages as the guard sees it
+ * (`memory.size`); the rewriter adds it (see `rewrite.ts`, "Pooled memories").
+ */
+export function pagesExportName(i: number): string {
+  return `${RESERVED_EXPORT_PREFIX}pages_${i}`;
+}
+/** Import name (module: the fuel check's) of pooled memory `i`. */
+export function pooledMemoryImportName(i: number): string {
+  return `memory_${i}`;
+}
 /** Export name of memory `i` as the caps step adds it. */
 export function memoryExportName(i: number): string {
   return `${RESERVED_EXPORT_PREFIX}memory_${i}`;

@@ -85,6 +85,12 @@ export interface CodeEdit {
   bulkHelper?: ((sub: number, a: number, b: number) => number) | null;
   /** Index ranges to enforce; `null`/absent = no checks. */
   bounds?: IndexBounds | null;
+  /**
+   * Pooled memories (see `rewrite.ts`, "Pooled memories"): `memory.size m` becomes
+   * `global.get pages(m)` and `memory.grow m` (after its charge) becomes `call grow(m)`. The grow
+   * functions never read the fuel counter, so the cached counter needs no write-back around them.
+   */
+  memories?: { pages: (m: number) => number; grow: (m: number) => number } | null;
 }
 
 /** What a copy found. */
@@ -293,6 +299,7 @@ export function copyInstructions(
   const loopPoint = w === null ? null : edit.loopPoint;
   const bulkCharges = w === null ? null : edit.bulk ?? null;
   const bulkHelper = edit.bulkHelper ?? null;
+  const memories = w === null ? null : edit.memories ?? null;
   /** Index immediates of the current 0xFC instruction. */
   const imm = [0, 0];
   const b = edit.bounds ?? null;
@@ -365,12 +372,21 @@ export function copyInstructions(
         break;
       case Imm.leb: {
         const space = b === null ? undefined : LEB_INDEX.get(op);
-        if (space !== undefined) index(r, b, space);
+        let value = -1;
+        if (space !== undefined) value = index(r, b, space);
         else if (op === 0xd0) heapType(r, b); // ref.null
+        else if (memories !== null && (op === 0x3f || op === 0x40)) value = r.u32();
         else r.skipLeb();
         if (op === 0x40) {
           bulk = true;
           if (bulkCharges !== null) insertBefore(at, bulkCharges.pages);
+        }
+        if (memories !== null && (op === 0x3f || op === 0x40)) {
+          // The charge (if any) is already written: replace the instruction itself.
+          flush(at);
+          w!.u8(op === 0x3f ? 0x23 : 0x10); // global.get | call
+          w!.u32(op === 0x3f ? memories.pages(value) : memories.grow(value));
+          copyFrom = r.pos;
         }
         break;
       }

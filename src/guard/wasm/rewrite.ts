@@ -49,6 +49,17 @@
  * counter says (see {@link appendedFunctions}). The chunks of an operation spend exactly the units
  * one charge of its whole length would.
  *
+ * Pooled memories (`poolMemories`): each defined memory (32-bit, not shared) becomes an import
+ * `mcp_edge_guard.memory_<i>` with the same (clamped) limits, so the host can hand a fresh instance
+ * a memory that an earlier, finished instance used, after zeroing every byte of it. Such a memory may
+ * be larger than the module's minimum, so the size the guard sees is a per-instance count: a mutable
+ * global P_i (initially the minimum, exported as `pagesExportName(i)`), which `memory.size` reads and
+ * `memory.grow` (after its usual charge) moves through an appended function GROW_i: `-1` when the
+ * grown size would pass the declared maximum (as the engine answers), otherwise it grows the real
+ * memory only when P_i + delta passes it, then returns the old P_i. A guard thus sees exactly the
+ * sizes and `-1`s of a fresh memory; the one difference is that an access between P_i and the real
+ * size reads zeros (the host zeroed them) instead of trapping.
+ *
  * Every index the rewrite relies on (locals, globals, functions, types, tables, memories, segments,
  * tags) is checked against the ORIGINAL module first: the injected local, globals, type and function
  * sit right after the original index spaces, where an out-of-range index would land.
@@ -75,6 +86,7 @@ import {
   type IndexBounds,
 } from "./code.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./host_signatures.ts";
+import { pagesExportName, pooledMemoryImportName } from "./caps.ts";
 import { fcImmediates } from "./opcodes.ts";
 import {
   type Limits,
@@ -111,6 +123,12 @@ export interface RewriteOptions {
   } | null;
   /** Custom sections appended at the end of the output. */
   appendCustom?: { name: string; data: Uint8Array }[];
+  /**
+   * Pooled memories (with fuel only, and only when {@link poolableMemories} accepts the module):
+   * every memory becomes an import the host supplies, and `memory.size`/`memory.grow` work on a
+   * per-instance page count. See the module documentation.
+   */
+  poolMemories?: boolean;
 }
 
 /** Largest operation part one chunk of a bulk helper runs. */
@@ -180,6 +198,10 @@ const OP = {
   funcType: 0x60,
   kindFunction: 0x00,
   kindGlobal: 0x03,
+  kindMemory: 0x02,
+  memorySize: 0x3f,
+  memoryGrow: 0x40,
+  i32Eq: 0x46,
 } as const;
 
 /** The amount a point spends: a constant, or the length operand saved in scratch local `T`, scaled. */
@@ -340,6 +362,41 @@ function clampLimits(l: Limits, cap: number, index: number): { flags: number; mi
     );
   }
   return { flags: l.flags | 1, min: l.min, max: l.max === null ? cap : Math.min(l.max, cap) };
+}
+
+/**
+ * The clamped limits of every memory when the module's memories can be pooled: all defined (none
+ * imported), none shared, 64-bit or with a custom page size; otherwise `null`.
+ */
+export function poolableMemories(
+  info: ModuleInfo,
+  cap: number,
+): { flags: number; min: number; max: number }[] | null {
+  if (info.importedMemories > 0 || info.memories.length === 0) return null;
+  if (info.memories.some((l) => (l.flags & ~1) !== 0)) return null;
+  return info.memories.map((l, i) => clampLimits(l, cap, i));
+}
+
+/**
+ * GROW_m's body `(delta) -> old | -1` (locals: old, new): see "Pooled memories" in the module
+ * documentation. `pages` is P_m's global index, `max` the memory's clamped maximum.
+ */
+function growBody(m: number, pages: number, max: number): Uint8Array {
+  const [DELTA, OLD, NEW] = [0, 1, 2];
+  const failIf: Ins[] = [OP.if, OP.emptyBlock, [OP.i32Const, -1], OP.return, OP.end];
+  const w = new Writer(64);
+  w.u32(1); // one local group: OLD, NEW
+  w.u32(2);
+  w.u8(OP.i32);
+  emit(w, [OP.globalGet, pages], [OP.localSet, OLD]);
+  // delta > max - old (unsigned): the engine's answer for a grow past the maximum
+  emit(w, [OP.localGet, DELTA], [OP.i32Const, max], [OP.localGet, OLD], OP.i32Sub, OP.i32GtU, ...failIf);
+  emit(w, [OP.localGet, OLD], [OP.localGet, DELTA], OP.i32Add, [OP.localTee, NEW]);
+  emit(w, [OP.memorySize, m], OP.i32GtU, OP.if, OP.emptyBlock);
+  emit(w, [OP.localGet, NEW], [OP.memorySize, m], OP.i32Sub, [OP.memoryGrow, m], [OP.i32Const, -1], OP.i32Eq);
+  emit(w, ...failIf, OP.end);
+  emit(w, [OP.localGet, NEW], [OP.globalSet, pages], [OP.localGet, OLD], OP.end);
+  return w.finish();
 }
 
 /** A value type: its name as `module.ts` reads it, and its encoding. */
@@ -731,6 +788,17 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
   // Function bodies are walked (and their indices checked) first: the helpers they need add types.
   const scans = fuel === null ? [] : scanCode(info, { ...edit, bulkHelper: fuel.helperFor }, bounds!);
   const appended = fuel === null ? [] : appendedFunctions(info, fuel, chunks);
+  const pooled = fuel !== null && opts.poolMemories === true
+    ? poolableMemories(info, opts.maxMemoryPages)
+    : null;
+  if (pooled !== null) {
+    // P_m after F and E; GROW_m after every other appended function.
+    const pages = (m: number) => fuel!.globalIndex + 2 + m;
+    const firstGrow = fuel!.slowFunc + 1 + appended.length;
+    const growType = fuel!.types.index([I32_TYPE], [I32_TYPE]);
+    pooled.forEach((l, m) => appended.push({ type: growType, body: growBody(m, pages(m), l.max) }));
+    edit.memories = { pages, grow: (m) => firstGrow + m };
+  }
   const out = new Writer(bytes.length + (bytes.length >> 3) + 256);
   out.bytes(bytes.subarray(0, 8));
   const stripped: string[] = [];
@@ -771,12 +839,20 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       case SectionId.import: {
         if (fuel === null) return raw(s!);
         const n = r === null ? 0 : r.u32();
-        w.u32(n + 1);
+        w.u32(n + 1 + (pooled?.length ?? 0));
         if (r !== null) w.bytes(bytes.subarray(r.pos, r.end));
         w.name(opts.fuel!.importModule);
         w.name(opts.fuel!.importName);
         w.u8(OP.kindFunction);
         w.u32(fuel.checkType);
+        pooled?.forEach((l, m) => {
+          w.name(opts.fuel!.importModule);
+          w.name(pooledMemoryImportName(m));
+          w.u8(OP.kindMemory);
+          w.u8(l.flags);
+          w.u32(l.min);
+          w.u32(l.max);
+        });
         return w.view();
       }
       case SectionId.function: {
@@ -790,6 +866,10 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       }
       case SectionId.memory: {
         const n = r!.u32();
+        if (pooled !== null) {
+          w.u32(0); // imported instead
+          return w.view();
+        }
         w.u32(n);
         info.memories.forEach((l, i) => {
           const c = clampLimits(l, opts.maxMemoryPages, info.importedMemories + i);
@@ -802,7 +882,7 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       case SectionId.global: {
         if (fuel === null) return raw(s!);
         const n = r === null ? 0 : r.u32();
-        w.u32(n + 2);
+        w.u32(n + 2 + (pooled?.length ?? 0));
         for (let i = 0; i < n; i++) {
           const typeStart = r!.pos;
           readValType(r!);
@@ -818,12 +898,20 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
           w.s32(initial);
           w.u8(OP.end);
         }
+        // P_m: the page count the guard sees, starting at the minimum
+        for (const l of pooled ?? []) {
+          w.u8(OP.i32);
+          w.u8(OP.mutable);
+          w.u8(OP.i32Const);
+          w.s32(l.min);
+          w.u8(OP.end);
+        }
         return w.view();
       }
       case SectionId.export: {
         if (fuel === null) return raw(s!);
         const reserved = [opts.fuel!.globalExport, allowedExport, startExport];
-        const added = startSection === undefined ? 2 : 3;
+        const added = (startSection === undefined ? 2 : 3) + (pooled?.length ?? 0);
         w.u32(info.exports.length + added);
         for (const e of info.exports) {
           if (reserved.includes(e.name)) {
@@ -844,6 +932,11 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
           w.u8(OP.kindFunction);
           w.u32(shiftFunc(new Reader(bytes, startSection.start, startSection.end).u32()));
         }
+        pooled?.forEach((_, m) => {
+          w.name(pagesExportName(m));
+          w.u8(OP.kindGlobal);
+          w.u32(edit.memories!.pages(m));
+        });
         return w.view();
       }
       case SectionId.start:

@@ -1,0 +1,240 @@
+/**
+ * The memory pool (`src/guard/host.ts`, "Memory pool"; `wasm/rewrite.ts`, "Pooled memories"): a
+ * session that reuses a finished session's memory sees exactly what a new memory holds (zeros and
+ * its own data segments, the module's minimum size) and never a byte of the earlier request, also
+ * when that request grew the memory, wrote past the size it saw, or was closed while its call was
+ * suspended in `call_backend`; guards answer and spend fuel exactly as with new memories.
+ *
+ * The probe is test/fixtures/wat/host/pool_probe.wat (commands in its header).
+ */
+import { assert, assertEquals, assertRejects } from "@std/assert";
+import fc from "fast-check";
+import wabtInit from "wabt";
+import type { BackendCaller, GuardContext } from "../../src/difc/guard.ts";
+import { buildLabelAgentPayload, canonicalJson } from "../../src/difc/payload.ts";
+import { DEMO_ISSUES } from "../../src/demo/upstream.ts";
+import { loadGuardModule, type WasmGuard } from "../../src/guard/host.ts";
+import type { GuardLimits } from "../../src/guard/limits.ts";
+import {
+  FUEL_GLOBAL_EXPORT,
+  FUEL_IMPORT_MODULE,
+  FUEL_IMPORT_NAME,
+  prepareGuard,
+} from "../../src/guard/prepare.ts";
+import { pagesExportName, pooledMemoryImportName } from "../../src/guard/wasm/caps.ts";
+import { START_EXPORT } from "../../src/guard/wasm/host_signatures.ts";
+import { DEMO_GUARD_URL, DEMO_POLICY } from "../../src/main.ts";
+
+const wabt = await wabtInit();
+const FIXTURES = new URL("../fixtures/wat/host/", import.meta.url);
+const RUST_GUARD_URL = new URL("../../guards/rust-bench/rust-bench-guard.wasm", import.meta.url);
+
+function wat(name: string, text: string): Uint8Array<ArrayBuffer> {
+  const mod = wabt.parseWat(name, text, { bulk_memory: true, mutable_globals: true });
+  try {
+    return new Uint8Array(mod.toBinary({}).buffer);
+  } finally {
+    mod.destroy();
+  }
+}
+
+/** Small output buffers: the probe uses the direct layout inside its 2-page minimum. */
+const PROBE_LIMITS: Partial<GuardLimits> = { initialOutputBytes: 4096 };
+
+async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
+  const text = await Deno.readTextFile(new URL("pool_probe.wat", FIXTURES));
+  return await loadGuardModule(wat("pool_probe.wat", text), {
+    name: "pool-probe",
+    limits: { ...PROBE_LIMITS, ...limits },
+  });
+}
+
+function ctx(backend: BackendCaller = () => Promise.resolve({ content: [] })): GuardContext {
+  return { signal: new AbortController().signal, backend, log: () => {} };
+}
+
+/** "<pages><count>" from the probe's scan, as numbers. */
+function scan(answer: string): { pages: number; nonZero: number } {
+  assertEquals(answer.length, 16, `scan answer ${JSON.stringify(answer)}`);
+  return { pages: parseInt(answer.slice(0, 8), 16), nonZero: parseInt(answer.slice(8), 16) };
+}
+
+/**
+ * One session: label_agent (empty input: nothing of it stays in memory), then each command through
+ * label_resource.
+ */
+async function session(guard: WasmGuard, ...commands: string[]): Promise<string[]> {
+  const s = guard.open(ctx());
+  try {
+    await s.labelAgent("");
+    const out: string[] = [];
+    for (const c of commands) out.push(await s.labelResource(c));
+    return out;
+  } finally {
+    s.close();
+  }
+}
+
+Deno.test("pool: a reused memory holds nothing of the request before, at the size a new memory has", async () => {
+  const guard = await probe();
+  assertEquals((await session(guard, "WQ")).length, 1); // writes Q everywhere, grows to 4 pages
+  assertEquals(guard.memoryPoolStatus().idle, 1);
+  // Reused: the guard sees 2 pages (not the 4 the memory really has), no Q, its own data segment.
+  const [seen, data] = await session(guard, "S", "D");
+  assertEquals(scan(seen), { pages: 2, nonZero: 0 });
+  assertEquals(data, "DATA");
+  // The pages the first request grew into and filled are zero too once this one grows into them.
+  assertEquals(scan((await session(guard, "G"))[0]), { pages: 4, nonZero: 0 });
+  const st = guard.memoryPoolStatus();
+  assertEquals([st.created, st.reused], [1, 2], "one memory served all three sessions");
+});
+
+Deno.test("pool: a write past the size the guard sees lands in zeroed pages and never reaches the next request", async () => {
+  const guard = await probe();
+  await session(guard, "WQ"); // the memory is now 4 pages for real
+  // On the reused memory, 100 bytes past the 2 pages the guard sees is inside the real memory:
+  // no trap (the one documented difference from a new memory) ...
+  assertEquals(await session(guard, "ZR"), [""]);
+  // ... and the next request that grows over it finds zeros.
+  assertEquals(scan((await session(guard, "G"))[0]), { pages: 4, nonZero: 0 });
+  // Without the pool the same store traps, as on any new memory.
+  const fresh = await probe({ memoryPoolBytes: 0 });
+  await session(fresh, "WQ");
+  await assertRejects(() => session(fresh, "ZR"), Error, "out of bounds");
+  assertEquals(fresh.memoryPoolStatus().reused, 0);
+});
+
+Deno.test("pool: a session closed while suspended in call_backend keeps its memory; its resumed writes reach no other request", async () => {
+  let release!: () => void;
+  const held = new Promise<unknown>((r) => release = () => r({ content: [] }));
+  const guard = await probe();
+  const a = guard.open(ctx(() => held));
+  await a.labelAgent("");
+  const call = a.labelResource("BX"); // suspended in call_backend
+  await new Promise((r) => setTimeout(r, 10));
+  a.close();
+  assertEquals(guard.memoryPoolStatus().kept, 0, "not given back while its call is on the stack");
+  // A session opened now gets a new memory, not A's.
+  const b = guard.open(ctx());
+  await b.labelAgent("");
+  release();
+  await assertRejects(() => call); // A resumes, writes X at 1024..1040, is stopped
+  assertEquals(scan(await b.labelResource("S")), { pages: 2, nonZero: 0 });
+  b.close();
+  const st = guard.memoryPoolStatus();
+  assertEquals(st.created, 2);
+  assertEquals(st.kept, 2, "A's memory went back once its call ended, then B's");
+  // Whichever of the two the next sessions get, no X.
+  for (let i = 0; i < 3; i++) assertEquals(scan((await session(guard, "S"))[0]), { pages: 2, nonZero: 0 });
+});
+
+Deno.test("pool: bounded in bytes; a memory above half the bound is let go; 0 turns it off", async () => {
+  // 4 pages (256 KiB) after "WQ": a 600 KiB pool keeps two of them, not three.
+  const guard = await probe({ memoryPoolBytes: 600 * 1024 });
+  const sessions = [0, 1, 2].map(() => guard.open(ctx()));
+  for (const s of sessions) {
+    await s.labelAgent("");
+    await s.labelResource("WQ");
+  }
+  for (const s of sessions) s.close();
+  let st = guard.memoryPoolStatus();
+  assertEquals([st.idle, st.idleBytes, st.kept, st.dropped], [2, 2 * 4 * 65536, 2, 1]);
+  // Above half of the bound: never kept.
+  const small = await probe({ memoryPoolBytes: 400 * 1024 });
+  await session(small, "WQ");
+  st = small.memoryPoolStatus();
+  assertEquals([st.idle, st.dropped], [0, 1]);
+  const off = await probe({ memoryPoolBytes: 0 });
+  await session(off, "S");
+  await session(off, "S");
+  st = off.memoryPoolStatus();
+  assertEquals([st.pooled, st.created, st.reused, st.idle], [true, 2, 0, 0]);
+});
+
+Deno.test("pool: demo and Rust guard answer and spend fuel exactly as with new memories, request after request", async () => {
+  const toolResult = (value: unknown) => ({ content: [{ type: "text", text: JSON.stringify(value) }] });
+  const backend: BackendCaller = (_tool, args) =>
+    Promise.resolve(toolResult({
+      full_name: (args as { repo: string }).repo,
+      visibility: (args as { repo: string }).repo.endsWith("1") ? "public" : "private",
+    }));
+  const agent = buildLabelAgentPayload(DEMO_POLICY).json;
+  for (const url of [DEMO_GUARD_URL, RUST_GUARD_URL]) {
+    const bytes = await Deno.readFile(url);
+    const pooled = await loadGuardModule(bytes, { name: "pooled" });
+    const fresh = await loadGuardModule(bytes, { name: "fresh", limits: { memoryPoolBytes: 0 } });
+    for (let i = 0; i < 40; i++) {
+      const repo = `acme/repo-${i % 5}`;
+      const items = DEMO_ISSUES["acme/web"].slice(0, 1 + (i % 3));
+      const resource = canonicalJson({ capabilities: {}, tool_args: { repo }, tool_name: "list_issues" });
+      const response = canonicalJson({
+        capabilities: {},
+        tool_args: { repo },
+        tool_name: "list_issues",
+        tool_result: toolResult({ repo, total_count: items.length, items }),
+      });
+      const run = async (g: WasmGuard) => {
+        const s = g.open(ctx(backend));
+        try {
+          const out = [
+            await s.labelAgent(agent),
+            await s.labelResource(resource),
+            await s.labelResponse(response),
+          ];
+          return { out, fuel: s.usage().fuel, pages: s.usage().memoryPages };
+        } finally {
+          s.close();
+        }
+      };
+      assertEquals(await run(pooled), await run(fresh), `${url.pathname} request ${i}`);
+    }
+    const st = pooled.memoryPoolStatus();
+    assertEquals([st.created, st.reused], [1, 39], url.pathname);
+  }
+});
+
+/**
+ * memory.size / memory.grow of a prepared module on a memory that is really `real` pages, against
+ * the original module on a new memory: the same answers for every grow sequence.
+ */
+Deno.test("property: on a pooled memory of any real size, memory.grow and memory.size answer as on a new memory", () => {
+  const source = wat(
+    "grow.wat",
+    `(module (memory (export "memory") 1 6)
+      (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+      (func (export "size") (result i32) (memory.size))
+      (func (export "label_agent") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+      (func (export "label_resource") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+      (func (export "label_response") (param i32 i32 i32 i32) (result i32) (i32.const 0)))`,
+  );
+  const prepared = new WebAssembly.Module(prepareGuard(source).bytes);
+  const original = new WebAssembly.Module(source);
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 6 }),
+      fc.array(fc.oneof(fc.integer({ min: 0, max: 7 }), fc.constantFrom(-1, 0x7fffffff, 0x80000000)), {
+        maxLength: 8,
+      }),
+      (real, deltas) => {
+        const memory = new WebAssembly.Memory({ initial: real, maximum: 6 });
+        const fuel: { g?: WebAssembly.Global } = {};
+        const refill = () => void (fuel.g!.value = 1 << 30); // a grow of 2^32-1 pages charges a lot
+        const p = new WebAssembly.Instance(prepared, {
+          [FUEL_IMPORT_MODULE]: { [FUEL_IMPORT_NAME]: refill, [pooledMemoryImportName(0)]: memory },
+        }).exports;
+        fuel.g = p[FUEL_GLOBAL_EXPORT] as WebAssembly.Global;
+        (p[FUEL_GLOBAL_EXPORT] as WebAssembly.Global).value = 1_000_000;
+        (p[START_EXPORT] as (() => void) | undefined)?.();
+        const o = new WebAssembly.Instance(original).exports;
+        const seen = (e: WebAssembly.Exports) => [
+          (e.size as () => number)(),
+          ...deltas.map((d) => [(e.grow as (n: number) => number)(d), (e.size as () => number)()]),
+        ];
+        assertEquals(seen(p), seen(o), `real ${real}, deltas ${deltas}`);
+        assertEquals((p[pagesExportName(0)] as WebAssembly.Global).value, (o.size as () => number)());
+        assert(memory.buffer.byteLength >= real * 65536);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
