@@ -19,7 +19,12 @@ import { prepareGuard } from "../src/guard/prepare.ts";
 import { buildLabelAgentPayload, canonicalJson } from "../src/difc/payload.ts";
 import { DEMO_ISSUES } from "../src/demo/upstream.ts";
 import { DEMO_GUARD_URL, DEMO_POLICY } from "../src/main.ts";
-import { type InstancingSamples, measureInstancing, summarizeInstancing } from "./instancing.ts";
+import {
+  type InstancingSamples,
+  measureInstancing,
+  summarizeInstancing,
+  type VariantSummary,
+} from "./instancing.ts";
 import { resultsDirFor } from "./lib.ts";
 
 const FIXTURES = new URL("../test/fixtures/wat/host/", import.meta.url);
@@ -116,16 +121,15 @@ async function instancingRows(): Promise<{ rows: Array<[string, string]>; raw: I
   );
   const us = (ms: number) => `${(ms * 1000).toFixed(0)} µs`;
   const rows: Array<[string, string]> = [];
-  for (const [i, s] of raw.map(summarizeInstancing).entries()) {
+  for (const [i, s] of raw.map((r) => summarizeInstancing(r)).entries()) {
     const label = `${s.name} guard (${raw[i].moduleBytes} B)`;
+    const each = (f: (v: VariantSummary) => string) => s.variants.map(f).join(" / ");
+    const names = s.variants.map((v) => v.label).join(" / ");
     rows.push(
-      [`${label}: fresh request, snapshots off / on`, `${us(s.offTotal)} / ${us(s.onTotal)}`],
-      [`${label}: label_agent run / restored`, `${us(s.offAgent)} / ${us(s.onAgent)}`],
+      [`${label}: fresh request, ${names}`, each((v) => us(v.total))],
+      [`${label}: label_agent, ${names}`, each((v) => us(v.agent))],
       [`${label}: reused instance (label_resource + label_response)`, us(s.reused)],
-      [
-        `${label}: instancing share, snapshots off / on (target <= 25 %)`,
-        `${s.offShare.toFixed(1)} % / ${s.onShare.toFixed(1)} %`,
-      ],
+      [`${label}: instancing share, ${names} (target <= 25 %)`, each((v) => `${v.share.toFixed(1)} %`)],
     );
   }
   return { rows, raw };

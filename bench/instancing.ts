@@ -1,11 +1,11 @@
 /**
- * The per-call price of a fresh guard instance, with and without label-agent snapshots
- * (`limits.labelAgentSnapshots`), for several guards side by side: used by `model_bench.ts` (§2)
- * and `guard_bench.ts` (§5).
+ * The per-call price of a fresh guard instance under several host configurations (new memories per
+ * instance, the memory pool, the pool plus label-agent snapshots), for several guards side by side:
+ * used by `model_bench.ts` (§2) and `guard_bench.ts` (§5).
  *
  * For each guard, every round runs, in an order that rotates each round:
- * - fresh, snapshots off ("before"): open + label_agent + label_resource + label_response;
- * - fresh, snapshots on ("after"): the same calls; label_agent is restored from the snapshot;
+ * - each variant's fresh request: open + label_agent + label_resource + label_response on a new
+ *   instance (label_agent restored when that variant has snapshots);
  * - reused: label_resource + label_response on one long-lived instance (the floor: no instancing).
  * Instancing cost = median(fresh) − median(reused); share = cost / median(fresh).
  *
@@ -13,6 +13,7 @@
  */
 import type { BackendCaller, GuardContext } from "../src/difc/guard.ts";
 import { loadGuardModule, type WasmGuard } from "../src/guard/host.ts";
+import type { GuardLimits } from "../src/guard/limits.ts";
 import { median } from "./lib.ts";
 
 /** One guard under test: its bytes and the three inputs of one request. */
@@ -26,32 +27,52 @@ export interface InstancingCase {
   response: () => string;
 }
 
+/** A host configuration a fresh request runs under. */
+export interface InstancingVariant {
+  label: string;
+  limits: Partial<GuardLimits>;
+}
+
+/** The variants every report shows: before the pool, the pool (the default), pool + snapshots. */
+export const INSTANCING_VARIANTS: readonly InstancingVariant[] = [
+  { label: "new memories", limits: { memoryPoolBytes: 0, labelAgentSnapshots: 0 } },
+  { label: "pooled", limits: { labelAgentSnapshots: 0 } },
+  { label: "pooled + snapshots", limits: { labelAgentSnapshots: 16 } },
+];
+
+/** Fresh-request samples (ms) of one variant. */
+export interface FreshSamples {
+  open: number[];
+  agent: number[];
+  total: number[];
+}
+
 /** Samples (ms) of one guard. */
 export interface InstancingSamples {
   name: string;
   moduleBytes: number;
-  /** Snapshots off / on: open, label_agent, whole fresh call. */
-  off: { open: number[]; agent: number[]; total: number[] };
-  on: { open: number[]; agent: number[]; total: number[] };
+  /** One per variant, in {@link INSTANCING_VARIANTS} order. */
+  fresh: FreshSamples[];
   reused: number[];
-  /** The snapshot the "on" guard holds at the end (image bytes). */
+  /** The snapshot a variant with snapshots holds at the end (image bytes); null without one. */
   snapshotBytes: number | null;
+}
+
+/** Medians and shares of one variant of one guard. */
+export interface VariantSummary {
+  label: string;
+  total: number;
+  open: number;
+  agent: number;
+  cost: number;
+  share: number;
 }
 
 /** Medians and shares of one guard. */
 export interface InstancingSummary {
   name: string;
-  offTotal: number;
-  onTotal: number;
   reused: number;
-  offCost: number;
-  onCost: number;
-  offShare: number;
-  onShare: number;
-  offAgent: number;
-  onAgent: number;
-  offOpen: number;
-  onOpen: number;
+  variants: VariantSummary[];
 }
 
 const ctx = (backend: BackendCaller): GuardContext => ({
@@ -65,28 +86,32 @@ export async function measureInstancing(
   cases: InstancingCase[],
   samples: number,
   warmup: number,
+  variants: readonly InstancingVariant[] = INSTANCING_VARIANTS,
 ): Promise<InstancingSamples[]> {
-  const guards: { c: InstancingCase; on: WasmGuard; off: WasmGuard; s: InstancingSamples }[] = [];
+  const guards: { c: InstancingCase; loaded: WasmGuard[]; s: InstancingSamples }[] = [];
   for (const c of cases) {
-    const on = await loadGuardModule(c.bytes, { name: c.name, limits: { labelAgentSnapshots: 16 } });
-    const off = await loadGuardModule(c.bytes, { name: c.name, limits: { labelAgentSnapshots: 0 } });
-    if (on.snapshotShape === null) throw new Error(`${c.name}: the module cannot be snapshotted`);
+    const loaded = await Promise.all(
+      variants.map((v) => loadGuardModule(c.bytes, { name: c.name, limits: v.limits })),
+    );
+    variants.forEach((v, i) => {
+      if ((v.limits.labelAgentSnapshots ?? 0) > 0 && loaded[i].snapshotShape === null) {
+        throw new Error(`${c.name}: the module cannot be snapshotted`);
+      }
+    });
     guards.push({
       c,
-      on,
-      off,
+      loaded,
       s: {
         name: c.name,
         moduleBytes: c.bytes.length,
-        off: { open: [], agent: [], total: [] },
-        on: { open: [], agent: [], total: [] },
+        fresh: variants.map(() => ({ open: [], agent: [], total: [] })),
         reused: [],
         snapshotBytes: null,
       },
     });
   }
   const reused = await Promise.all(guards.map(async (g) => {
-    const s = g.on.open(ctx(g.c.backend));
+    const s = g.loaded[0].open(ctx(g.c.backend));
     await s.labelAgent(g.c.agent);
     return s;
   }));
@@ -95,8 +120,7 @@ export async function measureInstancing(
     for (let gi = 0; gi < guards.length; gi++) {
       const g = guards[gi];
       const steps: (() => Promise<void>)[] = [
-        () => fresh(g.off, g.c, keep ? g.s.off : null),
-        () => fresh(g.on, g.c, keep ? g.s.on : null),
+        ...g.loaded.map((guard, vi) => () => fresh(guard, g.c, keep ? g.s.fresh[vi] : null)),
         async () => {
           const t0 = performance.now();
           await reused[gi].labelResource(g.c.resource());
@@ -109,18 +133,17 @@ export async function measureInstancing(
   }
   for (const s of reused) s.close();
   for (const g of guards) {
-    const st = g.on.snapshotStatus().find((x) => x.state === "ready");
-    g.s.snapshotBytes = st?.imageBytes ?? null;
-    if (st === undefined) throw new Error(`${g.c.name}: no snapshot was taken`);
+    for (const [vi, v] of variants.entries()) {
+      if ((v.limits.labelAgentSnapshots ?? 0) === 0) continue;
+      const st = g.loaded[vi].snapshotStatus().find((x) => x.state === "ready");
+      if (st === undefined) throw new Error(`${g.c.name}: no snapshot was taken`);
+      g.s.snapshotBytes = st.imageBytes ?? null;
+    }
   }
   return guards.map((g) => g.s);
 }
 
-async function fresh(
-  guard: WasmGuard,
-  c: InstancingCase,
-  into: { open: number[]; agent: number[]; total: number[] } | null,
-): Promise<void> {
+async function fresh(guard: WasmGuard, c: InstancingCase, into: FreshSamples | null): Promise<void> {
   const t0 = performance.now();
   const s = guard.open(ctx(c.backend));
   const t1 = performance.now();
@@ -137,22 +160,25 @@ async function fresh(
 }
 
 /** Medians, costs and shares of one guard's samples. */
-export function summarizeInstancing(s: InstancingSamples): InstancingSummary {
+export function summarizeInstancing(
+  s: InstancingSamples,
+  variants: readonly InstancingVariant[] = INSTANCING_VARIANTS,
+): InstancingSummary {
   const reused = median(s.reused);
-  const offTotal = median(s.off.total), onTotal = median(s.on.total);
-  const offCost = offTotal - reused, onCost = onTotal - reused;
   return {
     name: s.name,
-    offTotal,
-    onTotal,
     reused,
-    offCost,
-    onCost,
-    offShare: offCost / offTotal * 100,
-    onShare: onCost / onTotal * 100,
-    offAgent: median(s.off.agent),
-    onAgent: median(s.on.agent),
-    offOpen: median(s.off.open),
-    onOpen: median(s.on.open),
+    variants: s.fresh.map((f, i) => {
+      const total = median(f.total);
+      const cost = total - reused;
+      return {
+        label: variants[i].label,
+        total,
+        open: median(f.open),
+        agent: median(f.agent),
+        cost,
+        share: cost / total * 100,
+      };
+    }),
   };
 }

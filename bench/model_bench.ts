@@ -28,7 +28,13 @@ import { DEMO_ISSUES, DEMO_REPOS } from "../src/demo/upstream.ts";
 import { loadGuardModule, type WasmGuard } from "../src/guard/host.ts";
 import { BackendCache, DEFAULT_BACKEND_CACHE_TTL_MS } from "../src/mcp/backend_cache.ts";
 import { DEMO_GUARD_URL, DEMO_POLICY } from "../src/main.ts";
-import { measureInstancing, summarizeInstancing } from "./instancing.ts";
+import {
+  INSTANCING_VARIANTS,
+  type InstancingSummary,
+  measureInstancing,
+  summarizeInstancing,
+  type VariantSummary,
+} from "./instancing.ts";
 import {
   type BenchOptions,
   type BenchReport,
@@ -226,7 +232,9 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
     plan.costSamples,
     plan.warmup,
   );
-  const cost = costRaw.map(summarizeInstancing);
+  const cost = costRaw.map((c) => summarizeInstancing(c));
+  const each = (f: (v: VariantSummary) => string) => cost.flatMap((c) => c.variants.map(f));
+  const pooled = (c: InstancingSummary) => c.variants.find((v) => v.label === "pooled")!;
 
   const us = (ms: number) => `${fmt(ms * 1000, 0)} µs`;
   const tables = [
@@ -266,29 +274,22 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
     },
     {
       title: `per-call instancing cost, instant backend, ${plan.costSamples} interleaved samples (medians; ` +
-        `before = label-agent snapshots off, after = on)`,
-      header: ["step", ...cost.flatMap((c) => [`${c.name} before`, `${c.name} after`])],
+        `host variants: ${INSTANCING_VARIANTS.map((v) => v.label).join(", ")})`,
+      header: ["step", ...cost.flatMap((c) => c.variants.map((v) => `${c.name}: ${v.label}`))],
       rows: [
-        ["module bytes", ...costRaw.flatMap((c) => [String(c.moduleBytes), ""])],
-        ["snapshot image", ...costRaw.flatMap((c) => ["", `${c.snapshotBytes} B`])],
-        ["fresh: new instance (open)", ...cost.flatMap((c) => [us(c.offOpen), us(c.onOpen)])],
-        ["fresh: label_agent (after: restored)", ...cost.flatMap((c) => [us(c.offAgent), us(c.onAgent)])],
+        ["module bytes", ...costRaw.flatMap((c) => c.fresh.map(() => String(c.moduleBytes)))],
+        ["fresh: new instance (open)", ...each((v) => us(v.open))],
+        ["fresh: label_agent (restored with snapshots)", ...each((v) => us(v.agent))],
+        ["fresh: open + label_agent + label_resource + label_response", ...each((v) => us(v.total))],
         [
-          "fresh: open + label_agent + label_resource + label_response",
-          ...cost.flatMap((c) => [us(c.offTotal), us(c.onTotal)]),
+          "reused: label_resource + label_response",
+          ...cost.flatMap((c) => c.variants.map(() => us(c.reused))),
         ],
-        ["reused: label_resource + label_response", ...cost.flatMap((c) => [us(c.reused), us(c.reused)])],
-        ["instancing cost (fresh - reused)", ...cost.flatMap((c) => [us(c.offCost), us(c.onCost)])],
-        [
-          "share of the fresh call's guard time",
-          ...cost.flatMap((c) => [`${fmt(c.offShare, 1)} %`, `${fmt(c.onShare, 1)} %`]),
-        ],
+        ["instancing cost (fresh - reused)", ...each((v) => us(v.cost))],
+        ["share of the fresh call's guard time", ...each((v) => `${fmt(v.share, 1)} %`)],
         [
           `share of a guarded call with a ${BACKEND_MS} ms backend (p50 above)`,
-          ...cost.flatMap((c) => [
-            `${fmt(ratio(c.offCost, oursLat.p50) * 100, 2)} %`,
-            `${fmt(ratio(c.onCost, oursLat.p50) * 100, 2)} %`,
-          ]),
+          ...each((v) => `${fmt(ratio(v.cost, oursLat.p50) * 100, 2)} %`),
         ],
       ],
     },
@@ -310,8 +311,8 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
     ),
     ...cost.map((c) =>
       target(
-        `instancing cost share of guard time (instant backend, ${c.name} guard, snapshots on)`,
-        c.onShare,
+        `instancing cost share of guard time (instant backend, ${c.name} guard, default host: pooled)`,
+        pooled(c).share,
         "<=",
         INSTANCING_SHARE_TARGET,
         " %",

@@ -22,9 +22,11 @@
  *   carry no snapshot mark and are never snapshotted), and every table (compared entry by entry
  *   before and after the run; a run that changed one is not snapshotted). The preparer's fuel
  *   counter and "check allowed" globals are not part of the image: the host sets both at every call.
- * - Memories are restored over a FRESH instance (never a reused one): the new instance starts with
+ * - Memories are restored over a FRESH instance (never a reused one; a pooled memory is zeroed in
+ *   full before the instance gets it, see `host.ts`, "Memory pool"): the new instance starts with
  *   the module's data segments, is grown to the snapshot's size and receives every 4 KiB block in
  *   which the snapshot differs from a fresh instance. Bytes outside those blocks are equal in both.
+ *   A pooled memory's page global (the size the guard sees) is part of the image.
  *
  * No Deno APIs here: this module also runs in workerd.
  *
