@@ -69,6 +69,7 @@ import {
   MIN_FUEL_REFILL,
   resolveLimits,
   WASM_PAGE_BYTES,
+  WRITTEN_BLOCK_BYTES,
 } from "./limits.ts";
 import {
   FUEL_GLOBAL_EXPORT,
@@ -100,7 +101,9 @@ import {
   pagesExportName,
   pickCaps,
   pooledMemoryImportName,
+  WRITTEN_IMPORT_NAME,
 } from "./wasm/caps.ts";
+import { writtenLayout } from "./wasm/rewrite.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
 import { errorMessage } from "../util.ts";
@@ -142,6 +145,12 @@ export interface WasmGuardOptions {
    * (`scripts/build.ts` puts it in the generated manifest). Without it a compiled module is refused.
    */
   prepared?: PreparedRecord;
+  /**
+   * Tests only: check every reused pooled memory, right after instantiation, against what a new
+   * memory held at that point, and fail the session if it differs (proves that every write was
+   * recorded; costs a scan of the whole memory).
+   */
+  verifyPoolReset?: boolean;
 }
 
 /** A wasm guard session: a {@link GuardSession} whose usage also counts every memory and table. */
@@ -318,7 +327,12 @@ export class WasmGuard implements Guard {
   /** Limits of the pooled memories (from the mark); null when the module defines its memories. */
   readonly #pooled: readonly { min: number; max: number }[] | null;
   /** Memory sets of finished sessions, ready to be zeroed and reused (see "Memory pool"). */
-  #idle: WebAssembly.Memory[][] = [];
+  #idle: PooledSet[] = [];
+  /** Where each pooled memory's block bytes start in the written-pages memory, and its size. */
+  readonly #written: { bases: number[]; pages: number } | null;
+  /** Tests: check every reused memory against a new one (see {@link verifyFresh}). */
+  readonly #verifyReset: boolean;
+  #pristine: Uint8Array[] = [];
   #idleBytes = 0;
   #poolCounts = { created: 0, reused: 0, kept: 0, dropped: 0 };
 
@@ -329,9 +343,11 @@ export class WasmGuard implements Guard {
     this.metered = checkModuleShape(this.name, module).metered;
     try {
       this.#pooled = pooledMemoryLimits(module);
+      this.#written = this.#pooled === null ? null : writtenLayout(this.#pooled);
     } catch (e) {
       throw new GuardError("abi", `guard '${this.name}': ${errorMessage(e)}`, { cause: e });
     }
+    this.#verifyReset = opts.verifyPoolReset === true;
     this.snapshotShape = this.limits.labelAgentSnapshots > 0
       ? snapshotShape(module, readPreparedMark(module)?.snapshotGlobals)
       : null;
@@ -349,27 +365,72 @@ export class WasmGuard implements Guard {
   }
 
   /**
-   * Memories for a new instance's imports: an idle set with every byte zeroed, or new memories;
-   * `undefined` when the module defines its own.
+   * Memories for a new instance's imports: an idle set whose written blocks are zeroed (see
+   * "Memory pool"), or new memories; `undefined` when the module defines its own.
    */
-  takeMemories(): WebAssembly.Memory[] | undefined {
+  takeMemories(): PooledSet | undefined {
     if (this.#pooled === null) return undefined;
     const set = this.#idle.pop();
     if (set !== undefined) {
       this.#idleBytes -= setBytes(set);
-      for (const m of set) new Uint8Array(m.buffer).fill(0);
+      this.#reset(set);
       this.#poolCounts.reused++;
       return set;
     }
     this.#poolCounts.created++;
-    return this.#pooled.map((l) => new WebAssembly.Memory({ initial: l.min, maximum: l.max }));
+    const pages = this.#written!.pages;
+    return {
+      memories: this.#pooled.map((l) => new WebAssembly.Memory({ initial: l.min, maximum: l.max })),
+      written: new WebAssembly.Memory({ initial: pages, maximum: pages }),
+    };
+  }
+
+  /**
+   * Zeroes every block a finished session recorded as written, and the block after each (a write
+   * may straddle two), then clears the record. Blocks never written hold what a new memory holds:
+   * zeros, or the data segments the next instantiation writes again.
+   */
+  #reset(set: PooledSet): void {
+    const record = new Uint8Array(set.written.buffer);
+    const blocksPerPage = WASM_PAGE_BYTES / WRITTEN_BLOCK_BYTES;
+    set.memories.forEach((mem, m) => {
+      const bytes = new Uint8Array(mem.buffer);
+      const base = this.#written!.bases[m];
+      const end = base + bytes.length / WRITTEN_BLOCK_BYTES;
+      let i = record.indexOf(1, base);
+      while (i >= 0 && i < end) {
+        let j = i + 1; // a run of written blocks: one fill
+        while (j < end && record[j] !== 0) j++;
+        const from = (i - base) * WRITTEN_BLOCK_BYTES;
+        bytes.fill(0, from, Math.min(bytes.length, (j - base + 1) * WRITTEN_BLOCK_BYTES));
+        i = record.indexOf(1, j);
+      }
+      record.fill(0, base, base + this.#pooled![m].max * blocksPerPage);
+    });
+  }
+
+  /**
+   * With `verifyPoolReset` (tests): right after instantiation, a reused set must hold exactly what
+   * the first new set held at that point (its data segments, zeros everywhere else).
+   */
+  verifyFresh(set: PooledSet): void {
+    if (!this.#verifyReset) return;
+    set.memories.forEach((mem, m) => {
+      const now = new Uint8Array(mem.buffer);
+      const first = this.#pristine[m] ??= now.slice();
+      for (let i = 0; i < now.length; i++) {
+        if (now[i] !== (i < first.length ? first[i] : 0)) {
+          throw new Error(`guard '${this.name}': reused memory ${m} differs from a new one at byte ${i}`);
+        }
+      }
+    });
   }
 
   /**
    * Takes back the memories of a session whose instance can never run again (see "Memory pool"),
    * or lets them go when the pool is full or off.
    */
-  releaseMemories(set: WebAssembly.Memory[]): void {
+  releaseMemories(set: PooledSet): void {
     const bytes = setBytes(set), cap = this.limits.memoryPoolBytes;
     if (bytes > cap / 2 || this.#idleBytes + bytes > cap) {
       this.#poolCounts.dropped++;
@@ -378,6 +439,15 @@ export class WasmGuard implements Guard {
     this.#idle.push(set);
     this.#idleBytes += bytes;
     this.#poolCounts.kept++;
+  }
+
+  /** Records a write of the host's into pooled memory `m` (see {@link #reset}). */
+  markWritten(set: PooledSet, m: number, ptr: number, len: number): void {
+    if (len <= 0) return;
+    const base = this.#written!.bases[m];
+    const first = Math.floor(ptr / WRITTEN_BLOCK_BYTES);
+    const last = Math.floor((ptr + len - 1) / WRITTEN_BLOCK_BYTES);
+    new Uint8Array(set.written.buffer).fill(1, base + first, base + last + 1);
   }
 
   /** Memory pool counters and the idle sets held now (for tests, the CLI and benchmarks). */
@@ -475,7 +545,9 @@ class WasmGuardSession implements GuardSession {
   #instance: WebAssembly.Instance | undefined;
   #memory: WebAssembly.Memory | undefined;
   /** The pooled memories this instance imports, until they go back to the guard. */
-  #pooledSet: WebAssembly.Memory[] | undefined;
+  #pooledSet: PooledSet | undefined;
+  /** Index of the ABI memory among the pooled ones. */
+  #abiIndex = 0;
   /** Page counts the guard sees (pooled memories): all of them, and the ABI memory's. */
   #pageGlobals: WebAssembly.Global[] = [];
   #abiPages: WebAssembly.Global | undefined;
@@ -523,13 +595,11 @@ class WasmGuardSession implements GuardSession {
       this.#memory = findMemory(instance.exports);
       this.#held = heldBy(instance.exports);
       if (this.#pooledSet) {
-        this.#pageGlobals = this.#pooledSet.map((_, i) =>
-          instance.exports[pagesExportName(i)] as WebAssembly.Global
-        );
-        const abi = this.#pooledSet.findIndex((_, i) =>
-          instance.exports[memoryExportName(i)] === this.#memory
-        );
-        this.#abiPages = this.#pageGlobals[abi];
+        guard.verifyFresh(this.#pooledSet);
+        const mems = this.#pooledSet.memories;
+        this.#pageGlobals = mems.map((_, i) => instance.exports[pagesExportName(i)] as WebAssembly.Global);
+        this.#abiIndex = mems.findIndex((_, i) => instance.exports[memoryExportName(i)] === this.#memory);
+        this.#abiPages = this.#pageGlobals[this.#abiIndex];
       }
       const g = instance.exports[FUEL_GLOBAL_EXPORT];
       if (g instanceof WebAssembly.Global) {
@@ -624,6 +694,12 @@ class WasmGuardSession implements GuardSession {
     const t0 = performance.now();
     try {
       if (!restoreSnapshot(this.#instance!.exports, this.#guard.snapshotShape!, snap)) return false;
+      const set = this.#pooledSet;
+      if (set) {
+        snap.memories.forEach((image, m) => {
+          for (const r of image.runs) this.#guard.markWritten(set, m, r.offset, r.data.length);
+        });
+      }
       this.#checkMemory();
     } catch (e) {
       // The instance may be half restored: it must not run.
@@ -905,6 +981,11 @@ class WasmGuardSession implements GuardSession {
     p.value = pages;
   }
 
+  /** Records a write of the host's into the ABI memory (pooled memories only). */
+  #markHost(ptr: number, len: number): void {
+    if (this.#pooledSet) this.#guard.markWritten(this.#pooledSet, this.#abiIndex, ptr >>> 0, len);
+  }
+
   #write(ptr: number, data: Uint8Array): void {
     const buf = this.#memory!.buffer;
     if (ptr + data.length > this.#abiBytes()) {
@@ -913,6 +994,7 @@ class WasmGuardSession implements GuardSession {
         `input buffer at ${ptr} (+${data.length} bytes) is outside WASM memory`,
       );
     }
+    this.#markHost(ptr, data.length);
     new Uint8Array(buf, ptr, data.length).set(data);
   }
 
@@ -959,7 +1041,10 @@ class WasmGuardSession implements GuardSession {
     const own: Record<string, WebAssembly.ExportValue> = {
       [FUEL_IMPORT_NAME]: new WebAssembly.Suspending(this.#fuelCheck.bind(this)),
     };
-    this.#pooledSet?.forEach((m, i) => own[pooledMemoryImportName(i)] = m);
+    if (this.#pooledSet) {
+      this.#pooledSet.memories.forEach((m, i) => own[pooledMemoryImportName(i)] = m);
+      own[WRITTEN_IMPORT_NAME] = this.#pooledSet.written;
+    }
     return {
       env: {
         call_backend: new WebAssembly.Suspending(this.#callBackend.bind(this)),
@@ -968,6 +1053,7 @@ class WasmGuardSession implements GuardSession {
       wasi_snapshot_preview1: this.#refusingWhenStopped(createWasi({
         log: (level, msg, fields) => this.#log(level, msg, fields),
         memory: () => this.#memory,
+        wrote: (ptr, len) => this.#markHost(ptr, len),
       })),
       [FUEL_IMPORT_MODULE]: own,
     };
@@ -1169,11 +1255,13 @@ class WasmGuardSession implements GuardSession {
     if (json.length > size) {
       if (size >= 4) {
         if (ptr + 4 > this.#abiBytes()) return -1;
+        this.#markHost(ptr, 4);
         new DataView(mem.buffer).setUint32(ptr, json.length, true);
       }
       return -2;
     }
     if (ptr + json.length > this.#abiBytes()) return -1;
+    this.#markHost(ptr, json.length);
     new Uint8Array(mem.buffer, ptr, json.length).set(json);
     return json.length;
   }
@@ -1271,8 +1359,14 @@ function heldBy(
   };
 }
 
-function setBytes(set: WebAssembly.Memory[]): number {
-  return set.reduce((a, m) => a + m.buffer.byteLength, 0);
+/** The memories one instance imports: its pooled memories and their written-pages record. */
+interface PooledSet {
+  memories: WebAssembly.Memory[];
+  written: WebAssembly.Memory;
+}
+
+function setBytes(set: PooledSet): number {
+  return set.memories.reduce((a, m) => a + m.buffer.byteLength, set.written.buffer.byteLength);
 }
 
 function totalPages(memories: WebAssembly.Memory[]): number {

@@ -74,6 +74,13 @@ export const MIN_FUEL_REFILL = 1_000;
  */
 export const HOST_CALL_FUEL_UNITS = 1_000;
 
+/**
+ * Granularity of the written-pages record of pooled memories (`wasm/rewrite.ts`, "Written pages"):
+ * one byte per 4 KiB block of guard memory. A reused memory gets the blocks a session wrote (and the
+ * block after each, for writes that straddle two) set to zero, not all of it.
+ */
+export const WRITTEN_BLOCK_BYTES = 4096;
+
 /** Every limit a guard call runs under. All are per export call unless stated otherwise. */
 export interface GuardLimits {
   /** Linear memory cap in 64 KiB pages; the prepared module's declared maximum is clamped to it. */

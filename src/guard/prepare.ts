@@ -29,9 +29,10 @@ import {
   pooledMemoryImportName,
   RESERVED_EXPORT_PREFIX,
   snapshotPlan,
+  WRITTEN_IMPORT_NAME,
 } from "./wasm/caps.ts";
 import { type ExternKind, formatFuncType, funcTypeOf, type ModuleInfo, parseModule } from "./wasm/module.ts";
-import { type FuelScheme, poolableMemories, rewriteModule } from "./wasm/rewrite.ts";
+import { type FuelScheme, poolableMemories, rewriteModule, writtenLayout } from "./wasm/rewrite.ts";
 
 export { WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
 export type { FuelScheme } from "./wasm/rewrite.ts";
@@ -210,7 +211,7 @@ function checkImport(imp: GuardImport): string | null {
       : `import ${where} must have type ()->(), got ${imp.type}`;
   }
   // A prepared module's pooled memories (a source module importing from here is refused earlier).
-  if (imp.module === FUEL_IMPORT_MODULE && imp.kind === "memory" && /^memory_\d+$/.test(imp.name)) {
+  if (imp.module === FUEL_IMPORT_MODULE && imp.kind === "memory" && /^memory_(\d+|written)$/.test(imp.name)) {
     return null;
   }
   let table: Readonly<Record<string, string>>;
@@ -557,9 +558,10 @@ export function pooledMemoryLimits(module: WebAssembly.Module): { min: number; m
   const imported = WebAssembly.Module.imports(module).filter((i) => i.kind === "memory");
   if (imported.length === 0) return null;
   const limits = readPreparedMark(module)?.pooledMemories;
+  const names = (limits ?? []).map((_, i) => pooledMemoryImportName(i)).concat(WRITTEN_IMPORT_NAME);
   if (
-    limits === undefined || imported.length !== limits.length ||
-    imported.some((imp, i) => imp.module !== FUEL_IMPORT_MODULE || imp.name !== pooledMemoryImportName(i))
+    limits === undefined || imported.length !== names.length ||
+    imported.some((imp, i) => imp.module !== FUEL_IMPORT_MODULE || imp.name !== names[i])
   ) {
     throw new GuardError("abi", "the module imports memories its preparation mark does not describe");
   }
@@ -577,9 +579,13 @@ export function pooledMemoryLimits(module: WebAssembly.Module): { min: number; m
  */
 export function pooledMemoryImports(module: WebAssembly.Module): Record<string, WebAssembly.Memory> {
   const out: Record<string, WebAssembly.Memory> = {};
-  pooledMemoryLimits(module)?.forEach((l, i) => {
+  const limits = pooledMemoryLimits(module);
+  if (limits === null) return out;
+  limits.forEach((l, i) => {
     out[pooledMemoryImportName(i)] = new WebAssembly.Memory({ initial: l.min, maximum: l.max });
   });
+  const { pages } = writtenLayout(limits);
+  out[WRITTEN_IMPORT_NAME] = new WebAssembly.Memory({ initial: pages, maximum: pages });
   return out;
 }
 

@@ -73,6 +73,8 @@ export interface WasiOptions {
   log: GuardLogger;
   /** Returns the guard's linear memory once the instance exists (undefined before). */
   memory: () => WebAssembly.Memory | undefined;
+  /** Told of every region a call writes, before it writes it (the memory pool's write record). */
+  wrote?: (ptr: number, len: number) => void;
 }
 
 /** Raised internally when a guard pointer is outside memory; mapped to `EFAULT`. */
@@ -117,8 +119,20 @@ export function createWasi(opts: WasiOptions): Record<string, WasiFn> {
       throw e;
     }
   };
-  const u32 = (ptr: number, v: number) => view().setUint32(ptr >>> 0, v >>> 0, true);
-  const u64 = (ptr: number, v: bigint) => view().setBigUint64(ptr >>> 0, v, true);
+  /** A region the call writes: bounds-checked, and reported through `opts.wrote` first. */
+  const writable = (ptr: number, len: number): Uint8Array => {
+    const region = bytes(ptr, len);
+    opts.wrote?.(ptr >>> 0, len >>> 0);
+    return region;
+  };
+  const u32 = (ptr: number, v: number) => {
+    writable(ptr, 4);
+    view().setUint32(ptr >>> 0, v >>> 0, true);
+  };
+  const u64 = (ptr: number, v: bigint) => {
+    writable(ptr, 8);
+    view().setBigUint64(ptr >>> 0, v, true);
+  };
   const isStdio = (fd: number) => fd >>> 0 <= 2;
   /** Non-stdio fds do not exist; stdio fds do not support the operation. */
   const unsupported = (fd: number) => isStdio(fd) ? Errno.NOTSUP : Errno.BADF;
@@ -175,11 +189,9 @@ export function createWasi(opts: WasiOptions): Record<string, WasiFn> {
     fd_fdstat_get: (fd: number, out: number) =>
       guarded(() => {
         if (!isStdio(fd)) return Errno.BADF;
-        const dv = view();
-        const p = out >>> 0;
-        dv.getBigUint64(p + 16, true); // bounds check of the whole 24-byte struct
-        new Uint8Array(dv.buffer, p, 24).fill(0);
-        dv.setUint8(p, FILETYPE_CHARACTER_DEVICE);
+        const region = writable(out, 24);
+        region.fill(0);
+        region[0] = FILETYPE_CHARACTER_DEVICE;
         return Errno.SUCCESS;
       }),
     fd_fdstat_set_flags: unsupported,
@@ -187,7 +199,7 @@ export function createWasi(opts: WasiOptions): Record<string, WasiFn> {
     fd_filestat_get: (fd: number, out: number) =>
       guarded(() => {
         if (!isStdio(fd)) return Errno.BADF;
-        const region = bytes(out, 64);
+        const region = writable(out, 64);
         region.fill(0);
         region[16] = FILETYPE_CHARACTER_DEVICE;
         return Errno.SUCCESS;
@@ -243,7 +255,7 @@ export function createWasi(opts: WasiOptions): Record<string, WasiFn> {
         if (count === 0) return Errno.INVAL;
         const dv = view();
         bytes(inPtr, count * SUBSCRIPTION_BYTES);
-        const events = bytes(outPtr, count * EVENT_BYTES);
+        const events = writable(outPtr, count * EVENT_BYTES);
         events.fill(0);
         for (let i = 0; i < count; i++) {
           const s = (inPtr >>> 0) + i * SUBSCRIPTION_BYTES;
@@ -269,7 +281,7 @@ export function createWasi(opts: WasiOptions): Record<string, WasiFn> {
     sched_yield: () => Errno.SUCCESS,
     random_get: (buf: number, len: number) =>
       guarded(() => {
-        const region = bytes(buf, len);
+        const region = writable(buf, len);
         for (let off = 0; off < region.length; off += RANDOM_CHUNK_BYTES) {
           crypto.getRandomValues(region.subarray(off, Math.min(off + RANDOM_CHUNK_BYTES, region.length)));
         }

@@ -21,7 +21,7 @@ import {
   FUEL_IMPORT_NAME,
   prepareGuard,
 } from "../../src/guard/prepare.ts";
-import { pagesExportName, pooledMemoryImportName } from "../../src/guard/wasm/caps.ts";
+import { pagesExportName, pooledMemoryImportName, WRITTEN_IMPORT_NAME } from "../../src/guard/wasm/caps.ts";
 import { START_EXPORT } from "../../src/guard/wasm/host_signatures.ts";
 import { DEMO_GUARD_URL, DEMO_POLICY } from "../../src/main.ts";
 
@@ -46,6 +46,7 @@ async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
   return await loadGuardModule(wat("pool_probe.wat", text), {
     name: "pool-probe",
     limits: { ...PROBE_LIMITS, ...limits },
+    verifyPoolReset: true,
   });
 }
 
@@ -104,6 +105,18 @@ Deno.test("pool: a write past the size the guard sees lands in zeroed pages and 
   assertEquals(fresh.memoryPoolStatus().reused, 0);
 });
 
+Deno.test("pool: what the host writes (call_backend answers, WASI) is recorded and zeroed like the guard's own writes", async () => {
+  const guard = await probe();
+  const s = guard.open(ctx(() => Promise.resolve({ content: [{ type: "text", text: "MARKER" }] })));
+  await s.labelAgent("");
+  assertEquals(await s.labelResource("K"), "");
+  assertEquals(await s.labelResource("R"), "");
+  assert(scan(await s.labelResource("S")).nonZero > 64, "the answer and the random bytes are in memory");
+  s.close();
+  assertEquals(scan((await session(guard, "S"))[0]), { pages: 2, nonZero: 0 });
+  assertEquals(guard.memoryPoolStatus().reused, 1);
+});
+
 Deno.test("pool: a session closed while suspended in call_backend keeps its memory; its resumed writes reach no other request", async () => {
   let release!: () => void;
   const held = new Promise<unknown>((r) => release = () => r({ content: [] }));
@@ -129,8 +142,8 @@ Deno.test("pool: a session closed while suspended in call_backend keeps its memo
 });
 
 Deno.test("pool: bounded in bytes; a memory above half the bound is let go; 0 turns it off", async () => {
-  // 4 pages (256 KiB) after "WQ": a 600 KiB pool keeps two of them, not three.
-  const guard = await probe({ memoryPoolBytes: 600 * 1024 });
+  // 4 pages after "WQ", plus the 1-page write record: 320 KiB a set; a 700 KiB pool keeps two.
+  const guard = await probe({ memoryPoolBytes: 700 * 1024 });
   const sessions = [0, 1, 2].map(() => guard.open(ctx()));
   for (const s of sessions) {
     await s.labelAgent("");
@@ -138,9 +151,9 @@ Deno.test("pool: bounded in bytes; a memory above half the bound is let go; 0 tu
   }
   for (const s of sessions) s.close();
   let st = guard.memoryPoolStatus();
-  assertEquals([st.idle, st.idleBytes, st.kept, st.dropped], [2, 2 * 4 * 65536, 2, 1]);
+  assertEquals([st.idle, st.idleBytes, st.kept, st.dropped], [2, 2 * 5 * 65536, 2, 1]);
   // Above half of the bound: never kept.
-  const small = await probe({ memoryPoolBytes: 400 * 1024 });
+  const small = await probe({ memoryPoolBytes: 600 * 1024 });
   await session(small, "WQ");
   st = small.memoryPoolStatus();
   assertEquals([st.idle, st.dropped], [0, 1]);
@@ -161,7 +174,7 @@ Deno.test("pool: demo and Rust guard answer and spend fuel exactly as with new m
   const agent = buildLabelAgentPayload(DEMO_POLICY).json;
   for (const url of [DEMO_GUARD_URL, RUST_GUARD_URL]) {
     const bytes = await Deno.readFile(url);
-    const pooled = await loadGuardModule(bytes, { name: "pooled" });
+    const pooled = await loadGuardModule(bytes, { name: "pooled", verifyPoolReset: true });
     const fresh = await loadGuardModule(bytes, { name: "fresh", limits: { memoryPoolBytes: 0 } });
     for (let i = 0; i < 40; i++) {
       const repo = `acme/repo-${i % 5}`;
@@ -220,7 +233,11 @@ Deno.test("property: on a pooled memory of any real size, memory.grow and memory
         const fuel: { g?: WebAssembly.Global } = {};
         const refill = () => void (fuel.g!.value = 1 << 30); // a grow of 2^32-1 pages charges a lot
         const p = new WebAssembly.Instance(prepared, {
-          [FUEL_IMPORT_MODULE]: { [FUEL_IMPORT_NAME]: refill, [pooledMemoryImportName(0)]: memory },
+          [FUEL_IMPORT_MODULE]: {
+            [FUEL_IMPORT_NAME]: refill,
+            [pooledMemoryImportName(0)]: memory,
+            [WRITTEN_IMPORT_NAME]: new WebAssembly.Memory({ initial: 1, maximum: 1 }),
+          },
         }).exports;
         fuel.g = p[FUEL_GLOBAL_EXPORT] as WebAssembly.Global;
         (p[FUEL_GLOBAL_EXPORT] as WebAssembly.Global).value = 1_000_000;
@@ -236,5 +253,96 @@ Deno.test("property: on a pooled memory of any real size, memory.grow and memory
       },
     ),
     { numRuns: 300 },
+  );
+});
+
+/** One memory write of the generated modules: an instruction, its memory, address and offset. */
+interface Write {
+  op: number;
+  mem: 0 | 1;
+  addr: number;
+  offset: number;
+}
+
+/** Every instruction kind that writes memory; `$m` is the memory, `A` the address expression. */
+const WRITES: ((m: string, a: string, o: number) => string)[] = [
+  (m, a, o) => `(i32.store ${m} offset=${o} ${a} (i32.const 0x51515151))`,
+  (m, a, o) => `(i64.store ${m} offset=${o} ${a} (i64.const 0x5151515151515151))`,
+  (m, a, o) => `(f32.store ${m} offset=${o} ${a} (f32.const 1.5))`,
+  (m, a, o) => `(f64.store ${m} offset=${o} ${a} (f64.const 2.5))`,
+  (m, a, o) => `(i32.store8 ${m} offset=${o} ${a} (i32.const 0x51))`,
+  (m, a, o) => `(i32.store16 ${m} offset=${o} ${a} (i32.const 0x5151))`,
+  (m, a, o) => `(i64.store8 ${m} offset=${o} ${a} (i64.const 0x51))`,
+  (m, a, o) => `(i64.store16 ${m} offset=${o} ${a} (i64.const 0x5151))`,
+  (m, a, o) => `(i64.store32 ${m} offset=${o} ${a} (i64.const 0x51515151))`,
+  (m, a, o) => `(v128.store ${m} offset=${o} ${a} (v128.const i32x4 0x51 0x52 0x53 0x54))`,
+  (m, a, o) =>
+    `(v128.store8_lane ${m} offset=${o} 3 ${a} (v128.const i8x16 81 81 81 81 81 81 81 81 81 81 81 81 81 81 81 81))`,
+  (m, a, o) => `(v128.store64_lane ${m} offset=${o} 1 ${a} (v128.const i64x2 0x51 0x5151))`,
+  (m, a, o) => `(i32.atomic.store ${m} offset=${o} (i32.and ${a} (i32.const -4)) (i32.const 0x51))`,
+  (m, a, o) => `(drop (i64.atomic.rmw.add ${m} offset=${o} (i32.and ${a} (i32.const -8)) (i64.const 0x51)))`,
+  (m, a, o) => `(drop (i32.atomic.rmw8.xchg_u ${m} offset=${o} ${a} (i32.const 0x51)))`,
+  (m, a, o) =>
+    `(drop (i64.atomic.rmw.cmpxchg ${m} offset=${o} (i32.and ${a} (i32.const -8)) (i64.const 0) (i64.const 0x51)))`,
+  (m, a, o) =>
+    `(drop (i32.atomic.rmw16.cmpxchg_u ${m} offset=${o} (i32.and ${a} (i32.const -2)) (i32.const 0) (i32.const 0x51)))`,
+  (m, a, o) => `(memory.fill ${m} (i32.add ${a} (i32.const ${o})) (i32.const 0x51) (i32.const 5000))`,
+  (m, a, o) => `(memory.copy ${m} $a (i32.add ${a} (i32.const ${o})) (i32.const 100) (i32.const 70))`,
+  (m, a, o) => `(memory.init ${m} $d (i32.add ${a} (i32.const ${o})) (i32.const 0) (i32.const 4))`,
+  // grow first: the write lands in a page a new memory would not have yet
+  (m, a, o) => `(drop (memory.grow ${m} (i32.const 1))) (i32.store8 ${m} offset=${o} ${a} (i32.const 0x51))`,
+];
+
+/** wabt features of the generated modules (`multi_memory` is missing from wabt's typings). */
+const WRITE_FEATURES = { bulk_memory: true, multi_memory: true, simd: true, threads: true };
+
+function writesModule(writes: Write[]): Uint8Array<ArrayBuffer> {
+  const body = writes.map((w) => WRITES[w.op](w.mem === 0 ? "$a" : "$b", `(i32.const ${w.addr})`, w.offset));
+  const text = `(module
+    (memory $a (export "memory") 2 4)
+    (memory $b 1 3)
+    (data $d "QQQQ")
+    (data (memory $a) (i32.const 100) "DATA")
+    (func (export "label_agent") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+    (func (export "label_resource") (param i32 i32 i32 i32) (result i32) ${body.join("\n")} (i32.const 0))
+    (func (export "label_response") (param i32 i32 i32 i32) (result i32) (i32.const 0)))`;
+  const mod = wabt.parseWat("writes.wat", text, WRITE_FEATURES);
+  try {
+    return new Uint8Array(mod.toBinary({}).buffer);
+  } finally {
+    mod.destroy();
+  }
+}
+
+Deno.test("property: every kind of memory write is recorded: a reused memory equals a new one, byte for byte", async () => {
+  // Addresses next to 4 KiB block boundaries (writes that straddle two blocks), in both memories.
+  const write = fc.record({
+    op: fc.integer({ min: 0, max: WRITES.length - 1 }),
+    mem: fc.constantFrom(0 as const, 1 as const),
+    addr: fc.tuple(fc.integer({ min: 0, max: 31 }), fc.integer({ min: -9, max: 9 }))
+      .map(([block, d]) => Math.max(0, block * 4096 + d)),
+    offset: fc.constantFrom(0, 3, 4096, 20_000),
+  });
+  await fc.assert(
+    fc.asyncProperty(fc.array(write, { minLength: 1, maxLength: 6 }), async (writes) => {
+      const guard = await loadGuardModule(writesModule(writes), {
+        name: "writes",
+        limits: PROBE_LIMITS,
+        verifyPoolReset: true,
+      });
+      for (let i = 0; i < 4; i++) {
+        const s = guard.open(ctx());
+        try {
+          await s.labelAgent("");
+          await s.labelResource("x"); // may trap (a write out of bounds): the memory goes back all the same
+        } catch (e) {
+          assert(!String(e).includes("differs from a new one"), String(e));
+        } finally {
+          s.close();
+        }
+      }
+      assertEquals(guard.memoryPoolStatus().reused, 3);
+    }),
+    { numRuns: Number(Deno.env.get("FUZZ_RUNS") ?? 60) },
   );
 });

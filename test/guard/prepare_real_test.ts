@@ -17,8 +17,14 @@ import { instantiate } from "../helpers/instantiate.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const ASC = new URL("node_modules/assemblyscript/bin/asc.js", ROOT);
-/** Prepared modules may grow by at most this fraction (fuel points, import, global, export, mark). */
+/** Fuel-rewritten modules may grow by at most this fraction (fuel points, import, global, export, mark). */
 const MAX_SIZE_OVERHEAD = 0.3;
+/**
+ * Prepared guards (pooled memories) may grow by at most this fraction: fuel, plus a short sequence
+ * in front of every memory write that records its block (store-heavy AssemblyScript code grows most:
+ * the demo guard +71 %, the Rust benchmark guard +27 %).
+ */
+const MAX_PREPARED_SIZE_OVERHEAD = 0.9;
 /**
  * Bytes allowed on top of that fraction: the chunking helpers of the bulk operations a module uses
  * and their charge functions (~100-200 bytes per operation kind), and a pooled memory's import, page
@@ -116,7 +122,7 @@ Deno.test("AssemblyScript guard: prepared output validates and answers like the 
     kind: "function",
     type: "(i32,i32,i32)->()",
   }]);
-  assertLess((report.bytesOut - BULK_HELPER_BYTES) / report.bytesIn - 1, MAX_SIZE_OVERHEAD);
+  assertLess((report.bytesOut - BULK_HELPER_BYTES) / report.bytesIn - 1, MAX_PREPARED_SIZE_OVERHEAD);
 
   const logs: number[] = [];
   const env = { env: { host_log: (level: number) => logs.push(level) } };

@@ -347,14 +347,17 @@ Deno.test("renumbering: imports, start, calls, elements and exports keep their t
   assertEquals(backendCalls, [[1, 2, 1, 0, 3, 4]]);
   assertEquals((g.label_agent as (...a: number[]) => number)(0, 10, 0, 0), 45);
   assertEquals((g.label_response as (...a: number[]) => number)(0, 0, 0, 0), 0);
-  // The fuel import is the last function import; the memory is imported (pooled) after it.
+  // The fuel import is the last function import; the memory (pooled) and its write record follow.
   const imports = WebAssembly.Module.imports(new WebAssembly.Module(bytes));
   assertEquals(imports.filter((i) => i.kind === "function").at(-1), {
     module: FUEL_IMPORT_MODULE,
     name: FUEL_IMPORT_NAME,
     kind: "function",
   });
-  assertEquals(imports.at(-1), { module: FUEL_IMPORT_MODULE, name: "memory_0", kind: "memory" });
+  assertEquals(imports.slice(-2), [
+    { module: FUEL_IMPORT_MODULE, name: "memory_0", kind: "memory" },
+    { module: FUEL_IMPORT_MODULE, name: "memory_written", kind: "memory" },
+  ]);
   assertEquals(report.allocDealloc, true);
   assertEquals(report.functions, 12);
 });

@@ -35,7 +35,12 @@ async function probeBytes(): Promise<Uint8Array<ArrayBuffer>> {
 const ON = { labelAgentSnapshots: 16 };
 
 async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
-  return await loadGuardModule(await probeBytes(), { name: "probe", limits: { ...ON, ...limits } });
+  // verifyPoolReset: restored sessions' writes must be recorded like any other (memory pool).
+  return await loadGuardModule(await probeBytes(), {
+    name: "probe",
+    limits: { ...ON, ...limits },
+    verifyPoolReset: true,
+  });
 }
 
 interface Ctx extends GuardContext {
@@ -250,4 +255,18 @@ Deno.test("snapshot: the Rust guard (guards/rust-bench) restored answers exactly
   // The visibility cache is per instance: the restored session asked the backend itself.
   assertEquals(restored.backendCalls, 1);
   assert(ran.resource.includes('"operation":"read"') && ran.resource.includes("private:acme/web"));
+});
+
+Deno.test("snapshot + memory pool: a restored session closed at once leaves nothing for the next one", async () => {
+  const guard = await probe();
+  for (let i = 0; i < 4; i++) {
+    const s = guard.open(ctx());
+    await s.labelAgent(POLICY); // 1st captures, the others are restored onto the reused memory
+    s.close();
+  }
+  // A fresh instance on that memory (verifyPoolReset compares it with a new one) answers as usual.
+  const after = await request(guard, POLICY, "after");
+  assertEquals(after.agent, AGENT);
+  assertEquals(guard.memoryPoolStatus().reused, 4);
+  assertEquals(guard.snapshotStatus()[0].state, "ready");
 });

@@ -73,6 +73,8 @@ export function pagesExportName(i: number): string {
 export function pooledMemoryImportName(i: number): string {
   return `memory_${i}`;
 }
+/** Import name (module: the fuel check's) of the written-pages memory of pooled memories. */
+export const WRITTEN_IMPORT_NAME = "memory_written";
 /** Export name of memory `i` as the caps step adds it. */
 export function memoryExportName(i: number): string {
   return `${RESERVED_EXPORT_PREFIX}memory_${i}`;

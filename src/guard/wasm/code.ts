@@ -91,6 +91,42 @@ export interface CodeEdit {
    * functions never read the fuel counter, so the cached counter needs no write-back around them.
    */
   memories?: { pages: (m: number) => number; grow: (m: number) => number } | null;
+  /**
+   * Pooled memories' write tracking (see `rewrite.ts`, "Written pages"): the sequence inserted right
+   * before a store, atomic read-modify-write or compare-exchange of `values` operands of type
+   * `type` to memory `mem` at static offset `offset`. Absent: stores are copied unchanged.
+   */
+  markStore?: ((type: StoreType, values: 1 | 2, mem: number, offset: number) => Uint8Array) | null;
+}
+
+/** Value types a memory write takes (the operand saved while the write is recorded). */
+export const StoreType = { i32: 1, i64: 2, f32: 4, f64: 8, v128: 16 } as const;
+export type StoreType = typeof StoreType[keyof typeof StoreType];
+
+/** The value type of a plain store opcode (0x36-0x3E), else 0. */
+function plainStoreType(op: number): StoreType | 0 {
+  if (op < 0x36 || op > 0x3e) return 0;
+  return ([
+    StoreType.i32,
+    StoreType.i64,
+    StoreType.f32,
+    StoreType.f64,
+    StoreType.i32,
+    StoreType.i32,
+  ] as const)[
+    op - 0x36
+  ] ?? StoreType.i64; // 0x3c-0x3e: i64.store8/16/32
+}
+
+/**
+ * The value type and operand count of a 0xFE instruction that writes memory (atomic stores
+ * 0x17-0x1D, read-modify-writes 0x1E-0x47, compare-exchanges 0x48-0x4E), else null. Each group of
+ * seven runs i32, i64, i32 8/16-bit, i64 8/16/32-bit.
+ */
+function atomicWrite(sub: number): { type: StoreType; values: 1 | 2 } | null {
+  if (sub < 0x17 || sub > 0x4e) return null;
+  const k = (sub - 0x17) % 7;
+  return { type: k === 0 || k === 2 || k === 3 ? StoreType.i32 : StoreType.i64, values: sub >= 0x48 ? 2 : 1 };
 }
 
 /** What a copy found. */
@@ -104,6 +140,8 @@ export interface CopyResult {
   exceptions: boolean;
   /** The code holds a bulk operation charged in place (it needs a scratch local for its charge). */
   bulk: boolean;
+  /** {@link StoreType} bits of the memory writes in the code (their operands need scratch locals). */
+  stores: number;
 }
 
 /**
@@ -221,11 +259,13 @@ function heapType(r: Reader, b: IndexBounds | null): void {
   else index(r, b, "types");
 }
 
-function skipMemarg(r: Reader, b: IndexBounds | null): void {
+/** Reads a memarg (checking its memory index); returns the memory index and the static offset. */
+function skipMemarg(r: Reader, b: IndexBounds | null): { mem: number; offset: number } {
   const flags = r.u32();
-  if (flags & 0x40) index(r, b, "memories"); // multi-memory: explicit memory index
+  let mem = 0;
+  if (flags & 0x40) mem = index(r, b, "memories"); // multi-memory: explicit memory index
   else if (b !== null && b.memories === 0) outOfRange(b, "memories", 0, r.pos);
-  r.skipLeb(); // offset
+  return { mem, offset: r.u32() };
 }
 
 /** True when a branch label read at `r` (left unread) names the function's own label. */
@@ -300,6 +340,12 @@ export function copyInstructions(
   const bulkCharges = w === null ? null : edit.bulk ?? null;
   const bulkHelper = edit.bulkHelper ?? null;
   const memories = w === null ? null : edit.memories ?? null;
+  const markStore = w === null ? null : edit.markStore ?? null;
+  /** Records a memory write at `at` (its memarg just read) when writes are tracked. */
+  const write = (at: number, type: StoreType, values: 1 | 2, m: { mem: number; offset: number }) => {
+    stores |= type;
+    if (markStore !== null) insertBefore(at, markStore(type, values, m.mem, m.offset));
+  };
   /** Index immediates of the current 0xFC instruction. */
   const imm = [0, 0];
   const b = edit.bounds ?? null;
@@ -307,6 +353,7 @@ export function copyInstructions(
   let loops = 0;
   let exceptions = false;
   let bulk = false;
+  let stores = 0;
   /** Blocks open inside the function body: a branch to label `depth` leaves the function. */
   let depth = 0;
   const flush = (to: number) => {
@@ -345,7 +392,7 @@ export function copyInstructions(
           syncBefore = peekTableHits(r, depth);
           break;
         case Cache.exception:
-          return { loops, exceptions: true, bulk };
+          return { loops, exceptions: true, bulk, stores };
       }
       if (syncBefore) insertBefore(at, cache.sync);
     } else if (EXCEPTION_OPS.has(op)) {
@@ -355,7 +402,7 @@ export function copyInstructions(
       case Imm.none:
         if (op === 0x0b && constExpr) {
           if (w !== null) flush(r.pos);
-          return { loops, exceptions, bulk };
+          return { loops, exceptions, bulk, stores };
         }
         break;
       case Imm.block:
@@ -408,9 +455,12 @@ export function copyInstructions(
       case Imm.br_table:
         for (let n = r.u32(); n >= 0; n--) r.skipLeb(); // n targets + default
         break;
-      case Imm.memarg:
-        skipMemarg(r, b);
+      case Imm.memarg: {
+        const m = skipMemarg(r, b);
+        const type = plainStoreType(op);
+        if (type !== 0) write(at, type, 1, m);
         break;
+      }
       case Imm.f32:
         r.skip(4);
         break;
@@ -463,19 +513,23 @@ export function copyInstructions(
         switch (simdShape(sub)) {
           case Simd.none:
             break;
-          case Simd.memarg:
-            skipMemarg(r, b);
+          case Simd.memarg: {
+            const m = skipMemarg(r, b);
+            if (sub === 11) write(at, StoreType.v128, 1, m); // v128.store
             break;
+          }
           case Simd.bytes16:
             r.skip(16);
             break;
           case Simd.lane:
             r.skip(1);
             break;
-          case Simd.memargLane:
-            skipMemarg(r, b);
+          case Simd.memargLane: {
+            const m = skipMemarg(r, b);
             r.skip(1);
+            if (sub >= 88) write(at, StoreType.v128, 1, m); // v128.store8/16/32/64_lane
             break;
+          }
           default:
             unsupported(op, sub, at, "unknown SIMD instruction");
         }
@@ -487,8 +541,11 @@ export function copyInstructions(
         // no fuel check or deadline can end, and a guard has no other thread to notify it.
         if (sub === 0x01 || sub === 0x02) unsupported(op, sub, at, "a wait would block the gateway's thread");
         const shape = atomicShape(sub);
-        if (shape === "memarg") skipMemarg(r, b);
-        else if (shape === "fence") r.skip(1);
+        if (shape === "memarg") {
+          const m = skipMemarg(r, b);
+          const wr = atomicWrite(sub);
+          if (wr !== null) write(at, wr.type, wr.values, m);
+        } else if (shape === "fence") r.skip(1);
         else unsupported(op, sub, at, "unknown atomic instruction");
         break;
       }
@@ -509,5 +566,5 @@ export function copyInstructions(
   // Every read is bounded by r.end, so an instruction cut off by the body end was already reported.
   if (constExpr) malformed("constant expression without end", r.pos);
   if (w !== null) flush(r.end);
-  return { loops, exceptions, bulk };
+  return { loops, exceptions, bulk, stores };
 }

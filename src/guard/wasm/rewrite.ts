@@ -60,6 +60,19 @@
  * sizes and `-1`s of a fresh memory; the one difference is that an access between P_i and the real
  * size reads zeros (the host zeroed them) instead of trapping.
  *
+ * Written pages (with pooled memories): one more imported memory W (`mcp_edge_guard.memory_written`)
+ * holds one byte per `WRITTEN_BLOCK_BYTES` block of every pooled memory (memory m's bytes start at
+ * the sum of the earlier memories' maxima in blocks). Every instruction that can write guard memory
+ * sets its block's byte first: plain, SIMD and lane stores, atomic stores, read-modify-writes and
+ * compare-exchanges get `local.set V; local.tee A; local.get A; i32.const offset; i32.add;
+ * i32.const log2(block); i32.shr_u; i32.const 1; i32.store8 W base_m; local.get V` in front (V, A:
+ * scratch locals appended per value type), and the bulk helpers set the bytes of their whole
+ * destination range once it passed the range check. The host adds what it writes itself and zeroes
+ * only the recorded blocks (and the block after each, for writes that straddle two) before the
+ * memory is used again. A write whose effective address wraps or falls outside the memory traps as
+ * before (possibly on W first), so nothing unrecorded is written. The guard's own code cannot reach
+ * W: every memory index it uses was checked against the original module.
+ *
  * Every index the rewrite relies on (locals, globals, functions, types, tables, memories, segments,
  * tags) is checked against the ORIGINAL module first: the injected local, globals, type and function
  * sit right after the original index spaces, where an out-of-range index would land.
@@ -76,6 +89,7 @@ import {
   TABLE_CHARGE_ENTRIES,
   TABLE_ENTRY_FUEL_UNITS,
   WASM_PAGE_BYTES,
+  WRITTEN_BLOCK_BYTES,
 } from "../limits.ts";
 import { malformed, Reader, Writer } from "./bytes.ts";
 import {
@@ -84,9 +98,10 @@ import {
   copyInstructions,
   type CopyResult,
   type IndexBounds,
+  StoreType,
 } from "./code.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./host_signatures.ts";
-import { pagesExportName, pooledMemoryImportName } from "./caps.ts";
+import { pagesExportName, pooledMemoryImportName, WRITTEN_IMPORT_NAME } from "./caps.ts";
 import { fcImmediates } from "./opcodes.ts";
 import {
   type Limits,
@@ -200,6 +215,11 @@ const OP = {
   kindGlobal: 0x03,
   kindMemory: 0x02,
   memorySize: 0x3f,
+  i32Store8: 0x3a,
+  i64: 0x7e,
+  f32: 0x7d,
+  f64: 0x7c,
+  v128: 0x7b,
   memoryGrow: 0x40,
   i32Eq: 0x46,
 } as const;
@@ -375,6 +395,47 @@ export function poolableMemories(
   if (info.importedMemories > 0 || info.memories.length === 0) return null;
   if (info.memories.some((l) => (l.flags & ~1) !== 0)) return null;
   return info.memories.map((l, i) => clampLimits(l, cap, i));
+}
+
+/** The written-pages memory W of pooled memories: where memory m's block bytes start, and W's size. */
+export function writtenLayout(limits: readonly { max: number }[]): { bases: number[]; pages: number } {
+  const perPage = WASM_PAGE_BYTES / WRITTEN_BLOCK_BYTES;
+  const bases: number[] = [];
+  let total = 0;
+  for (const l of limits) {
+    bases.push(total);
+    total += l.max * perPage;
+  }
+  return { bases, pages: Math.max(1, Math.ceil(total / WASM_PAGE_BYTES)) };
+}
+
+/** Scratch locals of a function that writes memory: A (address) and one or two per value type. */
+interface WriteLocals {
+  addr: number;
+  values: Record<StoreType, [number, number]>;
+}
+
+/** The sequence that records a write (see "Written pages"); the write's operands stay as they were. */
+function markSequence(
+  loc: WriteLocals,
+  written: { mem: number; bases: number[] },
+  type: StoreType,
+  values: 1 | 2,
+  mem: number,
+  offset: number,
+): Uint8Array {
+  const w = new Writer(48);
+  const [a, b] = loc.values[type];
+  if (values === 2) emit(w, [OP.localSet, b]);
+  emit(w, [OP.localSet, a], [OP.localTee, loc.addr], [OP.localGet, loc.addr]);
+  if (offset !== 0) emit(w, [OP.i32Const, offset | 0], OP.i32Add);
+  emit(w, [OP.i32Const, Math.log2(WRITTEN_BLOCK_BYTES)], OP.i32ShrU, [OP.i32Const, 1], OP.i32Store8);
+  w.u32(0x40); // align 1, explicit memory index
+  w.u32(written.mem);
+  w.u32(written.bases[mem]);
+  emit(w, [OP.localGet, a]);
+  if (values === 2) emit(w, [OP.localGet, b]);
+  return w.finish();
 }
 
 /**
@@ -577,7 +638,12 @@ function tableTypes(info: ModuleInfo): ValType[] {
  * with a non-negative counter only accounts and refills, so the units spent stay exact; operations
  * below a chunk, the common case, never call it.
  */
-function appendedFunctions(info: ModuleInfo, fuel: FuelPlan, chunks: BulkChunks): AppendedFunc[] {
+function appendedFunctions(
+  info: ModuleInfo,
+  fuel: FuelPlan,
+  chunks: BulkChunks,
+  written: { mem: number; bases: number[] } | null,
+): AppendedFunc[] {
   if (fuel.helpers.length === 0) return [];
   const isTable = (h: BulkHelper) =>
     h.sub === FC.tableInit || h.sub === FC.tableCopy || h.sub === FC.tableFill;
@@ -589,7 +655,7 @@ function appendedFunctions(info: ModuleInfo, fuel: FuelPlan, chunks: BulkChunks)
     const value = h.sub === FC.tableFill ? (tables ??= tableTypes(info))[h.a] : I32_TYPE;
     return {
       type: fuel.types.index([I32_TYPE, value, I32_TYPE]),
-      body: helperBody(h, isTable(h), chargeFunc(isTable(h)), chunks),
+      body: helperBody(h, isTable(h), chargeFunc(isTable(h)), chunks, isTable(h) ? null : written),
     };
   });
   for (const table of kinds) {
@@ -640,7 +706,13 @@ function appendedFunctions(info: ModuleInfo, fuel: FuelPlan, chunks: BulkChunks)
  *    spend exactly what one charge of the whole length spends (a chunk of bytes is a multiple of the
  *    charge's unit; a chunk of entries stays below the charge's cap).
  */
-function helperBody(h: BulkHelper, table: boolean, chargeFunc: number, chunks: BulkChunks): Uint8Array {
+function helperBody(
+  h: BulkHelper,
+  table: boolean,
+  chargeFunc: number,
+  chunks: BulkChunks,
+  written: { mem: number; bases: number[] } | null,
+): Uint8Array {
   const twoOffsets = h.sub !== FC.memoryFill && h.sub !== FC.tableFill;
   const [D, X, N, K, C] = [0, 1, 2, 3, 4];
   const op = new Writer(16);
@@ -675,6 +747,19 @@ function helperBody(h: BulkHelper, table: boolean, chargeFunc: number, chunks: B
   emit(w, ...endOf(D), ...(twoOffsets ? endOf(X) : [get(X)]), [OP.i32Const, 0]);
   w.bytes(opBytes);
   emit(w, [OP.i32Const, table ? chunks.entries : chunks.bytes], OP.end, set(K));
+  if (written !== null) {
+    // Written pages: the blocks of the whole destination range (checked above), when N > 0.
+    const dst = h.sub === FC.memoryInit ? h.b : h.a;
+    const shift: Ins = [OP.i32Const, Math.log2(WRITTEN_BLOCK_BYTES)];
+    emit(w, get(N), OP.if, OP.emptyBlock);
+    emit(w, get(D), shift, OP.i32ShrU, [OP.i32Const, written.bases[dst]], OP.i32Add, [OP.i32Const, 1]);
+    emit(w, get(D), get(N), OP.i32Add, [OP.i32Const, 1], OP.i32Sub, shift, OP.i32ShrU);
+    emit(w, get(D), shift, OP.i32ShrU, OP.i32Sub, [OP.i32Const, 1], OP.i32Add);
+    w.u8(OP.prefixFc);
+    w.u32(FC.memoryFill);
+    w.u32(written.mem);
+    emit(w, OP.end);
+  }
   if (h.sub === FC.memoryCopy || h.sub === FC.tableCopy) {
     emit(w, get(D), get(X), OP.i32GtU, OP.if, OP.emptyBlock);
     inChunks(() => {
@@ -787,10 +872,11 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
   const shiftFunc = (i: number) => (i >= edit.shiftFrom ? i + edit.shift : i);
   // Function bodies are walked (and their indices checked) first: the helpers they need add types.
   const scans = fuel === null ? [] : scanCode(info, { ...edit, bulkHelper: fuel.helperFor }, bounds!);
-  const appended = fuel === null ? [] : appendedFunctions(info, fuel, chunks);
   const pooled = fuel !== null && opts.poolMemories === true
     ? poolableMemories(info, opts.maxMemoryPages)
     : null;
+  const written = pooled === null ? null : { mem: pooled.length, ...writtenLayout(pooled) };
+  const appended = fuel === null ? [] : appendedFunctions(info, fuel, chunks, written);
   if (pooled !== null) {
     // P_m after F and E; GROW_m after every other appended function.
     const pages = (m: number) => fuel!.globalIndex + 2 + m;
@@ -839,7 +925,7 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       case SectionId.import: {
         if (fuel === null) return raw(s!);
         const n = r === null ? 0 : r.u32();
-        w.u32(n + 1 + (pooled?.length ?? 0));
+        w.u32(n + 1 + (pooled === null ? 0 : pooled.length + 1));
         if (r !== null) w.bytes(bytes.subarray(r.pos, r.end));
         w.name(opts.fuel!.importModule);
         w.name(opts.fuel!.importName);
@@ -853,6 +939,14 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
           w.u32(l.min);
           w.u32(l.max);
         });
+        if (written !== null) {
+          w.name(opts.fuel!.importModule);
+          w.name(WRITTEN_IMPORT_NAME);
+          w.u8(OP.kindMemory);
+          w.u8(1); // min = max
+          w.u32(written.pages);
+          w.u32(written.pages);
+        }
         return w.view();
       }
       case SectionId.function: {
@@ -949,7 +1043,7 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       case SectionId.code: {
         if (fuel === null) return raw(s!);
         w.u32(scans.length + 1 + appended.length);
-        ({ points: fuelPoints, cached: cachedFunctions } = rewriteCode(scans, w, info, edit, fuel));
+        ({ points: fuelPoints, cached: cachedFunctions } = rewriteCode(scans, w, info, edit, fuel, written));
         const slow = slowBody(fuel.globalIndex, fuel.allowedIndex, fuel.checkFunc);
         w.u32(slow.length);
         w.bytes(slow);
@@ -1124,6 +1218,7 @@ function rewriteCode(
   info: ModuleInfo,
   renumber: CodeEdit,
   fuel: FuelPlan,
+  written: { mem: number; bases: number[] } | null,
 ): { points: number; cached: number } {
   const buf = info.bytes;
   const body = new Writer(4096);
@@ -1136,7 +1231,7 @@ function rewriteCode(
     if (v === undefined) m.set(k, v = make());
     return v;
   };
-  const edit: CodeEdit = { ...renumber, bulkHelper: fuel.helperFor, bounds: null };
+  const edit0: CodeEdit = { ...renumber, bulkHelper: fuel.helperFor, bounds: null };
   let points = 0;
   let cached = 0;
   scans.forEach(({ groupsStart, code, end, groups, counter, seen }, i) => {
@@ -1151,15 +1246,49 @@ function rewriteCode(
           `operations (V8 allows ${MAX_FUNCTION_LOCALS})`,
       );
     }
-    // Appended locals: [L] (cached) then [T] (bulk operations charged in place), all i32.
+    // Appended locals: [L] (cached) then [T] (bulk operations charged in place), all i32; then,
+    // when writes are recorded, A and two i32 (still in the i32 group), two i64, f32, f64, v128.
     const appended = (useCache ? 1 : 0) + (seen.bulk ? 1 : 0);
+    const tracked = written !== null && seen.stores !== 0;
+    const wantV128 = (seen.stores & StoreType.v128) !== 0;
+    const first = counter + appended;
+    if (tracked && first + 7 + (wantV128 ? 1 : 0) > MAX_FUNCTION_LOCALS) {
+      throw new GuardError(
+        "abi",
+        `function ${func} has ${counter} parameters and locals: no room for the locals that record its ` +
+          `memory writes (V8 allows ${MAX_FUNCTION_LOCALS})`,
+      );
+    }
+    const i32s = appended + (tracked ? 3 : 0);
+    const more: [number, number][] = tracked
+      ? [[2, OP.i64], [1, OP.f32], [1, OP.f64], ...(wantV128 ? [[1, OP.v128] as [number, number]] : [])]
+      : [];
     body.len = 0;
-    body.u32(groups + (appended > 0 ? 1 : 0));
+    body.u32(groups + (i32s > 0 ? 1 : 0) + more.length);
     body.bytes(buf.subarray(groupsStart, code));
-    if (appended > 0) {
-      body.u32(appended);
+    if (i32s > 0) {
+      body.u32(i32s);
       body.u8(OP.i32);
     }
+    for (const [n, t] of more) {
+      body.u32(n);
+      body.u8(t);
+    }
+    const loc: WriteLocals = {
+      addr: first,
+      values: {
+        [StoreType.i32]: [first + 1, first + 2],
+        [StoreType.i64]: [first + 3, first + 4],
+        [StoreType.f32]: [first + 5, first + 5],
+        [StoreType.f64]: [first + 6, first + 6],
+        [StoreType.v128]: [first + 7, first + 7],
+      },
+    };
+    const markStore = tracked
+      ? (type: StoreType, values: 1 | 2, mem: number, offset: number) =>
+        markSequence(loc, written!, type, values, mem, offset)
+      : null;
+    const edit = { ...edit0, markStore };
     const br = new Reader(buf, code, end);
     if (useCache) {
       const seq = memo(
