@@ -104,7 +104,7 @@ import {
   WRITTEN_IMPORT_NAME,
 } from "./wasm/caps.ts";
 import { writtenLayout } from "./wasm/rewrite.ts";
-import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./wasm/host_signatures.ts";
+import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT, WASI_MODULE } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
 import { errorMessage } from "../util.ts";
 
@@ -322,6 +322,10 @@ export class WasmGuard implements Guard {
   fuelRefill: number;
   /** Reserved exports a snapshot reads and writes; null when the module is never snapshotted. */
   readonly snapshotShape: SnapshotShape | null;
+  /** The WASI functions the module imports (a session makes only these). */
+  readonly wasiImports: readonly string[];
+  /** Names of the module's memory and table exports (what an instance holds, see `heldBy`). */
+  readonly heldExports: readonly string[];
   /** Per `label_agent` input: a snapshot, a capture in progress, or why there is none. */
   #snapshots = new Map<string, InstanceSnapshot | "capturing" | { unusable: string }>();
   /** Limits of the pooled memories (from the mark); null when the module defines its memories. */
@@ -348,6 +352,11 @@ export class WasmGuard implements Guard {
       throw new GuardError("abi", `guard '${this.name}': ${errorMessage(e)}`, { cause: e });
     }
     this.#verifyReset = opts.verifyPoolReset === true;
+    this.wasiImports = WebAssembly.Module.imports(module).filter((i) => i.module === WASI_MODULE).map((i) =>
+      i.name
+    );
+    const exported = WebAssembly.Module.exports(module);
+    this.heldExports = exported.filter((e) => e.kind === "memory" || e.kind === "table").map((e) => e.name);
     this.snapshotShape = this.limits.labelAgentSnapshots > 0
       ? snapshotShape(module, readPreparedMark(module)?.snapshotGlobals)
       : null;
@@ -396,14 +405,14 @@ export class WasmGuard implements Guard {
     set.memories.forEach((mem, m) => {
       const bytes = new Uint8Array(mem.buffer);
       const base = this.#written!.bases[m];
-      const end = base + bytes.length / WRITTEN_BLOCK_BYTES;
-      let i = record.indexOf(1, base);
-      while (i >= 0 && i < end) {
+      // Only this memory's blocks: an unbounded indexOf would scan the rest of the record each time.
+      const blocks = record.subarray(base, base + bytes.length / WRITTEN_BLOCK_BYTES);
+      let i = blocks.indexOf(1);
+      while (i >= 0) {
         let j = i + 1; // a run of written blocks: one fill
-        while (j < end && record[j] !== 0) j++;
-        const from = (i - base) * WRITTEN_BLOCK_BYTES;
-        bytes.fill(0, from, Math.min(bytes.length, (j - base + 1) * WRITTEN_BLOCK_BYTES));
-        i = record.indexOf(1, j);
+        while (j < blocks.length && blocks[j] !== 0) j++;
+        bytes.fill(0, i * WRITTEN_BLOCK_BYTES, Math.min(bytes.length, (j + 1) * WRITTEN_BLOCK_BYTES));
+        i = blocks.indexOf(1, j);
       }
       record.fill(0, base, base + this.#pooled![m].max * blocksPerPage);
     });
@@ -593,7 +602,7 @@ class WasmGuardSession implements GuardSession {
       const instance = new WebAssembly.Instance(guard.module, this.#imports());
       this.#instance = instance;
       this.#memory = findMemory(instance.exports);
-      this.#held = heldBy(instance.exports);
+      this.#held = heldBy(instance.exports, guard.heldExports);
       if (this.#pooledSet) {
         guard.verifyFresh(this.#pooledSet);
         const mems = this.#pooledSet.memories;
@@ -1050,11 +1059,14 @@ class WasmGuardSession implements GuardSession {
         call_backend: new WebAssembly.Suspending(this.#callBackend.bind(this)),
         host_log: this.#hostLog.bind(this),
       },
-      wasi_snapshot_preview1: this.#refusingWhenStopped(createWasi({
-        log: (level, msg, fields) => this.#log(level, msg, fields),
-        memory: () => this.#memory,
-        wrote: (ptr, len) => this.#markHost(ptr, len),
-      })),
+      // Most guards import no WASI at all: then none of its functions is made for this session.
+      wasi_snapshot_preview1: this.#guard.wasiImports.length === 0
+        ? {}
+        : this.#refusingWhenStopped(createWasi({
+          log: (level, msg, fields) => this.#log(level, msg, fields),
+          memory: () => this.#memory,
+          wrote: (ptr, len) => this.#markHost(ptr, len),
+        })),
       [FUEL_IMPORT_MODULE]: own,
     };
   }
@@ -1066,7 +1078,8 @@ class WasmGuardSession implements GuardSession {
    */
   #refusingWhenStopped(wasi: Record<string, (...a: never[]) => unknown>): WebAssembly.ModuleImports {
     const out: Record<string, (...a: never[]) => unknown> = {};
-    for (const [name, f] of Object.entries(wasi)) {
+    for (const name of this.#guard.wasiImports) {
+      const f = wasi[name];
       out[name] = (...a: never[]) => {
         const call = this.#call;
         this.#impure = true;
@@ -1351,8 +1364,9 @@ class WasmGuardSession implements GuardSession {
 /** The distinct memories and tables among an instance's exports. */
 function heldBy(
   exports: WebAssembly.Exports,
+  names: readonly string[],
 ): { memories: WebAssembly.Memory[]; tables: WebAssembly.Table[] } {
-  const values = new Set(Object.values(exports));
+  const values = new Set(names.map((n) => exports[n]));
   return {
     memories: [...values].filter((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory),
     tables: [...values].filter((v): v is WebAssembly.Table => v instanceof WebAssembly.Table),
