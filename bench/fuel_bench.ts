@@ -124,6 +124,14 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   const plan = isQuick(opts) ? QUICK : FULL;
   const bytes = await sortGuardBytes();
   const meteredModule = await WebAssembly.compile(prepareGuard(bytes).bytes);
+  // The same metering without the memory pool's write recording: what the recording itself costs.
+  const unpooled = new WasmGuard(
+    await WebAssembly.compile(prepareGuard(bytes, { poolMemories: false }).bytes),
+    {
+      name: "sort-unpooled",
+      limits: { yieldIntervalMs: NO_YIELD_MS },
+    },
+  );
   const unmeteredModule = await WebAssembly.compile(prepareGuard(bytes, { fuel: false }).bytes);
   const unmetered = new WasmGuard(unmeteredModule, { name: "sort-unmetered", fuel: false });
   const metered = SLICES.map((fuelSlice) =>
@@ -149,14 +157,17 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   const meteredMs: number[][] = SLICES.map(() => []);
   const defaultIdx = SLICES.indexOf(DEFAULT_LIMITS.fuelSlice);
   const yieldingMs: number[] = [];
+  const unpooledMs: number[] = [];
   let fuelPerRun = 0;
-  // Variants: -1 unmetered, 0..n-1 metered without yields, n the default configuration (yielding).
-  const variants = [-1, ...SLICES.keys(), SLICES.length];
+  // Variants: -2 metered without write recording, -1 unmetered, 0..n-1 metered without yields, n the
+  // default configuration (yielding).
+  const variants = [-2, -1, ...SLICES.keys(), SLICES.length];
   for (let i = 0; i < plan.runs; i++) {
     // Round-robin, rotating the start so no variant always runs first.
     const k = i % variants.length;
     for (const v of [...variants.slice(k), ...variants.slice(0, k)]) {
-      if (v === -1) unmeteredMs.push((await computeOnce(unmetered, input)).ms);
+      if (v === -2) unpooledMs.push((await computeOnce(unpooled, input)).ms);
+      else if (v === -1) unmeteredMs.push((await computeOnce(unmetered, input)).ms);
       else if (v === SLICES.length) yieldingMs.push((await computeOnce(yielding[defaultIdx], input)).ms);
       else {
         const r = await computeOnce(metered[v], input);
@@ -211,7 +222,12 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
       rows: [
         ["unmetered", fmt(base), "0.0 %"],
         [
-          "metered, no yields (CPU)",
+          "metered, no yields, memories not pooled (no write recording)",
+          fmt(median(unpooledMs)),
+          `${fmt(overheadPct(unpooledMs), 1)} %`,
+        ],
+        [
+          "metered, no yields (CPU; pooled memories: writes recorded)",
           fmt(median(meteredMs[defaultIdx])),
           `${fmt(overheadPct(meteredMs[defaultIdx]), 1)} %`,
         ],
@@ -221,7 +237,14 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   ];
   const targets = [
     target(
-      `fuel overhead at the default fuelSlice (${DEFAULT_LIMITS.fuelSlice})`,
+      `fuel overhead at the default fuelSlice (${DEFAULT_LIMITS.fuelSlice}), memories not pooled`,
+      overheadPct(unpooledMs),
+      "<=",
+      OVERHEAD_TARGET_PCT,
+      " %",
+    ),
+    target(
+      `fuel + write-recording overhead at the default fuelSlice (${DEFAULT_LIMITS.fuelSlice})`,
       overheadPct(meteredMs[defaultIdx]),
       "<=",
       OVERHEAD_TARGET_PCT,
@@ -235,6 +258,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
     yieldIntervalMs: DEFAULT_LIMITS.yieldIntervalMs,
     abortDelayMs: [ABORT_DELAY_MIN_MS, ABORT_DELAY_MIN_MS + ABORT_DELAY_SPREAD_MS],
     unmeteredMs,
+    unpooledMs,
     metered: SLICES.map((fuelSlice, i) => ({ fuelSlice, ms: meteredMs[i], abortLatencyMs: aborts[i] })),
     yieldingDefaultMs: yieldingMs,
   });

@@ -5,9 +5,10 @@
  * 3. prepare time per 100 KB of guard;
  * 4. abort latency of a spinning guard after its signal fires (target: ≤ 10 ms), and the latency of
  *    a concurrent request meanwhile;
- * 5. the demo guard and the Rust guard (guards/rust-bench): a whole fresh request with label-agent
- *    snapshots off (before) and on (after) against a reused instance, interleaved
- *    (`bench/instancing.ts`; instancing share target ≤ 25 %).
+ * 5. the demo guard and the Rust guard (guards/rust-bench): a whole fresh request with new memories
+ *    (as before the pool), pooled memories (the default), and pooled + label-agent snapshots, each
+ *    against a reused instance of its own module, interleaved (`bench/instancing.ts`; instancing
+ *    share target ≤ 25 %).
  * Prints a table; raw samples go to bench/results/guard.json.
  *
  * @module
@@ -79,7 +80,7 @@ function memoryTouchRows(): { rows: Array<[string, string]>; raw: Record<string,
   };
 }
 
-/** Demo and Rust guard, snapshots off / on, against a reused instance (instant get_repo backend). */
+/** Demo and Rust guard, each host variant against its reused instance (instant get_repo backend). */
 async function instancingRows(): Promise<{ rows: Array<[string, string]>; raw: InstancingSamples[] }> {
   const items = DEMO_ISSUES["acme/web"];
   let n = 0;
@@ -128,7 +129,7 @@ async function instancingRows(): Promise<{ rows: Array<[string, string]>; raw: I
     rows.push(
       [`${label}: fresh request, ${names}`, each((v) => us(v.total))],
       [`${label}: label_agent, ${names}`, each((v) => us(v.agent))],
-      [`${label}: reused instance (label_resource + label_response)`, us(s.reused)],
+      [`${label}: reused instance (label_resource + label_response), ${names}`, each((v) => us(v.reused))],
       [`${label}: instancing share, ${names} (target <= 25 %)`, each((v) => `${v.share.toFixed(1)} %`)],
     );
   }

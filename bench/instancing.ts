@@ -6,14 +6,16 @@
  * For each guard, every round runs, in an order that rotates each round:
  * - each variant's fresh request: open + label_agent + label_resource + label_response on a new
  *   instance (label_agent restored when that variant has snapshots);
- * - reused: label_resource + label_response on one long-lived instance (the floor: no instancing).
- * Instancing cost = median(fresh) − median(reused); share = cost / median(fresh).
+ * - each variant's reused instance: label_resource + label_response on one long-lived instance of
+ *   that variant's module (the floor: no instancing).
+ * Instancing cost = median(fresh) − median(reused of the same variant); share = cost / median(fresh).
  *
  * @module
  */
 import type { BackendCaller, GuardContext } from "../src/difc/guard.ts";
-import { loadGuardModule, type WasmGuard } from "../src/guard/host.ts";
+import { loadGuardModule, WasmGuard } from "../src/guard/host.ts";
 import type { GuardLimits } from "../src/guard/limits.ts";
+import { prepareGuard, type PrepareOptions } from "../src/guard/prepare.ts";
 import { median } from "./lib.ts";
 
 /** One guard under test: its bytes and the three inputs of one request. */
@@ -31,11 +33,16 @@ export interface InstancingCase {
 export interface InstancingVariant {
   label: string;
   limits: Partial<GuardLimits>;
+  /** Preparation options (default: `prepareGuard`'s defaults, i.e. pooled memories). */
+  prepare?: PrepareOptions;
 }
 
-/** The variants every report shows: before the pool, the pool (the default), pool + snapshots. */
+/**
+ * The variants every report shows: as before the pool (memories of the module's own, no write
+ * recording), the pool (the default), pool + snapshots.
+ */
 export const INSTANCING_VARIANTS: readonly InstancingVariant[] = [
-  { label: "new memories", limits: { memoryPoolBytes: 0, labelAgentSnapshots: 0 } },
+  { label: "new memories", limits: { labelAgentSnapshots: 0 }, prepare: { poolMemories: false } },
   { label: "pooled", limits: { labelAgentSnapshots: 0 } },
   { label: "pooled + snapshots", limits: { labelAgentSnapshots: 16 } },
 ];
@@ -53,14 +60,16 @@ export interface InstancingSamples {
   moduleBytes: number;
   /** One per variant, in {@link INSTANCING_VARIANTS} order. */
   fresh: FreshSamples[];
-  reused: number[];
+  /** label_resource + label_response on one long-lived instance of each variant's module. */
+  reused: number[][];
   /** The snapshot a variant with snapshots holds at the end (image bytes); null without one. */
   snapshotBytes: number | null;
 }
 
-/** Medians and shares of one variant of one guard. */
+/** Medians and shares of one variant of one guard (cost and share against its own reused instance). */
 export interface VariantSummary {
   label: string;
+  reused: number;
   total: number;
   open: number;
   agent: number;
@@ -71,7 +80,6 @@ export interface VariantSummary {
 /** Medians and shares of one guard. */
 export interface InstancingSummary {
   name: string;
-  reused: number;
   variants: VariantSummary[];
 }
 
@@ -91,7 +99,14 @@ export async function measureInstancing(
   const guards: { c: InstancingCase; loaded: WasmGuard[]; s: InstancingSamples }[] = [];
   for (const c of cases) {
     const loaded = await Promise.all(
-      variants.map((v) => loadGuardModule(c.bytes, { name: c.name, limits: v.limits })),
+      variants.map(async (v) =>
+        v.prepare === undefined
+          ? await loadGuardModule(c.bytes, { name: c.name, limits: v.limits })
+          : new WasmGuard(await WebAssembly.compile(prepareGuard(c.bytes, v.prepare).bytes), {
+            name: c.name,
+            limits: v.limits,
+          })
+      ),
     );
     variants.forEach((v, i) => {
       if ((v.limits.labelAgentSnapshots ?? 0) > 0 && loaded[i].snapshotShape === null) {
@@ -105,33 +120,35 @@ export async function measureInstancing(
         name: c.name,
         moduleBytes: c.bytes.length,
         fresh: variants.map(() => ({ open: [], agent: [], total: [] })),
-        reused: [],
+        reused: variants.map(() => []),
         snapshotBytes: null,
       },
     });
   }
-  const reused = await Promise.all(guards.map(async (g) => {
-    const s = g.loaded[0].open(ctx(g.c.backend));
-    await s.labelAgent(g.c.agent);
-    return s;
-  }));
+  const reused = await Promise.all(guards.map((g) =>
+    Promise.all(g.loaded.map(async (guard) => {
+      const s = guard.open(ctx(g.c.backend));
+      await s.labelAgent(g.c.agent);
+      return s;
+    }))
+  ));
   for (let i = 0; i < warmup + samples; i++) {
     const keep = i >= warmup;
     for (let gi = 0; gi < guards.length; gi++) {
       const g = guards[gi];
       const steps: (() => Promise<void>)[] = [
         ...g.loaded.map((guard, vi) => () => fresh(guard, g.c, keep ? g.s.fresh[vi] : null)),
-        async () => {
+        ...reused[gi].map((s, vi) => async () => {
           const t0 = performance.now();
-          await reused[gi].labelResource(g.c.resource());
-          await reused[gi].labelResponse(g.c.response());
-          if (keep) g.s.reused.push(performance.now() - t0);
-        },
+          await s.labelResource(g.c.resource());
+          await s.labelResponse(g.c.response());
+          if (keep) g.s.reused[vi].push(performance.now() - t0);
+        }),
       ];
       for (let k = 0; k < steps.length; k++) await steps[(i + k) % steps.length]();
     }
   }
-  for (const s of reused) s.close();
+  for (const s of reused.flat()) s.close();
   for (const g of guards) {
     for (const [vi, v] of variants.entries()) {
       if ((v.limits.labelAgentSnapshots ?? 0) === 0) continue;
@@ -164,15 +181,15 @@ export function summarizeInstancing(
   s: InstancingSamples,
   variants: readonly InstancingVariant[] = INSTANCING_VARIANTS,
 ): InstancingSummary {
-  const reused = median(s.reused);
   return {
     name: s.name,
-    reused,
     variants: s.fresh.map((f, i) => {
       const total = median(f.total);
+      const reused = median(s.reused[i]);
       const cost = total - reused;
       return {
         label: variants[i].label,
+        reused,
         total,
         open: median(f.open),
         agent: median(f.agent),

@@ -11,8 +11,9 @@
  * 2. The per-call price of a fresh instance: (open + label_agent + label_resource + label_response)
  *    vs (label_resource + label_response on a reused instance), with an instant backend, interleaved
  *    sample by sample. Reported as a share of the fresh call's guard time (target ≤ 25 %), for the
- *    demo guard and the Rust guard (guards/rust-bench), with label-agent snapshots off (before) and
- *    on (after), all in one interleaved run (`bench/instancing.ts`).
+ *    demo guard and the Rust guard (guards/rust-bench), with new memories (as before the pool), pooled
+ *    memories (the default) and pooled + label-agent snapshots, all in one interleaved run
+ *    (`bench/instancing.ts`).
  *
  * ```sh
  * deno run -A bench/model_bench.ts          # full
@@ -281,10 +282,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
         ["fresh: new instance (open)", ...each((v) => us(v.open))],
         ["fresh: label_agent (restored with snapshots)", ...each((v) => us(v.agent))],
         ["fresh: open + label_agent + label_resource + label_response", ...each((v) => us(v.total))],
-        [
-          "reused: label_resource + label_response",
-          ...cost.flatMap((c) => c.variants.map(() => us(c.reused))),
-        ],
+        ["reused: label_resource + label_response", ...each((v) => us(v.reused))],
         ["instancing cost (fresh - reused)", ...each((v) => us(v.cost))],
         ["share of the fresh call's guard time", ...each((v) => `${fmt(v.share, 1)} %`)],
         [

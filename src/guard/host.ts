@@ -357,7 +357,7 @@ export class WasmGuard implements Guard {
     );
     const exported = WebAssembly.Module.exports(module);
     this.heldExports = exported.filter((e) => e.kind === "memory" || e.kind === "table").map((e) => e.name);
-    this.snapshotShape = this.limits.labelAgentSnapshots > 0
+    this.snapshotShape = this.limits.labelAgentSnapshots > 0 && this.#pooled !== null
       ? snapshotShape(module, readPreparedMark(module)?.snapshotGlobals)
       : null;
     // Start small: the first checks measure the guard's speed, and the refill doubles from here up
@@ -404,18 +404,30 @@ export class WasmGuard implements Guard {
     const blocksPerPage = WASM_PAGE_BYTES / WRITTEN_BLOCK_BYTES;
     set.memories.forEach((mem, m) => {
       const bytes = new Uint8Array(mem.buffer);
+      for (const [from, to] of this.writtenRanges(set, m)) bytes.fill(0, from, to);
       const base = this.#written!.bases[m];
-      // Only this memory's blocks: an unbounded indexOf would scan the rest of the record each time.
-      const blocks = record.subarray(base, base + bytes.length / WRITTEN_BLOCK_BYTES);
-      let i = blocks.indexOf(1);
-      while (i >= 0) {
-        let j = i + 1; // a run of written blocks: one fill
-        while (j < blocks.length && blocks[j] !== 0) j++;
-        bytes.fill(0, i * WRITTEN_BLOCK_BYTES, Math.min(bytes.length, (j + 1) * WRITTEN_BLOCK_BYTES));
-        i = blocks.indexOf(1, j);
-      }
       record.fill(0, base, base + this.#pooled![m].max * blocksPerPage);
     });
+  }
+
+  /**
+   * The byte ranges of pooled memory `m` recorded as written since the set's last reset: each run
+   * of written blocks and the block after it (a write may straddle two), within the memory.
+   */
+  writtenRanges(set: PooledSet, m: number): [number, number][] {
+    const length = set.memories[m].buffer.byteLength;
+    const base = this.#written!.bases[m];
+    // Only this memory's blocks: an unbounded indexOf would scan the rest of the record each time.
+    const blocks = new Uint8Array(set.written.buffer, base, length / WRITTEN_BLOCK_BYTES);
+    const out: [number, number][] = [];
+    let i = blocks.indexOf(1);
+    while (i >= 0) {
+      let j = i + 1;
+      while (j < blocks.length && blocks[j] !== 0) j++;
+      out.push([i * WRITTEN_BLOCK_BYTES, Math.min(length, (j + 1) * WRITTEN_BLOCK_BYTES)]);
+      i = blocks.indexOf(1, j);
+    }
+    return out;
   }
 
   /**
@@ -668,12 +680,16 @@ class WasmGuardSession implements GuardSession {
    * brings data from elsewhere (see `snapshot.ts`).
    */
   async #capture(input: string): Promise<string> {
-    const guard = this.#guard, shape = guard.snapshotShape!;
-    let pristine: PristineState;
+    const guard = this.#guard, shape = guard.snapshotShape!, set = this.#pooledSet;
+    let pristine: PristineState | string;
     try {
       pristine = pristineState(this.#instance!.exports, shape);
     } catch {
       guard.settleSnapshot(input, undefined);
+      return this.#invoke("label_agent", input);
+    }
+    if (typeof pristine === "string") {
+      guard.settleSnapshot(input, { unusable: pristine });
       return this.#invoke("label_agent", input);
     }
     this.#captureLogs = [];
@@ -682,8 +698,16 @@ class WasmGuardSession implements GuardSession {
       const output = await this.#invoke("label_agent", input);
       if (this.#impure) {
         settled = { unusable: "label_agent used call_backend or WASI" };
-      } else if (!this.#closed && !this.#dead && this.#instance) {
-        const snap = captureSnapshot(this.#instance.exports, shape, pristine, output, this.#captureLogs);
+      } else if (!this.#closed && !this.#dead && this.#instance && set) {
+        const written = (m: number) => guard.writtenRanges(set, m);
+        const snap = captureSnapshot(
+          this.#instance.exports,
+          shape,
+          pristine,
+          written,
+          output,
+          this.#captureLogs,
+        );
         settled = typeof snap === "string" ? { unusable: snap } : snap;
       }
       return output;

@@ -127,8 +127,8 @@ export interface GuardLimits {
   /**
    * Distinct `label_agent` inputs (policies) per guard whose post-`label_agent` state the host keeps
    * as a snapshot, so that a fresh instance starts from it instead of running `label_agent` again
-   * (see `src/guard/snapshot.ts`). 0, the default, turns snapshots off: every instance runs
-   * `label_agent` itself. May be 0, as `memoryPoolBytes` may.
+   * (see `src/guard/snapshot.ts`; modules with pooled memories only). 0 turns snapshots off: every
+   * instance runs `label_agent` itself. May be 0, as `memoryPoolBytes` may.
    */
   labelAgentSnapshots: number;
   /**
@@ -147,6 +147,11 @@ export interface GuardLimits {
  * `label_agent` itself instead. The demo and Rust benchmark guards dirty 20-24 KiB.
  */
 export const SNAPSHOT_MAX_IMAGE_BYTES = 1024 * 1024;
+/**
+ * Most table entries (over all tables) an instance may hold to be snapshotted: a capture reads every
+ * entry before and after `label_agent` to prove no table changed (the Rust benchmark guard has 93).
+ */
+export const SNAPSHOT_MAX_TABLE_ENTRIES = 4096;
 
 /** Defaults: the reference's limits plus a fuel budget of roughly one to a few CPU-seconds. */
 export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
@@ -170,11 +175,10 @@ export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
   maxDataBytes: 32 * 1024 * 1024,
   maxElementSegments: 10_000,
   maxElementEntries: 100_000,
-  // Off by default: capturing copies and scans the instance's whole memory synchronously (140 ms for
-  // a 32 MiB guard on this machine: an event-loop block above the 10 ms goal), and restoring saved
-  // only ~5 % of a fresh request (BENCHMARKS.md §2a). Turn it on (e.g. 16: one policy per server,
-  // a handful of servers per guard module) for guards with small memories.
-  labelAgentSnapshots: 0,
+  // 16 policies per guard (one per server, a handful of servers per guard module). A capture copies
+  // only what the memory pool recorded as written (at most SNAPSHOT_MAX_IMAGE_BYTES), and restoring
+  // saves 20-25 % of a fresh request with the pool (BENCHMARKS.md §2a).
+  labelAgentSnapshots: 16,
   // 32 MiB: a handful of idle memories per guard (the demo guard's is 4.3 MiB after a call with the
   // default 4 MiB output buffer, the Rust benchmark guard's 9.1 MiB); under steady load a session
   // takes the set the previous one gave back, so the pool stays small. Idle sets stay resident.

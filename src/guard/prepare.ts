@@ -116,6 +116,12 @@ export interface PrepareOptions {
    * exactly the same units at the same points.
    */
   fuelScheme?: FuelScheme;
+  /**
+   * Pool the module's memories (default true, with fuel only): they become imports, and every write
+   * is recorded so the host can reuse them (`wasm/rewrite.ts`, "Pooled memories", "Written pages").
+   * False keeps the module's own memories: each instance gets new ones.
+   */
+  poolMemories?: boolean;
 }
 
 /** One import of a guard. `type` is set for functions and tags, e.g. `(i32,i32)->(i32)`. */
@@ -515,7 +521,7 @@ export function prepareGuard(
   };
   if (fuel) mark.fuelScheme = fuelScheme;
   if (snapshot.problem === null) mark.snapshotGlobals = snapshot.mutableGlobals.length;
-  const pooled = fuel ? poolableMemories(info, caps.maxMemoryPages) : null;
+  const pooled = fuel && opts.poolMemories !== false ? poolableMemories(info, caps.maxMemoryPages) : null;
   if (pooled !== null) mark.pooledMemories = pooled.map(({ min, max }) => ({ min, max }));
   const out = rewriteModule(info, {
     poolMemories: pooled !== null,

@@ -22,21 +22,21 @@
  *   carry no snapshot mark and are never snapshotted), and every table (compared entry by entry
  *   before and after the run; a run that changed one is not snapshotted). The preparer's fuel
  *   counter and "check allowed" globals are not part of the image: the host sets both at every call.
- * - Memories are restored over a FRESH instance (never a reused one; a pooled memory is zeroed in
- *   full before the instance gets it, see `host.ts`, "Memory pool"): the new instance starts with
- *   the module's data segments, is grown to the snapshot's size and receives every 4 KiB block in
- *   which the snapshot differs from a fresh instance. Bytes outside those blocks are equal in both.
- *   A pooled memory's page global (the size the guard sees) is part of the image.
+ * - Only modules with pooled memories are snapshotted: the image is read from the pool's write
+ *   record (`host.ts`, "Memory pool"), i.e. every block the start function, `label_agent` or the
+ *   host wrote since the instance was created, and its size is checked before anything is copied.
+ * - Memories are restored over a FRESH instance (never a reused one; a pooled memory has every
+ *   written block zeroed before the instance gets it): the new instance starts with the module's
+ *   data segments, is grown to the snapshot's size and receives the image's blocks, which are
+ *   recorded as written again. Bytes outside those blocks are equal in both. A pooled memory's page
+ *   global (the size the guard sees) is part of the image.
  *
  * No Deno APIs here: this module also runs in workerd.
  *
  * @module
  */
-import { SNAPSHOT_MAX_IMAGE_BYTES } from "./limits.ts";
+import { SNAPSHOT_MAX_IMAGE_BYTES, SNAPSHOT_MAX_TABLE_ENTRIES } from "./limits.ts";
 import { globalExportName, memoryExportName, pagesExportName, tableExportName } from "./wasm/caps.ts";
-
-/** Granularity of the memory image: blocks in which the snapshot differs from a fresh instance. */
-export const SNAPSHOT_BLOCK_BYTES = 4096;
 
 /** One log line written during the snapshot run, replayed by every session started from it. */
 export interface SnapshotLog {
@@ -108,19 +108,24 @@ export function snapshotShape(
   return { memories: names(memories), pages: names(pages), tables: names(tables), globals: names(globals) };
 }
 
-/** What a capture keeps from the fresh instance before its first call. */
+/** What a capture keeps from the fresh instance before its first call: its table entries. */
 export interface PristineState {
-  memories: Uint8Array[];
   tables: unknown[][];
 }
 
-/** Reads the pristine state of a fresh instance (before its start function and first call). */
-export function pristineState(exports: WebAssembly.Exports, shape: SnapshotShape): PristineState {
-  return {
-    memories: shape.memories.map((n) => new Uint8Array((exports[n] as WebAssembly.Memory).buffer).slice()),
-    tables: shape.tables.map((n) => tableEntries(exports[n] as WebAssembly.Table)),
-  };
+/**
+ * Reads the pristine state of a fresh instance (before its start function and first call), or the
+ * reason it is not snapshotted: more than `SNAPSHOT_MAX_TABLE_ENTRIES` table entries to compare.
+ */
+export function pristineState(exports: WebAssembly.Exports, shape: SnapshotShape): PristineState | string {
+  const tables = shape.tables.map((n) => exports[n] as WebAssembly.Table);
+  const entries = tables.reduce((a, t) => a + t.length, 0);
+  if (entries > SNAPSHOT_MAX_TABLE_ENTRIES) return `more than ${SNAPSHOT_MAX_TABLE_ENTRIES} table entries`;
+  return { tables: tables.map(tableEntries) };
 }
+
+/** Byte ranges `[from, to)` of one memory that the instance (or the host for it) wrote. */
+export type WrittenRanges = (memory: number) => [number, number][];
 
 function tableEntries(t: WebAssembly.Table): unknown[] {
   const out = new Array(t.length);
@@ -130,13 +135,16 @@ function tableEntries(t: WebAssembly.Table): unknown[] {
 
 /**
  * Builds the snapshot of an instance that ran its start function and `label_agent` (and nothing
- * else) since `pristine` was read. Returns the reason instead when the instance cannot be
- * snapshotted: a table changed, or the image is above `SNAPSHOT_MAX_IMAGE_BYTES`.
+ * else) since `pristine` was read, from the memory pool's write record (`written`): every byte
+ * outside those ranges still holds what a fresh instance holds. Returns the reason instead when the
+ * instance cannot be snapshotted: a table changed, or the image is above `SNAPSHOT_MAX_IMAGE_BYTES`
+ * (checked before anything is copied, so a capture costs at most that much).
  */
 export function captureSnapshot(
   exports: WebAssembly.Exports,
   shape: SnapshotShape,
   pristine: PristineState,
+  written: WrittenRanges,
   output: string,
   logs: SnapshotLog[],
 ): InstanceSnapshot | string {
@@ -148,50 +156,19 @@ export function captureSnapshot(
       if (now.get(i) !== before[i]) return `table ${t} entry ${i} changed`;
     }
   }
-  let imageBytes = 0;
+  const ranges = shape.memories.map((_, m) => written(m));
+  const imageBytes = ranges.flat().reduce((a, [from, to]) => a + to - from, 0);
+  if (imageBytes > SNAPSHOT_MAX_IMAGE_BYTES) return `image above ${SNAPSHOT_MAX_IMAGE_BYTES} bytes`;
   const memories: MemoryImage[] = [];
   for (let m = 0; m < shape.memories.length; m++) {
     const now = new Uint8Array((exports[shape.memories[m]] as WebAssembly.Memory).buffer);
-    const image = diffRuns(now, pristine.memories[m]);
-    for (const r of image) imageBytes += r.data.length;
-    if (imageBytes > SNAPSHOT_MAX_IMAGE_BYTES) {
-      return `image above ${SNAPSHOT_MAX_IMAGE_BYTES} bytes`;
-    }
-    const entry: MemoryImage = { bytes: now.length, runs: image };
+    const runs = ranges[m].map(([from, to]) => ({ offset: from, data: now.slice(from, to) }));
+    const entry: MemoryImage = { bytes: now.length, runs };
     if (shape.pages.length > 0) entry.pages = (exports[shape.pages[m]] as WebAssembly.Global).value as number;
     memories.push(entry);
   }
   const globals = shape.globals.map((n) => (exports[n] as WebAssembly.Global).value as number | bigint);
   return { memories, globals, output, logs, imageBytes };
-}
-
-/** Runs of whole blocks in which `now` differs from `before` (shorter `before`: zeros beyond). */
-function diffRuns(now: Uint8Array, before: Uint8Array): { offset: number; data: Uint8Array }[] {
-  const runs: { offset: number; data: Uint8Array }[] = [];
-  let start = -1;
-  const flush = (end: number) => {
-    if (start >= 0) runs.push({ offset: start, data: now.slice(start, end) });
-    start = -1;
-  };
-  for (let off = 0; off < now.length; off += SNAPSHOT_BLOCK_BYTES) {
-    const end = Math.min(off + SNAPSHOT_BLOCK_BYTES, now.length);
-    if (blockDiffers(now, before, off, end)) {
-      if (start < 0) start = off;
-    } else {
-      flush(off);
-    }
-  }
-  flush(now.length);
-  return runs;
-}
-
-function blockDiffers(now: Uint8Array, before: Uint8Array, off: number, end: number): boolean {
-  if (off >= before.length) {
-    for (let i = off; i < end; i++) if (now[i] !== 0) return true;
-    return false;
-  }
-  for (let i = off; i < end; i++) if (now[i] !== (i < before.length ? before[i] : 0)) return true;
-  return false;
 }
 
 /**
