@@ -39,7 +39,7 @@ export interface InstancingVariant {
 
 /**
  * The variants every report shows: as before the pool (memories of the module's own, no write
- * recording), the pool (the default), pool + snapshots.
+ * recording), the pool without label-agent snapshots, and pool + snapshots (the default limits).
  */
 export const INSTANCING_VARIANTS: readonly InstancingVariant[] = [
   { label: "new memories", limits: { labelAgentSnapshots: 0 }, prepare: { poolMemories: false } },
