@@ -266,7 +266,11 @@ async function check(file: string | undefined, memoryPages: number | undefined):
         ...prepared,
         detail: "no mark, fuel import or reserved export in the input; prepares cleanly: yes " +
           `(${report.bytesIn} -> ${report.bytesOut} bytes, ${report.fuelPoints} fuel points, ` +
-          `${report.ms.toFixed(1)} ms)`,
+          `${
+            report.pooledMemories > 0
+              ? `${report.pooledMemories} memory pooled, writes recorded`
+              : "memories not pooled: new ones per instance"
+          }, ${report.ms.toFixed(1)} ms)`,
       };
     } catch (e) {
       prepared.problem = `prepares cleanly: no (${(e as Error).message})`;

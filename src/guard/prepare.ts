@@ -159,12 +159,20 @@ export interface PrepareReport {
   /** Functions metered through a cached counter local. */
   fuelCachedFunctions: number;
   /** Custom sections removed. */
+  /**
+   * Memories pooled (imports the host reuses, writes recorded: `wasm/rewrite.ts`); 0 when the module
+   * keeps its own (a shared, 64-bit or custom-page-size memory, no fuel, or `poolMemories: false`).
+   */
+  pooledMemories: number;
   strippedSections: string[];
 }
 
 /** What `inspectGuard` reports: each check's problem, or `null` when it passed. */
 export type GuardInspection =
-  & Omit<PrepareReport, "bytesOut" | "fuelPoints" | "fuelCachedFunctions" | "strippedSections" | "caps">
+  & Omit<
+    PrepareReport,
+    "bytesOut" | "fuelPoints" | "fuelCachedFunctions" | "strippedSections" | "caps" | "pooledMemories"
+  >
   & {
     /** The engine's validator (`WebAssembly.validate`, message from a compile attempt). */
     invalid: string | null;
@@ -549,6 +557,7 @@ export function prepareGuard(
     functions: source.funcTypes.length,
     fuelPoints: out.fuelPoints,
     fuelCachedFunctions: out.cachedFunctions,
+    pooledMemories: pooled?.length ?? 0,
     strippedSections: out.strippedSections,
   };
   return { bytes: out.bytes, report };

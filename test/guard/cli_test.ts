@@ -39,6 +39,7 @@ Deno.test("guard check: report for a usable guard, exit 1 with the reason for an
     assertStringIncludes(ok.stdout, "function label_agent (i32,i32,i32,i32)->(i32)");
     assertStringIncludes(ok.stdout, "buffers: guard alloc/dealloc");
     assertStringIncludes(ok.stdout, "prepares cleanly: yes");
+    assertStringIncludes(ok.stdout, "memory pooled, writes recorded");
     assertStringIncludes(ok.stdout, "usable: yes");
     for (
       const label of ["validated", "imports", "ABI", "memory cap", "table cap", "segment limits"]
