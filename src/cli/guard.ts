@@ -268,7 +268,9 @@ async function check(file: string | undefined, memoryPages: number | undefined):
           `(${report.bytesIn} -> ${report.bytesOut} bytes, ${report.fuelPoints} fuel points, ` +
           `${
             report.pooledMemories > 0
-              ? `${report.pooledMemories} memory pooled, writes recorded`
+              ? `${report.pooledMemories} ${
+                report.pooledMemories === 1 ? "memory" : "memories"
+              } pooled, writes recorded`
               : "memories not pooled: new ones per instance"
           }, ${report.ms.toFixed(1)} ms)`,
       };
