@@ -540,8 +540,11 @@ interface CallState {
   spentAtCheck: number;
   deadline: number;
   lastYield: number;
-  /** Aborted when the call is stopped (or ends); passed to `call_backend`. */
-  abort: AbortController;
+  /**
+   * Made by the first `call_backend` of the call and passed to it; aborted when the call is stopped
+   * (or ends).
+   */
+  abort?: AbortController;
   /** Why the instance was stopped: set once, reported instead of the trap it causes. */
   stop?: GuardError;
 }
@@ -660,7 +663,7 @@ class WasmGuardSession implements GuardSession {
     } finally {
       this.#usage.fuel += this.#call.fuelSpent;
       this.#usage.ms += performance.now() - t0;
-      this.#call.abort.abort(CALL_ENDED);
+      this.#call.abort?.abort(CALL_ENDED);
       this.#call = undefined;
     }
   }
@@ -816,9 +819,8 @@ class WasmGuardSession implements GuardSession {
     const call = this.#newCall(Math.min(this.#guard.fuelRefill, this.#limits.fuel));
     this.#call = call;
     if (this.#fuelGlobal) this.#fuelGlobal.value = call.refill;
-    const onAbort = () => this.#stop(call, this.#abortError());
-    this.#ctx.signal.addEventListener("abort", onAbort, { once: true });
-    const timer = setTimeout(() => this.#stop(call, this.#timeoutError()), this.#limits.timeoutMs);
+    // No timer or abort listener per call: a running guard reaches the fuel check, which stops it
+    // on the deadline or the signal; only a guard waiting in call_backend needs them (see there).
     try {
       if (this.#ctx.signal.aborted) throw this.#abortError();
       if (this.#start) {
@@ -839,13 +841,11 @@ class WasmGuardSession implements GuardSession {
       }
       throw err;
     } finally {
-      clearTimeout(timer);
-      this.#ctx.signal.removeEventListener("abort", onAbort);
       if (this.#fuelGlobal) call.fuelSpent += call.refill - (this.#fuelGlobal.value as number);
       this.#usage.fuel += call.fuelSpent;
       this.#usage.ms += performance.now() - t0;
       this.#recordHeld();
-      call.abort.abort(CALL_ENDED);
+      call.abort?.abort(CALL_ENDED);
       this.#call = undefined;
       this.#busy = false;
       // The export's promise has settled: nothing of this instance is on a wasm stack any more.
@@ -905,7 +905,7 @@ class WasmGuardSession implements GuardSession {
       }
       return utf8Decoder.decode(new Uint8Array(buf, outPtr, rc));
     } finally {
-      if (allocator && !this.#dead && this.#call?.abort.signal.aborted === false) {
+      if (allocator && !this.#dead && this.#call !== undefined && !this.#call.stop) {
         this.#free(allocator.dealloc, outPtr, size);
         this.#free(allocator.dealloc, inPtr, input.length);
       }
@@ -1169,7 +1169,7 @@ class WasmGuardSession implements GuardSession {
       g.value = STOPPED_FUEL;
     }
     if (this.#checkAllowed) this.#checkAllowed.value = 0;
-    call.abort.abort(why);
+    call.abort?.abort(why);
   }
 
   /**
@@ -1272,8 +1272,17 @@ class WasmGuardSession implements GuardSession {
         return -1;
       }
     }
-    const signal = call.abort.signal;
-    if (signal.aborted) return -1;
+    // While the guard waits here it reaches no fuel check: the deadline and the session's signal
+    // stop the call from outside, which aborts the backend call.
+    const problem = this.#liveProblem(call, performance.now());
+    if (problem) {
+      this.#stop(call, problem);
+      return -1;
+    }
+    const signal = (call.abort ??= new AbortController()).signal;
+    const onAbort = () => this.#stop(call, this.#abortError());
+    this.#ctx.signal.addEventListener("abort", onAbort, { once: true });
+    const timer = setTimeout(() => this.#stop(call, this.#timeoutError()), call.deadline - performance.now());
     let result: unknown;
     try {
       result = await raceSignal(this.#ctx.backend(toolName, args, signal), signal);
@@ -1282,6 +1291,9 @@ class WasmGuardSession implements GuardSession {
       if (signal.aborted) return -1;
       this.#log("debug", `call_backend(${toolName}) failed: ${errorMessage(e)}`);
       return -1;
+    } finally {
+      clearTimeout(timer);
+      this.#ctx.signal.removeEventListener("abort", onAbort);
     }
     if (this.#call !== call || call.stop) return -1;
     call.lastCheck = performance.now(); // time waiting for the backend is not the guard's speed
@@ -1331,7 +1343,6 @@ class WasmGuardSession implements GuardSession {
       spentAtCheck: 0,
       deadline: now + this.#limits.timeoutMs,
       lastYield: now,
-      abort: new AbortController(),
     };
   }
 
