@@ -272,7 +272,10 @@ Deno.test({
       for (const cmd of cmds) {
         const kind = kindOf(cmd)!;
         if (cmd.startsWith(INSTALL)) {
-          assert((await Deno.stat(new URL("node_modules/.package-lock.json", ROOT))).isFile, "npm install ran");
+          assert(
+            (await Deno.stat(new URL("node_modules/.package-lock.json", ROOT))).isFile,
+            "npm install ran",
+          );
         }
         if (kind === "suite") {
           // `npm test` is this suite: its wiring is checked, not run recursively.

@@ -177,23 +177,26 @@ Deno.test("faults: broken upstreams, stuck guards and vanished clients get clear
       assertEquals(ups.spin.state.calls, 0);
     });
 
-    await t.step("upstream 5xx: status kept, a gateway-written JSON-RPC error, guard session aborted", async () => {
-      const r = await fetch(url("http-500"), {
-        method: "POST",
-        headers: { ...POST_HEADERS, "x-agent-id": "agent-f" },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "probe" } }),
-      });
-      const text = await r.text();
-      assertEquals(r.status, 500);
-      assert(!text.includes("upstream exploded"), `the upstream's body reached the agent: ${text}`);
-      const msg = JSON.parse(text);
-      assertEquals(msg.id, 3);
-      assertStringIncludes(msg.error.message, "answered HTTP 500 (Internal Server Error)");
-      const rec = toolCalls(gw, "http-500").at(-1);
-      assertEquals(rec?.decision, "aborted");
-      assertStringIncludes(String(rec?.error), "answered HTTP 500");
-      await recovers("http-500");
-    });
+    await t.step(
+      "upstream 5xx: status kept, a gateway-written JSON-RPC error, guard session aborted",
+      async () => {
+        const r = await fetch(url("http-500"), {
+          method: "POST",
+          headers: { ...POST_HEADERS, "x-agent-id": "agent-f" },
+          body: JSON.stringify({ jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "probe" } }),
+        });
+        const text = await r.text();
+        assertEquals(r.status, 500);
+        assert(!text.includes("upstream exploded"), `the upstream's body reached the agent: ${text}`);
+        const msg = JSON.parse(text);
+        assertEquals(msg.id, 3);
+        assertStringIncludes(msg.error.message, "answered HTTP 500 (Internal Server Error)");
+        const rec = toolCalls(gw, "http-500").at(-1);
+        assertEquals(rec?.decision, "aborted");
+        assertStringIncludes(String(rec?.error), "answered HTTP 500");
+        await recovers("http-500");
+      },
+    );
 
     await t.step("malformed JSON body: 502 JSON-RPC error, nothing of it released", async () => {
       const r = await callTool(url("bad-json"), "agent-f", undefined, 4, "list_issues", args);
@@ -245,12 +248,15 @@ Deno.test("faults: broken upstreams, stuck guards and vanished clients get clear
       }
     });
 
-    await t.step("wrong content type: 502 JSON-RPC error (the type is upstream text: not repeated)", async () => {
-      const r = await callTool(url("html"), "agent-f", undefined, 8, "probe", {});
-      assertEquals(r.status, 502);
-      assertStringIncludes(errorOf(r.msg).message!, "unsupported content-type");
-      await recovers("html");
-    });
+    await t.step(
+      "wrong content type: 502 JSON-RPC error (the type is upstream text: not repeated)",
+      async () => {
+        const r = await callTool(url("html"), "agent-f", undefined, 8, "probe", {});
+        assertEquals(r.status, 502);
+        assertStringIncludes(errorOf(r.msg).message!, "unsupported content-type");
+        await recovers("html");
+      },
+    );
 
     await t.step(
       "client disconnects while the upstream works: upstream fetch and guard aborted",
