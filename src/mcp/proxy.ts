@@ -64,7 +64,14 @@ import {
   MAX_INFLIGHT_PER_SESSION,
   mintUpstreamId,
 } from "./exchange.ts";
-import { type Log, type RelayContext, relayErrorBody, relayJson, relaySse, toolAllowed } from "./relay.ts";
+import {
+  type Log,
+  type RelayContext,
+  relayErrorBody,
+  relayJson,
+  relaySseReply,
+  toolAllowed,
+} from "./relay.ts";
 import { createUpstreamClient, MAX_UPSTREAM_JSON_BYTES, type UpstreamClient } from "./upstream.ts";
 import { jsonResponse, readBounded, UpstreamError } from "./http.ts";
 import { createRouted } from "./routed.ts";
@@ -487,15 +494,13 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
       // A guarded server's 2xx status is not passed on either: 200 is the gateway's own.
       const okStatus = guarded ? 200 : up.status;
       if (sse) {
-        return new Response(
-          relaySse(up.body, ctx, {
-            prefix: local,
-            failure: timeoutError,
-            done: cleanup,
-            closed: life.signal,
-          }),
-          { status: okStatus, headers: outHeaders },
-        );
+        const body = await relaySseReply(up.body, ctx, {
+          prefix: local,
+          failure: timeoutError,
+          done: cleanup,
+          closed: life.signal,
+        });
+        return new Response(body, { status: okStatus, headers: outHeaders });
       }
 
       if (isJson(up.headers)) {

@@ -2,8 +2,9 @@
  * Upstream → agent: every message an upstream sends on a POST reply (JSON or SSE) or a GET stream
  * passes {@link toAgent}, which matches responses to their {@link Exchange} expectation, runs
  * `tools/call` results through the guard, and applies the channel table (`channels.ts`) for guarded
- * servers. {@link relaySse} streams an SSE reply block by block; {@link relayJson} answers from a
- * JSON reply.
+ * servers. {@link relaySseReply} answers from an SSE reply (whole when its first events answer every
+ * request, else streamed block by block by {@link relaySse}); {@link relayJson} answers from a JSON
+ * reply.
  *
  * @module
  */
@@ -19,7 +20,7 @@ import {
   toErrorObject,
   validateMessage,
 } from "./jsonrpc.ts";
-import { readSseBlocks, serializeSseBlock, type SseBlock } from "./sse.ts";
+import { readSseBlocks, serializeSseBlock, type SseBlock, type SseBlockReader } from "./sse.ts";
 import type { Exchange } from "./exchange.ts";
 import {
   answerUpstreamRequest,
@@ -235,32 +236,60 @@ async function blockToAgent(b: SseBlock, ctx: RelayContext): Promise<SseBlock | 
   return rest.id !== undefined || rest.retry !== undefined || rest.comments ? rest : undefined;
 }
 
-/** Options of {@link relaySse}. */
+/** Options of {@link relaySse} and {@link relaySseReply}. */
 export interface SseRelayOptions {
   /** Gateway answers sent first (blocked calls and refusals of the same POST). */
   prefix: JsonRpcMessage[];
   /** The error pending requests get when the stream ends early (default: "closed the stream"). */
   failure(): JsonRpcErrorObject | undefined;
-  /** Called once when the relay ends, whatever the reason. */
+  /** Called once when the relay ends, whatever the reason (for a finished reply: once the upstream's rest is read). */
   done(): void;
   /** Aborted when the gateway closes: ends the stream even when nothing reads it. */
   closed: AbortSignal;
 }
 
+const encoder = new TextEncoder();
+
+/** A gateway-written message as one SSE block. */
+function messageBlock(m: JsonRpcMessage): string {
+  return serializeSseBlock({ event: "message", data: JSON.stringify(m) });
+}
+
+/** Reads the rest of an upstream stream and discards it (the connection stays reusable); never rejects. */
+async function discardRest(reader: SseBlockReader): Promise<void> {
+  try {
+    while (!(await reader.read()).done) { /* after the last answer: nothing more for the agent */ }
+  } catch {
+    // failed or aborted (deadline, agent gone, gateway closing): nothing is waiting for it
+  }
+}
+
 /**
- * Streams an upstream SSE body to the agent block by block. When the upstream ends or fails before
- * answering, every pending request gets a JSON-RPC error and the stream ends.
+ * Streams an upstream SSE body to the agent block by block (a GET stream, or a POST reply after
+ * {@link relaySseReply} began it). When the upstream ends or fails before answering, every pending
+ * request gets a JSON-RPC error and the stream ends. With `expecting` (a POST's reply), the stream
+ * also ends once every request of the exchange is answered: the rest of the upstream stream is read
+ * and discarded.
  */
 export function relaySse(
   body: ReadableStream<Uint8Array>,
   ctx: RelayContext,
   o: SseRelayOptions,
 ): ReadableStream<Uint8Array> {
+  return sseStream(readSseBlocks(body), ctx, o, o.prefix.map(messageBlock), false);
+}
+
+function sseStream(
+  reader: SseBlockReader,
+  ctx: RelayContext,
+  o: SseRelayOptions,
+  first: string[],
+  expecting: boolean,
+  pending?: Promise<ReadableStreamReadResult<SseBlock>>,
+): ReadableStream<Uint8Array> {
   const ex = ctx.exchange;
-  const reader = readSseBlocks(body);
-  const enc = new TextEncoder();
-  const message = (m: JsonRpcMessage) =>
-    enc.encode(serializeSseBlock({ event: "message", data: JSON.stringify(m) }));
+  // A read already started (see relaySseReply) is the stream's first; its failure is handled there.
+  pending?.catch(() => {});
   let finished = false;
   let onClose: (() => void) | undefined;
   const unlisten = () => {
@@ -273,14 +302,14 @@ export function relaySse(
       code: ErrorCode.ConnectionClosed,
       message: `upstream "${ex.upstream.id}" ${why} before sending the response`,
     };
-    for (const m of ex.failAll(err)) ctl.enqueue(message(m));
+    for (const m of ex.failAll(err)) ctl.enqueue(encoder.encode(messageBlock(m)));
     finished = true;
     o.done();
     ctl.close();
   };
   return new ReadableStream<Uint8Array>({
     start(ctl) {
-      for (const m of o.prefix) ctl.enqueue(message(m));
+      if (first.length > 0) ctl.enqueue(encoder.encode(first.join("")));
       // The gateway's close() ends the stream even when nothing is reading it (a graceful server
       // shutdown waits for every open response body).
       onClose = () => {
@@ -295,7 +324,9 @@ export function relaySse(
         if (finished) return;
         let r: ReadableStreamReadResult<SseBlock>;
         try {
-          r = await reader.read();
+          const next = pending ?? reader.read();
+          pending = undefined;
+          r = await next;
           if (finished) return;
         } catch (e) {
           if (finished) return;
@@ -305,13 +336,16 @@ export function relaySse(
         if (r.done) return end(ctl, "closed the stream");
         const out = await blockToAgent(r.value, ctx);
         if (finished) return;
-        if (out) {
-          const s = serializeSseBlock(out);
-          if (s !== "") {
-            ctl.enqueue(enc.encode(s));
-            return;
-          }
+        const s = out ? serializeSseBlock(out) : "";
+        if (s !== "") ctl.enqueue(encoder.encode(s));
+        if (expecting && ex.pending.size === 0) {
+          finished = true;
+          unlisten();
+          ctl.close();
+          discardRest(reader).finally(o.done);
+          return;
         }
+        if (s !== "") return;
       }
     },
     async cancel(reason) {
@@ -323,6 +357,84 @@ export function relaySse(
       await reader.cancel(reason).catch(() => {});
     },
   }, { highWaterMark: 0 });
+}
+
+/**
+ * How long {@link relaySseReply} waits for the first thing the agent may see before it starts
+ * streaming (response headers first, the rest as it comes). Nothing the agent may see waits for it:
+ * the first block to show ends the wait.
+ */
+export const SSE_REPLY_WAIT_MS = 1000;
+
+/**
+ * The agent's body for an upstream SSE reply to a POST. The upstream is read until the agent has
+ * something to see (at most {@link SSE_REPLY_WAIT_MS}). When every request of the exchange is
+ * answered by then (the usual reply: one event, then the end of the stream), the body is returned
+ * whole, as text, and the rest of the upstream stream is read and discarded; otherwise (progress
+ * first, a batch answered over several events, a slow call) the reply goes on as a stream
+ * ({@link relaySse}), each block as it comes, and ends once every request is answered. Either way the
+ * reply ends when its requests are answered: MCP servers close a POST's stream after its responses,
+ * and the gateway, as the agent's server, does too. A stream that ends or fails first gives every
+ * pending request a JSON-RPC error.
+ */
+export async function relaySseReply(
+  body: ReadableStream<Uint8Array>,
+  ctx: RelayContext,
+  o: SseRelayOptions,
+): Promise<string | ReadableStream<Uint8Array>> {
+  const ex = ctx.exchange;
+  const reader = readSseBlocks(body);
+  const out = o.prefix.map(messageBlock);
+  if (ex.pending.size === 0) return sseStream(reader, ctx, o, out, false);
+  const fail = (why: string) => {
+    const err = o.failure() ?? {
+      code: ErrorCode.ConnectionClosed,
+      message: `upstream "${ex.upstream.id}" ${why} before sending the response`,
+    };
+    for (const m of ex.failAll(err)) out.push(messageBlock(m));
+    o.done();
+    return out.join("");
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), SSE_REPLY_WAIT_MS);
+  });
+  try {
+    for (;;) {
+      const next = reader.read();
+      let r: ReadableStreamReadResult<SseBlock> | undefined;
+      try {
+        r = await Promise.race([next, late]);
+      } catch (e) {
+        if (o.closed.aborted) return fail("was closed by the gateway");
+        ctx.log({ event: "mcp_upstream_stream_failed", upstream: ex.upstream.id, error: String(e) });
+        return fail(`stream failed (${errorMessage(e)})`);
+      }
+      if (r === undefined) return sseStream(reader, ctx, o, out, true, next);
+      if (r.done) return fail("closed the stream");
+      let block: SseBlock | undefined;
+      try {
+        block = await blockToAgent(r.value, ctx);
+      } catch (e) {
+        ex.abortAll(e);
+        o.done();
+        await reader.cancel(e).catch(() => {});
+        throw e;
+      }
+      const s = block ? serializeSseBlock(block) : "";
+      if (ex.pending.size === 0) {
+        if (s !== "") out.push(s);
+        discardRest(reader).finally(o.done);
+        return out.join("");
+      }
+      if (s !== "") {
+        out.push(s);
+        return sseStream(reader, ctx, o, out, true);
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

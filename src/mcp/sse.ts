@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { chunkReader } from "./http.ts";
 
 /** One SSE block. `data === undefined` means the block had no `data:` line (not dispatched). */
 export interface SseBlock {
@@ -203,7 +204,7 @@ export interface SseBlockReader {
  * ```
  */
 export function readSseBlocks(body: ReadableStream<Uint8Array>): SseBlockReader {
-  const reader = body.getReader();
+  const reader = chunkReader(body);
   const parser = new SseParser();
   const decoder = new TextDecoder();
   let queue: SseBlock[] = [];
@@ -214,14 +215,14 @@ export function readSseBlocks(body: ReadableStream<Uint8Array>): SseBlockReader 
       for (;;) {
         if (next < queue.length) return { done: false, value: queue[next++] };
         if (ended) return { done: true, value: undefined };
-        const r = await reader.read();
+        const chunk = await reader.read();
         next = 0;
-        if (r.done) {
+        if (chunk === null) {
           ended = true;
           queue = parser.push(decoder.decode());
           parser.end();
         } else {
-          queue = parser.push(decoder.decode(r.value, { stream: true }));
+          queue = parser.push(decoder.decode(chunk, { stream: true }));
         }
       }
     },

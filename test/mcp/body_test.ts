@@ -1,0 +1,75 @@
+import { assertEquals, assertRejects } from "@std/assert";
+import { BodyTooLargeError, chunkReader, readBounded } from "../../src/mcp/http.ts";
+
+const enc = new TextEncoder();
+
+/** A byte stream that hands out `parts` one per pull, as a runtime's body does. */
+function byteStream(parts: Uint8Array[]): ReadableStream<Uint8Array> {
+  let i = 0;
+  return new ReadableStream({
+    type: "bytes",
+    pull(c) {
+      if (i < parts.length) c.enqueue(parts[i++].slice());
+      else c.close();
+    },
+  });
+}
+
+Deno.test("chunkReader: byte streams, fetch bodies and other streams give the body's bytes in order", async () => {
+  const body = new Uint8Array(200_000).map((_, i) => (i * 7) % 251);
+  const parts = [body.subarray(0, 5), body.subarray(5, 70_000), body.subarray(70_000)];
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, () => new Response(body));
+  try {
+    const sources = [
+      () => byteStream(parts),
+      () => ReadableStream.from(parts.map((p) => p.slice())),
+      async () => (await fetch(`http://127.0.0.1:${server.addr.port}/`)).body!,
+      () => new Response(body).body!,
+    ];
+    for (const source of sources) {
+      const r = chunkReader(await source());
+      const got = new Uint8Array(body.byteLength);
+      let n = 0;
+      // Each chunk is copied before the next read: its memory may be reused.
+      for (let c = await r.read(); c !== null; c = await r.read()) {
+        got.set(c, n);
+        n += c.byteLength;
+      }
+      assertEquals(n, body.byteLength);
+      assertEquals(got, body);
+      assertEquals(await r.read(), null);
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("readBounded: UTF-8 split across chunks, the limit counted in bytes, empty and absent bodies", async () => {
+  const text = "é€😀".repeat(3000);
+  const bytes = enc.encode(text);
+  const split = [bytes.subarray(0, 1), bytes.subarray(1, 9_001), bytes.subarray(9_001)];
+  assertEquals(await readBounded(byteStream(split), bytes.byteLength), text);
+  assertEquals(await readBounded(ReadableStream.from(split), bytes.byteLength), text);
+  await assertRejects(() => readBounded(byteStream(split), bytes.byteLength - 1), BodyTooLargeError);
+  await assertRejects(() => readBounded(ReadableStream.from(split), bytes.byteLength - 1), BodyTooLargeError);
+  assertEquals(await readBounded(byteStream([]), 10), "");
+  assertEquals(await readBounded(null, 10), "");
+});
+
+Deno.test("readBounded: a body over the limit is cancelled", async () => {
+  let cancelled = false;
+  let pulls = 0;
+  const endless = new ReadableStream<Uint8Array>({
+    type: "bytes",
+    pull(c) {
+      pulls++;
+      c.enqueue(new Uint8Array(1024));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  await assertRejects(() => readBounded(endless, 10_000), BodyTooLargeError);
+  assertEquals(cancelled, true);
+  assertEquals(pulls < 20, true, `read ${pulls} chunks past a 10,000 byte limit`);
+});
