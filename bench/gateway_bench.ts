@@ -79,6 +79,14 @@ const NO_BACKEND_GUARD = new URL("../test/fixtures/wat/bench/no_backend_guard.wa
 /** Gateway server ids of the two guarded targets. */
 const DEMO_SERVER = "demo";
 const NO_BACKEND_SERVER = "nobackend";
+/**
+ * Server ids of two more gateway targets of the `--serve` child, without a wasm guard (the gateway's
+ * own cost, for profiling): the built-in noop guard (transparent relay) and the built-in write-sink
+ * guard (the guarded path: channel table, three guard calls, decision log). Call them under an agent
+ * id of their own (the demo guard's labels would deny a noop read-write).
+ */
+const NOOP_SERVER = "noop";
+const SINK_SERVER = "sink";
 /** Targets. */
 const P50_RATIO_TARGET = 1.25;
 const THROUGHPUT_RATIO_TARGET = 0.8;
@@ -171,6 +179,12 @@ async function serve(latencyMs: number): Promise<void> {
       guard: NO_BACKEND_SERVER,
       "guard-policies": DEMO_POLICY,
     };
+    raw.mcpServers[NOOP_SERVER] = { type: "http", url: upstreamUrl };
+    raw.mcpServers[SINK_SERVER] = {
+      type: "http",
+      url: upstreamUrl,
+      "guard-policies": { "write-sink": { accept: ["*"] } },
+    };
     const config = parseConfig(raw, {});
     config.gateway.port = 0;
     const { server } = await startGateway(config, {
@@ -189,6 +203,8 @@ async function serve(latencyMs: number): Promise<void> {
       cpu: `http://127.0.0.1:${up.addr.port}/cpu`,
       demo: `${base}/${DEMO_SERVER}`,
       noBackend: `${base}/${NO_BACKEND_SERVER}`,
+      noop: `${base}/${NOOP_SERVER}`,
+      sink: `${base}/${SINK_SERVER}`,
     }));
   } finally {
     // Guards are loaded (compiled) at startup; the file is not needed afterwards.
@@ -219,6 +235,8 @@ interface ServerUrls {
   cpu: string;
   demo: string;
   noBackend: string;
+  noop: string;
+  sink: string;
 }
 interface ServerProcess extends ServerUrls {
   stop(): Promise<void>;
