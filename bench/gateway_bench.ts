@@ -54,7 +54,7 @@ import { Hono } from "hono";
 import { cpuUsage } from "node:process";
 import { parseConfig } from "../src/config.ts";
 import { createDemoUpstream } from "../src/demo/upstream.ts";
-import { DEMO_POLICY, demoConfig, startGateway } from "../src/main.ts";
+import { DEMO_POLICY, demoConfig, startGateway, stderrLines } from "../src/main.ts";
 import { jsonLogSink } from "../src/log.ts";
 import {
   type BenchOptions,
@@ -192,7 +192,7 @@ async function serve(latencyMs: number): Promise<void> {
       env: {},
       signal: ac.signal,
       // The production sink at its default level (info): guard debug lines are not built.
-      log: jsonLogSink((line) => console.error(line), "info"),
+      log: jsonLogSink(stderrLines(), "info"),
     });
     gatewayFinished = server.finished;
     const base = `http://127.0.0.1:${server.addr.port}/mcp`;

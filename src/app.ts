@@ -192,7 +192,15 @@ export function createGateway(deps: AppDeps): Gateway {
             labelAgentInput: await agentInputs.get(call.upstream.id),
             defaultMode: g.mode,
           },
-          { guard: plan.guard, store, log: (r) => log(r.event === "tool_call" ? { ...r, auth: authOf } : r) },
+          {
+            guard: plan.guard,
+            store,
+            // The pipeline builds each record afresh: the identity is added in place.
+            log: (r) => {
+              if (r.event === "tool_call") r.auth = authOf;
+              log(r);
+            },
+          },
           {
             signal: call.signal,
             backend: (tool, args, signal) =>

@@ -37,11 +37,23 @@ export function jsonLogSink(write: (line: string) => void, minLevel: string = "i
       typeof record.level === "string" && LOG_LEVELS.indexOf(record.level as typeof LOG_LEVELS[number]) < min
     ) return;
     // One time field per line: a record's own `timestamp` (decision records carry the moment of the
-    // decision) becomes `time`, which every other line has.
-    const { timestamp, ...rest } = record;
-    write(
-      JSON.stringify({ time: typeof timestamp === "string" ? timestamp : new Date().toISOString(), ...rest }),
-    );
+    // decision) becomes `time`, which every other line has. The record is serialised as it is, the
+    // time spliced in front (no copy of the record).
+    const stamp = record.timestamp;
+    if ("time" in record) {
+      const { timestamp: _, ...rest } = record;
+      write(JSON.stringify({ time: typeof stamp === "string" ? stamp : new Date().toISOString(), ...rest }));
+      return;
+    }
+    let json: string;
+    if (stamp === undefined) {
+      json = JSON.stringify(record);
+    } else {
+      const { timestamp: _, ...rest } = record;
+      json = JSON.stringify(rest);
+    }
+    const time = JSON.stringify(typeof stamp === "string" ? stamp : new Date().toISOString());
+    write(json === "{}" ? `{"time":${time}}` : `{"time":${time},${json.slice(1)}`);
   };
   minLevels.set(sink, min);
   return sink;

@@ -53,11 +53,20 @@ export function demoConfig(upstreamUrl: string, port: number, hostname: string):
   };
 }
 
+/**
+ * Writes each line to stderr with synchronous writes of its UTF-8 bytes: what `console.error` does
+ * for one string, without formatting its arguments first (a guarded call writes at least one line).
+ */
+export function stderrLines(): (line: string) => void {
+  const enc = new TextEncoder();
+  return (line) => {
+    let bytes = enc.encode(line + "\n");
+    while (bytes.byteLength > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+  };
+}
+
 /** One JSON log line on stderr per record (`MCP_EDGE_GUARD_LOG_LEVEL`, default `info`). */
-const logLine = jsonLogSink(
-  (line) => console.error(line),
-  Deno.env.get("MCP_EDGE_GUARD_LOG_LEVEL") ?? "info",
-);
+const logLine = jsonLogSink(stderrLines(), Deno.env.get("MCP_EDGE_GUARD_LOG_LEVEL") ?? "info");
 
 async function openStore(env: Record<string, string | undefined>): Promise<AgentLabelStore> {
   const kv = env.MCP_EDGE_GUARD_KV ?? (env.DENO_DEPLOYMENT_ID ? "default" : undefined);

@@ -25,3 +25,17 @@ Deno.test("log: each line has one time field; a record's own timestamp becomes i
   assertEquals(Object.keys(plain), ["time", "level", "event"]);
   assertEquals(lines.filter((l) => l.includes('"timestamp"')), []);
 });
+
+Deno.test("log: empty records, records with their own time field, a timestamp that is not a string", () => {
+  const lines: string[] = [];
+  const log = jsonLogSink((l) => lines.push(l));
+  log({});
+  log({ time: "own", event: "x" });
+  log({ timestamp: 5, event: "y" });
+  const [empty, own, odd] = lines.map((l) => JSON.parse(l));
+  assertEquals(Object.keys(empty), ["time"]);
+  assertEquals(own, { time: "own", event: "x" });
+  assertEquals(lines[1].indexOf('"time"'), lines[1].lastIndexOf('"time"'), "one time field");
+  assertEquals(Object.keys(odd), ["time", "event"]);
+  assertEquals(typeof odd.time, "string");
+});
