@@ -142,6 +142,8 @@ export interface CopyResult {
   bulk: boolean;
   /** {@link StoreType} bits of the memory writes in the code (their operands need scratch locals). */
   stores: number;
+  /** The code names a data segment (`memory.init`, `data.drop`). */
+  dataRefs: boolean;
 }
 
 /**
@@ -354,6 +356,7 @@ export function copyInstructions(
   let exceptions = false;
   let bulk = false;
   let stores = 0;
+  let dataRefs = false;
   /** Blocks open inside the function body: a branch to label `depth` leaves the function. */
   let depth = 0;
   const flush = (to: number) => {
@@ -392,7 +395,7 @@ export function copyInstructions(
           syncBefore = peekTableHits(r, depth);
           break;
         case Cache.exception:
-          return { loops, exceptions: true, bulk, stores };
+          return { loops, exceptions: true, bulk, stores, dataRefs };
       }
       if (syncBefore) insertBefore(at, cache.sync);
     } else if (EXCEPTION_OPS.has(op)) {
@@ -402,7 +405,7 @@ export function copyInstructions(
       case Imm.none:
         if (op === 0x0b && constExpr) {
           if (w !== null) flush(r.pos);
-          return { loops, exceptions, bulk, stores };
+          return { loops, exceptions, bulk, stores, dataRefs };
         }
         break;
       case Imm.block:
@@ -482,6 +485,7 @@ export function copyInstructions(
         break;
       case Imm.prefix_fc: {
         const sub = r.u32();
+        if (sub === 8 || sub === 9) dataRefs = true; // memory.init, data.drop
         const n = fcImmediates(sub);
         if (n < 0) unsupported(op, sub, at, "unknown 0xFC instruction");
         const spaces = FC_INDEX[sub];
@@ -566,5 +570,5 @@ export function copyInstructions(
   // Every read is bounded by r.end, so an instruction cut off by the body end was already reported.
   if (constExpr) malformed("constant expression without end", r.pos);
   if (w !== null) flush(r.end);
-  return { loops, exceptions, bulk, stores };
+  return { loops, exceptions, bulk, stores, dataRefs };
 }

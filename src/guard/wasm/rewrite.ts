@@ -102,6 +102,7 @@ import {
 } from "./code.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT } from "./host_signatures.ts";
 import { pagesExportName, pooledMemoryImportName, WRITTEN_IMPORT_NAME } from "./caps.ts";
+import { mergeDataSegments } from "./data.ts";
 import { fcImmediates } from "./opcodes.ts";
 import {
   type Limits,
@@ -885,6 +886,11 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
     pooled.forEach((l, m) => appended.push({ type: growType, body: growBody(m, pages(m), l.max) }));
     edit.memories = { pages, grow: (m) => firstGrow + m };
   }
+  // Fewer data segments (`data.ts`), when no code names one.
+  const dataSection = info.sections.find((s) => s.id === SectionId.data);
+  const mergedData = fuel === null || dataSection === undefined || scans.some((s) => s.seen.dataRefs)
+    ? null
+    : mergeDataSegments(bytes.subarray(dataSection.start, dataSection.end));
   const out = new Writer(bytes.length + (bytes.length >> 3) + 256);
   out.bytes(bytes.subarray(0, 8));
   const stripped: string[] = [];
@@ -1035,6 +1041,12 @@ export function rewriteModule(info: ModuleInfo, opts: RewriteOptions): RewriteRe
       }
       case SectionId.start:
         w.u32(shiftFunc(r!.u32()));
+        return w.view();
+      case SectionId.data:
+        return mergedData?.content ?? raw(s!);
+      case SectionId.dataCount:
+        if (mergedData === null) return raw(s!);
+        w.u32(mergedData.count);
         return w.view();
       case SectionId.element:
         if (fuel === null) return raw(s!);
