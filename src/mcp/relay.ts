@@ -255,12 +255,30 @@ function messageBlock(m: JsonRpcMessage): string {
   return serializeSseBlock({ event: "message", data: JSON.stringify(m) });
 }
 
-/** Reads the rest of an upstream stream and discards it (the connection stays reusable); never rejects. */
+/**
+ * Most SSE blocks, and longest time, the rest of an upstream reply is read after its last answer
+ * before the gateway cancels it: a well-behaved upstream ends its stream right away (and the
+ * connection stays reusable); one that goes on sending, or keeps it open, is not read for ever.
+ */
+export const DISCARD_MAX_BLOCKS = 64;
+export const DISCARD_MAX_MS = 2000;
+
+/** Reads the rest of an upstream stream and discards it, within the bounds above; never rejects. */
 async function discardRest(reader: SseBlockReader): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => timer = setTimeout(() => resolve("late"), DISCARD_MAX_MS));
   try {
-    while (!(await reader.read()).done) { /* after the last answer: nothing more for the agent */ }
+    for (let n = 0; n < DISCARD_MAX_BLOCKS; n++) {
+      // after the last answer: nothing more for the agent
+      const r = await Promise.race([reader.read(), late]);
+      if (r === "late") break;
+      if (r.done) return;
+    }
+    await reader.cancel(new Error("the reply's requests are answered")).catch(() => {});
   } catch {
     // failed or aborted (deadline, agent gone, gateway closing): nothing is waiting for it
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { relaySseReply, SSE_REPLY_WAIT_MS } from "../../src/mcp/relay.ts";
+import { DISCARD_MAX_BLOCKS, DISCARD_MAX_MS, relaySseReply, SSE_REPLY_WAIT_MS } from "../../src/mcp/relay.ts";
 import { Exchange } from "../../src/mcp/exchange.ts";
 import type { Upstream } from "../../src/mcp/proxy.ts";
 
@@ -55,6 +55,53 @@ Deno.test("relaySseReply: a reply whose first event answers everything is return
   assertEquals(body, event({ jsonrpc: "2.0", id: 1, result: {} }));
   await up.ended;
   await new Promise((r) => setTimeout(r, 0));
+  assertEquals(doneCount(), 1);
+});
+
+Deno.test("relaySseReply: an upstream that keeps sending after the answer is cancelled, not read for ever", async () => {
+  const { ctx, opts, doneCount } = exchangeFor(["g-1"]);
+  let pulls = 0;
+  let cancelled = false;
+  const note = event({ jsonrpc: "2.0", method: "notifications/message", params: { data: "more" } });
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(enc.encode(event({ jsonrpc: "2.0", id: "g-1", result: {} })));
+    },
+    pull(c) {
+      pulls++;
+      c.enqueue(enc.encode(note));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const out = await relaySseReply(body, ctx, opts);
+  assertEquals(out, event({ jsonrpc: "2.0", id: 1, result: {} }));
+  for (let i = 0; i < 100 && !cancelled; i++) await new Promise((r) => setTimeout(r, 20));
+  assert(cancelled, "the endless rest is cancelled");
+  assert(pulls <= DISCARD_MAX_BLOCKS + 2, `${pulls} reads after the answer`);
+  const after = pulls;
+  await new Promise((r) => setTimeout(r, 50));
+  assertEquals(pulls, after, "nothing is read once cancelled");
+  assertEquals(doneCount(), 1);
+});
+
+Deno.test("relaySseReply: an upstream that keeps its stream open after the answer is cancelled after a while", async () => {
+  const { ctx, opts, doneCount } = exchangeFor(["g-1"]);
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(enc.encode(event({ jsonrpc: "2.0", id: "g-1", result: {} })));
+    },
+    pull: () => new Promise(() => {}), // never sends again, never ends
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const out = await relaySseReply(body, ctx, opts);
+  assertEquals(out, event({ jsonrpc: "2.0", id: 1, result: {} }));
+  for (let i = 0; i < 100 && !cancelled; i++) await new Promise((r) => setTimeout(r, DISCARD_MAX_MS / 40));
+  assert(cancelled, "cancelled after DISCARD_MAX_MS");
   assertEquals(doneCount(), 1);
 });
 
