@@ -37,10 +37,14 @@
  * Memory pool (`limits.memoryPoolBytes`, 0 = off): the preparer turns a guard's memories into
  * imports (`wasm/rewrite.ts`, "Pooled memories"). When a session ends with no export call on its
  * wasm stack (none running, none suspended in `call_backend`), its instance is dropped and its
- * memories are kept for a later session, which gets them with EVERY byte set to zero first and then
- * its own data segments written by instantiation: exactly the contents of a new memory, without the
- * page faults of one (on this kind of VM the first write to each 4 KiB page of a new memory costs
- * ~12 µs, which made a fresh instance cost 7-9x a call on a warm one). The size the guard sees
+ * memories are kept for a later session. Every write into them was recorded per 4 KiB block (the
+ * preparer's "Written pages"; the host records its own writes through `markWritten`), so before
+ * the later session gets them every written block is set to zero, and instantiation writes its data
+ * segments again: exactly the contents of a new memory, without the page faults of one (on this
+ * kind of VM the first write to each 4 KiB page of a new memory costs ~12 µs, which made a fresh
+ * instance cost 7-9x a call on a warm one), and without touching pages nobody wrote. A session
+ * that ended while a host write was half done cannot leave anything unrecorded: the host records a
+ * range before it writes it. The size the guard sees
  * (`memory.size`, `memory.grow`) starts at the module's minimum whatever the memory's real size;
  * only accesses between that size and the real one read zeros instead of trapping. A session that
  * is closed while its call is still on the stack gives nothing back: that stack could resume and
