@@ -1,6 +1,7 @@
 /**
  * The binary rewrite behind `prepareGuard`: clamps memory limits, injects the fuel counter, renumbers
- * function indices and strips debug sections. It knows nothing about the guard ABI, so it also
+ * function indices, strips debug sections, and (optionally) pools memories with a record of every
+ * write and merges adjacent data segments (`data.ts`). It knows nothing about the guard ABI, so it also
  * serves for non-guard modules (tests on real toolchain output).
  *
  * Fuel points sit at every function entry and loop header and spend one unit of the exported counter
