@@ -37,3 +37,36 @@ const encoder = new TextEncoder();
 export async function sha256Hex(text: string): Promise<string> {
   return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text))));
 }
+
+/**
+ * Settles like `p`, or rejects with `signal`'s reason as soon as it aborts (at once when it already
+ * has); `onAbort` runs first in that case. Listeners are removed when `p` settles.
+ *
+ * @example
+ * ```ts
+ * const value = await raceSignal(fetchSomething(), AbortSignal.timeout(1000));
+ * ```
+ */
+export function raceSignal<T>(p: Promise<T>, signal: AbortSignal, onAbort?: () => void): Promise<T> {
+  if (signal.aborted) {
+    onAbort?.();
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => {
+      onAbort?.();
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", abort, { once: true });
+    Promise.resolve(p).then(
+      (v) => {
+        signal.removeEventListener("abort", abort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", abort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -110,7 +110,7 @@ import {
 import { writtenLayout } from "./wasm/rewrite.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT, WASI_MODULE } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
-import { errorMessage } from "../util.ts";
+import { errorMessage, raceSignal } from "../util.ts";
 
 /** The label exports take (input_ptr, input_len, output_ptr, output_size). */
 const LABEL_EXPORT_ARITY = 4;
@@ -1449,22 +1449,4 @@ function startFunctionOutOfFuel(): GuardError {
 function isSuspendError(e: unknown): boolean {
   const ctor = (WebAssembly as unknown as { SuspendError?: ErrorConstructor }).SuspendError;
   return typeof ctor === "function" && e instanceof ctor;
-}
-
-/** Settles like `p`, or rejects with the signal's reason as soon as it aborts. */
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    Promise.resolve(p).then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }

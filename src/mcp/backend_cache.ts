@@ -22,7 +22,7 @@
  * @module
  */
 import { canonicalJson } from "../difc/payload.ts";
-import { isObject } from "../util.ts";
+import { isObject, raceSignal } from "../util.ts";
 
 /** Most answers kept. */
 export const BACKEND_CACHE_MAX_ENTRIES = 4096;
@@ -72,31 +72,6 @@ interface Flight {
   promise: Promise<unknown>;
   waiters: number;
   ac: AbortController;
-}
-
-/** Resolves to `p`'s value, or rejects with `signal`'s reason as soon as it aborts. */
-function race<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => void): Promise<T> {
-  if (signal.aborted) {
-    onAbort();
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const abort = () => {
-      onAbort();
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", abort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", abort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", abort);
-        reject(e);
-      },
-    );
-  });
 }
 
 function deepFreeze(v: unknown): void {
@@ -182,7 +157,7 @@ export class BackendCache {
           if (this.#flights.get(key) === f) this.#flights.delete(key);
         }
       })();
-      f.promise.catch(() => {}); // every waiter sees the rejection through race()
+      f.promise.catch(() => {}); // every waiter sees the rejection through raceSignal()
       this.#flights.set(key, f);
       flight = f;
     }
@@ -198,7 +173,7 @@ export class BackendCache {
         f.ac.abort(signal.reason);
       }
     };
-    return race(f.promise, signal, leave).finally(() => {
+    return raceSignal(f.promise, signal, leave).finally(() => {
       if (!left) {
         left = true;
         f.waiters--;

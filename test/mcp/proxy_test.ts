@@ -617,18 +617,7 @@ Deno.test("unified: an upstream with endless tools/list pages is cut at MAX_TOOL
   ]);
   try {
     const headers = { ...POST_HEADERS, "mcp-protocol-version": "2025-11-25" };
-    const init = await fetch(`${gw.base}/mcp`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 1,
-        method: "initialize",
-        params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "t", version: "0" } },
-      }),
-    });
-    await init.body?.cancel();
-    const sid = init.headers.get("mcp-session-id")!;
+    const sid = await rawInit(`${gw.base}/mcp`, headers);
     const res = await fetch(`${gw.base}/mcp`, {
       method: "POST",
       headers: { ...headers, "mcp-session-id": sid },
