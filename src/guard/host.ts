@@ -1023,16 +1023,24 @@ class WasmGuardSession implements GuardSession {
     if (this.#pooledSet) this.#guard.markWritten(this.#pooledSet, this.#abiIndex, ptr >>> 0, len);
   }
 
+  /**
+   * The host's one way to write into the ABI memory: bounds-checked against the size the guard sees,
+   * and recorded for the memory pool before it is written. False when outside the memory.
+   */
+  #hostWrite(ptr: number, data: Uint8Array): boolean {
+    if (ptr + data.length > this.#abiBytes()) return false;
+    this.#markHost(ptr, data.length);
+    new Uint8Array(this.#memory!.buffer, ptr, data.length).set(data);
+    return true;
+  }
+
   #write(ptr: number, data: Uint8Array): void {
-    const buf = this.#memory!.buffer;
-    if (ptr + data.length > this.#abiBytes()) {
+    if (!this.#hostWrite(ptr, data)) {
       throw new GuardError(
         "guard_error",
         `input buffer at ${ptr} (+${data.length} bytes) is outside WASM memory`,
       );
     }
-    this.#markHost(ptr, data.length);
-    new Uint8Array(buf, ptr, data.length).set(data);
   }
 
   #view(): DataView {
@@ -1303,20 +1311,14 @@ class WasmGuardSession implements GuardSession {
     call.lastCheck = performance.now(); // time waiting for the backend is not the guard's speed
     const json = utf8Encoder.encode(JSON.stringify(result) ?? "null");
     const size = resSize >>> 0, ptr = resPtr >>> 0;
-    const mem = this.#memory;
-    if (!mem) return -1;
+    if (!this.#memory) return -1;
     if (json.length > size) {
-      if (size >= 4) {
-        if (ptr + 4 > this.#abiBytes()) return -1;
-        this.#markHost(ptr, 4);
-        new DataView(mem.buffer).setUint32(ptr, json.length, true);
-      }
-      return -2;
+      if (size < 4) return -2;
+      const hint = new Uint8Array(4);
+      new DataView(hint.buffer).setUint32(0, json.length, true);
+      return this.#hostWrite(ptr, hint) ? -2 : -1;
     }
-    if (ptr + json.length > this.#abiBytes()) return -1;
-    this.#markHost(ptr, json.length);
-    new Uint8Array(mem.buffer, ptr, json.length).set(json);
-    return json.length;
+    return this.#hostWrite(ptr, json) ? json.length : -1;
   }
 
   #hostLog(level: number, ptr: number, len: number): void {
