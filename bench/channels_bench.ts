@@ -60,7 +60,7 @@ let sink = 0;
 function textForward(): void {
   const m = JSON.parse(BODY) as JsonRpcRequest;
   const headers = upstreamRequestHeaders({ method: "POST", configured: {}, agent: HEADERS });
-  sink += BODY.length + (m.id as number) + headers.get("mcp-param-owner")!.length;
+  sink += BODY.length + (m.id as number) + headers["mcp-param-owner"].length;
 }
 
 /** The fail-closed path, request and answer. */
@@ -81,7 +81,7 @@ function gatewaySerialization(registry: InflightRegistry): void {
   });
   const text = JSON.stringify(sent);
   const exp = ex.take(id)!;
-  sink += text.length + headers.get("mcp-param-owner")!.length + (exp.agentId as number);
+  sink += text.length + headers["mcp-param-owner"].length + (exp.agentId as number);
 }
 
 function timeBatch(fn: () => void): number {

@@ -587,13 +587,11 @@ export function checkedParamValues(sent: JsonRpcMessage | undefined): (value: st
  * Response headers for a guarded server's agent: only what the gateway writes (content type of the
  * relay it chose, no upstream header values).
  */
-export function guardedResponseHeaders(eventStream: boolean, sessionId?: string): Headers {
-  const h = new Headers({
-    "content-type": eventStream ? "text/event-stream" : "application/json",
-    "cache-control": "no-cache",
-  });
-  if (eventStream) h.set("x-accel-buffering", "no");
-  if (sessionId !== undefined) h.set("mcp-session-id", sessionId);
+export function guardedResponseHeaders(eventStream: boolean, sessionId?: string): Record<string, string> {
+  const h: Record<string, string> = eventStream
+    ? { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" }
+    : { "content-type": "application/json", "cache-control": "no-cache" };
+  if (sessionId !== undefined) h["mcp-session-id"] = sessionId;
   return h;
 }
 

@@ -39,41 +39,46 @@ export interface UpstreamHeaderOptions {
 }
 
 /**
- * Builds the headers of an upstream request.
+ * Builds the headers of an upstream request, as a record with lower-case names: fetch takes a record
+ * without the copy (iteration, sorting) it makes of a `Headers` object. The record has no prototype,
+ * so a configured header whose name is also an `Object.prototype` key stays a header.
  *
  * @example
  * ```ts
  * const h = upstreamRequestHeaders({ method: "POST", configured: { authorization: "Bearer cfg" }, agent: req.headers });
+ * h["content-type"]; // "application/json"
  * ```
  */
-export function upstreamRequestHeaders(o: UpstreamHeaderOptions): Headers {
-  const h = new Headers(o.configured);
+export function upstreamRequestHeaders(o: UpstreamHeaderOptions): Record<string, string> {
+  const h: Record<string, string> = Object.create(null);
+  if (Object.keys(o.configured).length > 0) {
+    // Configured names in any case, validated and combined exactly as a Headers object does.
+    new Headers(o.configured).forEach((v, k) => h[k] = v);
+  }
   if (o.method === "POST") {
-    h.set("content-type", "application/json");
-    h.set("accept", UPSTREAM_POST_ACCEPT);
+    h["content-type"] = "application/json";
+    h.accept = UPSTREAM_POST_ACCEPT;
   } else if (o.method === "GET") {
-    h.set("accept", "text/event-stream");
+    h.accept = "text/event-stream";
   }
   if (o.agent) {
-    for (const name of FORWARDED_REQUEST_HEADERS) {
-      const v = o.agent.get(name);
-      if (v !== null) h.set(name, v);
-    }
+    // One pass over the agent's headers (names come lower-case, repeated ones combined).
     for (const [k, v] of o.agent) {
-      if (k.startsWith(PARAM_HEADER_PREFIX) && (o.paramValueAllowed?.(v) ?? true)) h.set(k, v);
+      if (FORWARDED_REQUEST_HEADERS.includes(k)) h[k] = v;
+      else if (k.startsWith(PARAM_HEADER_PREFIX) && (o.paramValueAllowed?.(v) ?? true)) h[k] = v;
     }
   }
-  if (o.protocolVersion !== undefined) h.set("mcp-protocol-version", o.protocolVersion);
-  if (o.sessionId !== undefined) h.set("mcp-session-id", o.sessionId);
-  else h.delete("mcp-session-id");
+  if (o.protocolVersion !== undefined) h["mcp-protocol-version"] = o.protocolVersion;
+  if (o.sessionId !== undefined) h["mcp-session-id"] = o.sessionId;
+  else delete h["mcp-session-id"];
   if (o.rewrittenBody && "method" in o.rewrittenBody) {
     const m = o.rewrittenBody;
-    const modern = h.has("mcp-method") || h.get("mcp-protocol-version") === MODERN_PROTOCOL_VERSION;
+    const modern = "mcp-method" in h || h["mcp-protocol-version"] === MODERN_PROTOCOL_VERSION;
     if (modern) {
-      h.set("mcp-method", m.method);
+      h["mcp-method"] = m.method;
       const name = metadataName(m);
-      if (name !== undefined) h.set("mcp-name", encodeHeaderValue(name));
-      else h.delete("mcp-name");
+      if (name !== undefined) h["mcp-name"] = encodeHeaderValue(name);
+      else delete h["mcp-name"];
     }
   }
   return h;
@@ -149,17 +154,18 @@ export function encodeHeaderValue(v: string): string {
 }
 
 /**
- * Builds the agent-facing response headers from an upstream response. SSE replies get
- * `X-Accel-Buffering: no` so that reverse proxies in front of the gateway do not buffer them.
+ * Builds the agent-facing response headers from an upstream response (a record with lower-case
+ * names, see {@link upstreamRequestHeaders}). SSE replies get `X-Accel-Buffering: no` so that reverse
+ * proxies in front of the gateway do not buffer them.
  */
-export function agentResponseHeaders(up: Headers, sessionId?: string): Headers {
-  const h = new Headers();
+export function agentResponseHeaders(up: Headers, sessionId?: string): Record<string, string> {
+  const h: Record<string, string> = {};
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const v = up.get(name);
-    if (v !== null) h.set(name, v);
+    if (v !== null) h[name] = v;
   }
-  if (isEventStream(up)) h.set("x-accel-buffering", "no");
-  if (sessionId !== undefined) h.set("mcp-session-id", sessionId);
+  if (isEventStream(up)) h["x-accel-buffering"] = "no";
+  if (sessionId !== undefined) h["mcp-session-id"] = sessionId;
   return h;
 }
 

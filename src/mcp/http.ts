@@ -22,8 +22,16 @@ export function jsonResponse(
   status = 200,
   extra: Record<string, string> | Headers = {},
 ): Response {
-  const headers = new Headers(extra);
-  headers.set("content-type", "application/json");
+  let headers: Record<string, string> | Headers;
+  if (extra instanceof Headers) {
+    headers = new Headers(extra);
+    headers.set("content-type", "application/json");
+  } else {
+    // A record goes to the Response as it is (no Headers object to copy again); a content type of
+    // its own, in any case, is replaced.
+    headers = { "content-type": "application/json" };
+    for (const k of Object.keys(extra)) if (k.toLowerCase() !== "content-type") headers[k] = extra[k];
+  }
   return new Response(JSON.stringify(body), { status, headers });
 }
 
@@ -113,7 +121,9 @@ export interface ChunkReader {
  * server request bodies are): a default reader over such a stream allocates a fresh 64 KiB buffer
  * for every read, which for small MCP messages costs more CPU (allocation and garbage collection)
  * than the rest of the read. The buffer starts at 8 KiB and doubles, up to 64 KiB, while reads fill
- * it. Any other stream is read with a default reader.
+ * it. Any other stream is read with a default reader; so is every stream when `byteStream` is
+ * `false`, for bodies that are known not to be byte streams (Deno's server request bodies), where
+ * asking for a BYOB reader only throws (and an exception costs more than the whole read).
  *
  * @example
  * ```ts
@@ -121,12 +131,16 @@ export interface ChunkReader {
  * for (let c = await r.read(); c !== null; c = await r.read()) decoder.decode(c, { stream: true });
  * ```
  */
-export function chunkReader(body: ReadableStream<Uint8Array>): ChunkReader {
-  let byob: ReadableStreamBYOBReader;
-  try {
-    byob = body.getReader({ mode: "byob" });
-  } catch {
-    // Not a byte stream (a locked stream throws again here, as it should).
+export function chunkReader(body: ReadableStream<Uint8Array>, byteStream = true): ChunkReader {
+  let byob: ReadableStreamBYOBReader | undefined;
+  if (byteStream) {
+    try {
+      byob = body.getReader({ mode: "byob" });
+    } catch {
+      // Not a byte stream (a locked stream throws again below, as it should).
+    }
+  }
+  if (byob === undefined) {
     const reader = body.getReader();
     return {
       async read() {
@@ -160,13 +174,17 @@ export function chunkReader(body: ReadableStream<Uint8Array>): ChunkReader {
 }
 
 /**
- * Reads a body as UTF-8 text, at most `limit` bytes.
+ * Reads a body as UTF-8 text, at most `limit` bytes (`byteStream`: see {@link chunkReader}).
  *
  * @throws {BodyTooLargeError} past the limit (the body is cancelled).
  */
-export async function readBounded(body: ReadableStream<Uint8Array> | null, limit: number): Promise<string> {
+export async function readBounded(
+  body: ReadableStream<Uint8Array> | null,
+  limit: number,
+  byteStream = true,
+): Promise<string> {
   if (!body) return "";
-  const reader = chunkReader(body);
+  const reader = chunkReader(body, byteStream);
   const decoder = new TextDecoder();
   let text = "";
   let n = 0;
@@ -201,7 +219,8 @@ export async function readAgentBody(req: Request, limit: number): Promise<Parsed
   }
   let text: string;
   try {
-    text = await readBounded(req.body, limit);
+    // Not a byte stream on Deno's server (nor for a Request built in-process): a default reader.
+    text = await readBounded(req.body, limit, false);
   } catch (e) {
     if (e instanceof BodyTooLargeError) return tooLarge();
     throw e;

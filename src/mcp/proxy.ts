@@ -72,6 +72,7 @@ import {
   relaySseReply,
   toolAllowed,
 } from "./relay.ts";
+import { after, type Deadline } from "./deadline.ts";
 import { createUpstreamClient, MAX_UPSTREAM_JSON_BYTES, type UpstreamClient } from "./upstream.ts";
 import { jsonResponse, readBounded, UpstreamError } from "./http.ts";
 import { createRouted } from "./routed.ts";
@@ -202,10 +203,8 @@ export interface ProxyCore {
 }
 
 /** Response headers with the content type set to JSON (the gateway writes the body). */
-function jsonHeaders(h: Headers): Headers {
-  const out = new Headers(h);
-  out.set("content-type", "application/json");
-  return out;
+function jsonHeaders(h: Record<string, string>): Record<string, string> {
+  return { ...h, "content-type": "application/json" };
 }
 
 function progressTokenOf(m: JsonRpcRequest): string | number | undefined {
@@ -293,20 +292,19 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     const onClose = () => ac.abort(life.signal.reason);
     if (life.signal.aborted) onClose();
     else life.signal.addEventListener("abort", onClose, { once: true });
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let deadline: Deadline | undefined;
     let timedOut = false;
     const cleanup = () => {
-      if (timer !== undefined) clearTimeout(timer);
-      timer = undefined;
+      deadline?.cancel();
       p.req.signal.removeEventListener("abort", onAgentAbort);
       life.signal.removeEventListener("abort", onClose);
     };
     const deadlineMs = p.upstream.toolTimeoutMs ?? opts.toolTimeoutMs;
     if (p.messages.some((m) => isRequest(m) && m.method === "tools/call")) {
-      timer = setTimeout(() => {
+      deadline = after(deadlineMs, () => {
         timedOut = true;
         ac.abort(new DOMException(`tools/call timed out after ${deadlineMs} ms`, "TimeoutError"));
-      }, deadlineMs);
+      });
     }
     const timeoutError = (): JsonRpcErrorObject | undefined =>
       timedOut
@@ -315,7 +313,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
           message: `upstream "${p.upstream.id}" tools/call timed out after ${deadlineMs} ms`,
         }
         : undefined;
-    const answer = (msgs: JsonRpcMessage[], status: number, headers?: Headers): Response => {
+    const answer = (msgs: JsonRpcMessage[], status: number, headers?: Record<string, string>): Response => {
       if (msgs.length === 0) return new Response(null, { status: 202, headers });
       return jsonResponse(p.batch || msgs.length > 1 ? msgs : msgs[0], status, headers);
     };

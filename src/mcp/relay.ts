@@ -22,6 +22,7 @@ import {
 } from "./jsonrpc.ts";
 import { readSseBlocks, serializeSseBlock, type SseBlock, type SseBlockReader } from "./sse.ts";
 import type { Exchange } from "./exchange.ts";
+import { after, type Deadline } from "./deadline.ts";
 import {
   answerUpstreamRequest,
   guardedNotification,
@@ -265,8 +266,8 @@ export const DISCARD_MAX_MS = 2000;
 
 /** Reads the rest of an upstream stream and discards it, within the bounds above; never rejects. */
 async function discardRest(reader: SseBlockReader): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<"late">((resolve) => timer = setTimeout(() => resolve("late"), DISCARD_MAX_MS));
+  let deadline: Deadline | undefined;
+  const late = new Promise<"late">((resolve) => deadline = after(DISCARD_MAX_MS, () => resolve("late")));
   try {
     for (let n = 0; n < DISCARD_MAX_BLOCKS; n++) {
       // after the last answer: nothing more for the agent
@@ -278,7 +279,7 @@ async function discardRest(reader: SseBlockReader): Promise<void> {
   } catch {
     // failed or aborted (deadline, agent gone, gateway closing): nothing is waiting for it
   } finally {
-    clearTimeout(timer);
+    deadline!.cancel();
   }
 }
 
@@ -413,9 +414,9 @@ export async function relaySseReply(
     o.done();
     return out.join("");
   };
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let deadline: Deadline | undefined;
   const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), SSE_REPLY_WAIT_MS);
+    deadline = after(SSE_REPLY_WAIT_MS, () => resolve(undefined));
   });
   try {
     for (;;) {
@@ -451,7 +452,7 @@ export async function relaySseReply(
       }
     }
   } finally {
-    clearTimeout(timer);
+    deadline!.cancel();
   }
 }
 

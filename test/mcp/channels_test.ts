@@ -216,8 +216,8 @@ Deno.test("channels: Mcp-Param headers reach a guarded server only with a value 
     rewrittenBody: sent,
     paramValueAllowed: checkedParamValues(sent),
   });
-  assertEquals([h.get("mcp-param-region"), h.get("mcp-param-owner"), h.get("mcp-method")], [
-    null,
+  assertEquals([h["mcp-param-region"], h["mcp-param-owner"], h["mcp-method"]], [
+    undefined,
     "octo",
     "tools/call",
   ]);
