@@ -210,6 +210,11 @@ export function createGateway(deps: AppDeps): Gateway {
                 (s) => call.backend(tool, args, s),
                 signal,
               ),
+            backendPeek: (tool, args) =>
+              backendCache.peek(
+                { serverId: call.upstream.id, protocolVersion: call.backendRef.protocolVersion, tool, args },
+                backendTtl.get(call.upstream.id) ?? 0,
+              ),
             log: (level, msg, fields) => {
               // A guard's own lines (host_log, WASI stdout) below warn are debug output, built only
               // when the sink writes them.

@@ -27,6 +27,12 @@ export interface GuardContext {
   signal: AbortSignal;
   /** Answers `call_backend`. */
   backend: BackendCaller;
+  /**
+   * The answer `backend` would give now from its cache without calling anything, or undefined when
+   * it holds none (`src/mcp/backend_cache.ts`). Lets a wasm guard's call memo (`src/guard/memo.ts`)
+   * answer calls that used `call_backend`; without it only calls that made none are memoised.
+   */
+  backendPeek?: (toolName: string, args: unknown) => unknown;
   /** Where `host_log` and WASI stdout/stderr go. */
   log: GuardLogger;
 }
@@ -41,6 +47,8 @@ export interface GuardUsage {
   memoryPages: number;
   /** Wall time spent inside guard calls, in ms (includes time suspended in `call_backend`). */
   ms: number;
+  /** Calls answered from the guard's call memo, without running the guard (wasm guards only). */
+  memoHits?: number;
 }
 
 /**

@@ -236,6 +236,7 @@ class CallRecord {
       items_filtered: 0,
       fuel: 0,
       backend_calls: 0,
+      memo_hits: 0,
       guard_ms: 0,
     };
   }
@@ -244,6 +245,7 @@ class CallRecord {
     if (!u) return;
     this.fields.fuel = u.fuel;
     this.fields.backend_calls = u.backendCalls;
+    this.fields.memo_hits = u.memoHits ?? 0;
     this.fields.guard_ms = Math.round(u.ms * 1000) / 1000;
   }
 

@@ -108,6 +108,7 @@ import {
   WRITTEN_IMPORT_NAME,
 } from "./wasm/caps.ts";
 import { writtenLayout } from "./wasm/rewrite.ts";
+import { CallMemo, type MemoBackendAnswer, type MemoEntry } from "./memo.ts";
 import { FUEL_CHECK_ALLOWED_EXPORT, START_EXPORT, WASI_MODULE } from "./wasm/host_signatures.ts";
 import { createWasi, ProcExit } from "./wasi.ts";
 import { errorMessage, raceSignal } from "../util.ts";
@@ -330,6 +331,8 @@ export class WasmGuard implements Guard {
   readonly wasiImports: readonly string[];
   /** Names of the module's memory and table exports (what an instance holds, see `heldBy`). */
   readonly heldExports: readonly string[];
+  /** Answers to calls made before (see `memo.ts`); null when `limits.callMemoBytes` is 0. */
+  readonly memo: CallMemo | null;
   /** Per `label_agent` input: a snapshot, a capture in progress, or why there is none. */
   #snapshots = new Map<string, InstanceSnapshot | "capturing" | { unusable: string }>();
   /** Limits of the pooled memories (from the mark); null when the module defines its memories. */
@@ -356,6 +359,7 @@ export class WasmGuard implements Guard {
       throw new GuardError("abi", `guard '${this.name}': ${errorMessage(e)}`, { cause: e });
     }
     this.#verifyReset = opts.verifyPoolReset === true;
+    this.memo = this.limits.callMemoBytes > 0 ? new CallMemo(this.limits.callMemoBytes) : null;
     this.wasiImports = WebAssembly.Module.imports(module).filter((i) => i.module === WASI_MODULE).map((i) =>
       i.name
     );
@@ -595,12 +599,28 @@ class WasmGuardSession implements GuardSession {
   #impure = false;
   /** While this session captures a snapshot: the log lines to replay. */
   #captureLogs: SnapshotLog[] | undefined;
+  /** The instance was created (or its creation failed); a session with a memo creates it lazily. */
+  #instantiated = false;
+  /**
+   * The memo state this session's instance is in (0: fresh; see `memo.ts`), or null once a call was
+   * not deterministic, not recorded or failed: the memo neither answers nor records from then on.
+   */
+  #memoState: number | null = null;
+  /** Calls the memo answered while the session had no instance, replayed when it gets one. */
+  #answered: MemoEntry[] = [];
+  /** True while the instance is created and the memo's answers are replayed on it. */
+  #replaying = false;
+  /** During a replay: the recorded `call_backend` answers, handed out in order. */
+  #replayAnswers: { answers: readonly MemoBackendAnswer[]; next: number; diverged: boolean } | undefined;
+  /** During a recorded call: the `call_backend` answers it received and its log lines. */
+  #recording: { answers: MemoBackendAnswer[]; logs: SnapshotLog[] } | undefined;
   #call: CallState | undefined;
   #usage: WasmGuardUsage = {
     fuel: 0,
     backendCalls: 0,
     memoryPages: 0,
     ms: 0,
+    memoHits: 0,
     totalMemoryPages: 0,
     memories: 0,
     tables: 0,
@@ -613,6 +633,15 @@ class WasmGuardSession implements GuardSession {
     this.#guard = guard;
     this.#ctx = ctx;
     this.#limits = guard.limits;
+    // With a memo the instance is made by the first call the memo cannot answer (see #label).
+    if (guard.memo === null) this.#instantiate();
+    else this.#memoState = 0;
+  }
+
+  /** Creates the instance. Never throws: a failure (start function, abort) is the next call's. */
+  #instantiate(): void {
+    const guard = this.#guard, ctx = this.#ctx;
+    this.#instantiated = true;
     const t0 = performance.now();
     this.#call = this.#newCall(FUEL_INITIAL);
     try {
@@ -673,12 +702,140 @@ class WasmGuardSession implements GuardSession {
   }
 
   labelAgent(inputJson: string): Promise<string> {
+    return this.#label("label_agent", inputJson);
+  }
+  labelResource(inputJson: string): Promise<string> {
+    return this.#label("label_resource", inputJson);
+  }
+  labelResponse(inputJson: string): Promise<string> {
+    return this.#label("label_response", inputJson);
+  }
+
+  // ---- the call memo (memo.ts) ----
+
+  /**
+   * A label call: from the memo while this session has no instance and the memo holds the answer,
+   * otherwise run (creating the instance and replaying the memo's answers first if needed) and,
+   * while every call so far was deterministic, recorded.
+   */
+  #label(fn: string, input: string): Promise<string> {
+    if (this.#replaying) return Promise.reject(this.#busyError(fn));
+    const memo = this.#guard.memo;
+    if (!this.#instantiated && !this.#closed) {
+      const state = this.#memoState;
+      if (memo !== null && state !== null && !this.#ctx.signal.aborted && CallMemo.accepts(input)) {
+        const e = memo.find(state, fn, input);
+        if (e !== undefined && this.#answersLive(e.answers, e)) {
+          memo.hit();
+          this.#answered.push(e);
+          this.#memoState = e.state;
+          this.#usage.memoHits!++;
+          for (const l of e.logs) this.#log(l.level, l.msg, l.fields);
+          return Promise.resolve(e.output);
+        }
+      }
+      return this.#materialize(fn, input);
+    }
+    return this.#runAndRecord(fn, input);
+  }
+
+  /** Runs `fn(input)` on the instance, recorded in the memo while the session's calls are. */
+  #runAndRecord(fn: string, input: string): Promise<string> {
+    const state = this.#memoState;
+    if (state === null || this.#closed || this.#dead || this.#busy) return this.#run1(fn, input);
+    if (!CallMemo.accepts(input)) {
+      this.#memoState = null;
+      return this.#run1(fn, input);
+    }
+    return this.#recorded(fn, input, state);
+  }
+
+  /**
+   * True when every answer is the one the `call_backend` cache holds now (so a run now would get
+   * it). An entry (`e`) whose answers are gone is dropped: they never come back.
+   */
+  #answersLive(answers: readonly MemoBackendAnswer[], e?: MemoEntry): boolean {
+    if (answers.length === 0) return true;
+    const peek = this.#ctx.backendPeek;
+    if (peek === undefined) return false;
+    for (const a of answers) {
+      if (peek(a.tool, a.args) !== a.value) {
+        if (e !== undefined) this.#guard.memo!.forget(e);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Creates the instance, replays the calls the memo answered, then runs `fn(input)`. */
+  async #materialize(fn: string, input: string): Promise<string> {
+    this.#replaying = true;
+    try {
+      this.#instantiate();
+      const answered = this.#answered;
+      this.#answered = [];
+      for (const e of answered) await this.#replay(e);
+    } finally {
+      this.#replaying = false;
+    }
+    return this.#runAndRecord(fn, input);
+  }
+
+  /**
+   * Runs a call the memo answered, on the new instance, with the recorded `call_backend` answers
+   * and without writing its log lines again; the session dies if the guard does anything else.
+   */
+  async #replay(e: MemoEntry): Promise<void> {
+    const replay = { answers: e.answers, next: 0, diverged: false };
+    this.#replayAnswers = replay;
+    let output: string;
+    try {
+      output = await this.#run1(e.fn, e.input);
+    } finally {
+      this.#replayAnswers = undefined;
+    }
+    if (!replay.diverged && replay.next === e.answers.length && output === e.output) return;
+    const err = new GuardError(
+      "guard_error",
+      `guard '${this.#guard.name}' answered ${e.fn} differently when its remembered answer was replayed ` +
+        "(a non-deterministic guard); the session is closed",
+    );
+    this.#dead = err;
+    this.#log("error", err.message, { kind: err.kind });
+    throw err;
+  }
+
+  /** Runs `fn(input)` in memo state `state` and records it when the run was deterministic. */
+  async #recorded(fn: string, input: string, state: number): Promise<string> {
+    const rec = { answers: [] as MemoBackendAnswer[], logs: [] as SnapshotLog[] };
+    this.#recording = rec;
+    let output: string;
+    try {
+      output = await this.#run1(fn, input);
+    } catch (e) {
+      this.#memoState = null;
+      throw e;
+    } finally {
+      this.#recording = undefined;
+    }
+    if (this.#memoState === state && !this.#closed && this.#answersLive(rec.answers)) {
+      const e = this.#guard.memo!.record(state, fn, input, output, rec.answers, rec.logs);
+      this.#memoState = e === undefined ? null : e.state;
+    } else {
+      this.#memoState = null;
+    }
+    return output;
+  }
+
+  /** Runs one label call on the instance (`label_agent` from a snapshot where one applies). */
+  #run1(fn: string, input: string): Promise<string> {
+    if (fn !== "label_agent") return this.#invoke(fn, input);
     if (this.#calls === 0 && this.#guard.snapshotShape !== null && this.#instance && !this.#dead) {
-      const snap = this.#guard.snapshotFor(inputJson);
-      if (snap === "capture") return this.#capture(inputJson);
+      const snap = this.#guard.snapshotFor(input);
+      if (snap === "capture") return this.#capture(input);
       if (snap !== null && this.#restore(snap)) return Promise.resolve(snap.output);
     }
-    return this.#invoke("label_agent", inputJson);
+    return this.#invoke(fn, input);
   }
 
   /**
@@ -754,12 +911,6 @@ class WasmGuardSession implements GuardSession {
     for (const l of snap.logs) this.#log(l.level, l.msg, l.fields);
     return true;
   }
-  labelResource(inputJson: string): Promise<string> {
-    return this.#invoke("label_resource", inputJson);
-  }
-  labelResponse(inputJson: string): Promise<string> {
-    return this.#invoke("label_response", inputJson);
-  }
 
   usage(): WasmGuardUsage {
     return { ...this.#usage };
@@ -803,12 +954,7 @@ class WasmGuardSession implements GuardSession {
         { limit: this.#dead.limit, value: this.#dead.value, cause: this.#dead },
       );
     }
-    if (this.#busy) {
-      throw new GuardError(
-        "guard_error",
-        `guard '${name}' session is busy: calls on one session are serialized (no re-entrant ${fn})`,
-      );
-    }
+    if (this.#busy) throw this.#busyError(fn);
     const inBytes = utf8Encoder.encode(input);
     if (inBytes.length > this.#limits.maxInputBytes) {
       throw new GuardError(
@@ -855,6 +1001,13 @@ class WasmGuardSession implements GuardSession {
       // The export's promise has settled: nothing of this instance is on a wasm stack any more.
       if (this.#closed) this.#releaseMemories();
     }
+  }
+
+  #busyError(fn: string): GuardError {
+    return new GuardError(
+      "guard_error",
+      `guard '${this.#guard.name}' session is busy: calls on one session are serialized (no re-entrant ${fn})`,
+    );
   }
 
   async #withRetries(fn: string, input: Uint8Array): Promise<string> {
@@ -1116,9 +1269,15 @@ class WasmGuardSession implements GuardSession {
     const out: Record<string, (...a: never[]) => unknown> = {};
     for (const name of this.#guard.wasiImports) {
       const f = wasi[name];
+      const random = name === "random_get";
       out[name] = (...a: never[]) => {
         const call = this.#call;
         this.#impure = true;
+        // The only WASI answer that differs between runs (the clocks are per instance and fixed).
+        if (random) {
+          this.#memoState = null;
+          if (this.#replayAnswers) this.#replayAnswers.diverged = true;
+        }
         if (!this.#chargeHostCall(call)) return WASI_ECANCELED;
         try {
           return f(...a);
@@ -1258,7 +1417,7 @@ class WasmGuardSession implements GuardSession {
   ): Promise<number> {
     const call = this.#call;
     this.#impure = true;
-    if (!call || !this.#chargeHostCall(call)) return -1;
+    if (!call || !this.#chargeHostCall(call)) return this.#unrecordable();
     call.backendCalls++;
     this.#usage.backendCalls++;
     if (call.backendCalls > this.#limits.maxBackendCalls) {
@@ -1269,47 +1428,64 @@ class WasmGuardSession implements GuardSession {
           `call_backend limit reached: limits.maxBackendCalls=${this.#limits.maxBackendCalls}`,
         );
       }
-      return -1;
+      return this.#unrecordable();
     }
     const toolName = this.#readText(namePtr, nameLen);
-    if (toolName === null) return -1;
+    if (toolName === null) return this.#unrecordable();
     let args: unknown = null;
+    let argsText = "";
     if (argsLen >>> 0 !== 0) {
       const text = this.#readText(argsPtr, argsLen);
-      if (text === null) return -1;
+      if (text === null) return this.#unrecordable();
+      argsText = text;
       try {
         args = JSON.parse(text);
       } catch {
         this.#log("warn", `call_backend(${toolName}): args are not valid JSON`);
-        return -1;
+        return this.#unrecordable();
       }
     }
-    // While the guard waits here it reaches no fuel check: the deadline and the session's signal
-    // stop the call from outside, which aborts the backend call.
-    const problem = this.#liveProblem(call, performance.now());
-    if (problem) {
-      this.#stop(call, problem);
-      return -1;
-    }
-    const signal = (call.abort ??= new AbortController()).signal;
-    const onAbort = () => this.#stop(call, this.#abortError());
-    this.#ctx.signal.addEventListener("abort", onAbort, { once: true });
-    const timer = setTimeout(() => this.#stop(call, this.#timeoutError()), call.deadline - performance.now());
     let result: unknown;
-    try {
-      result = await raceSignal(this.#ctx.backend(toolName, args, signal), signal);
-    } catch (e) {
-      // Deadline / abort: the instance is stopped; -1 here, a trap at the next fuel point.
-      if (signal.aborted) return -1;
-      this.#log("debug", `call_backend(${toolName}) failed: ${errorMessage(e)}`);
-      return -1;
-    } finally {
-      clearTimeout(timer);
-      this.#ctx.signal.removeEventListener("abort", onAbort);
+    const replay = this.#replayAnswers;
+    if (replay !== undefined) {
+      // A replayed call gets the answers its recorded run got, or the replay fails.
+      const a = replay.answers[replay.next++];
+      if (a === undefined || a.tool !== toolName || a.argsText !== argsText) {
+        replay.diverged = true;
+        return -1;
+      }
+      result = a.value;
+    } else {
+      // While the guard waits here it reaches no fuel check: the deadline and the session's signal
+      // stop the call from outside, which aborts the backend call.
+      const problem = this.#liveProblem(call, performance.now());
+      if (problem) {
+        this.#stop(call, problem);
+        return -1;
+      }
+      const signal = (call.abort ??= new AbortController()).signal;
+      const onAbort = () => this.#stop(call, this.#abortError());
+      this.#ctx.signal.addEventListener("abort", onAbort, { once: true });
+      const timer = setTimeout(
+        () => this.#stop(call, this.#timeoutError()),
+        call.deadline - performance.now(),
+      );
+      try {
+        result = await raceSignal(this.#ctx.backend(toolName, args, signal), signal);
+      } catch (e) {
+        // Deadline / abort: the instance is stopped; -1 here, a trap at the next fuel point.
+        if (signal.aborted) return -1;
+        this.#log("debug", `call_backend(${toolName}) failed: ${errorMessage(e)}`);
+        return this.#unrecordable();
+      } finally {
+        clearTimeout(timer);
+        this.#ctx.signal.removeEventListener("abort", onAbort);
+      }
+      if (this.#call !== call || call.stop) return -1;
+      call.lastCheck = performance.now(); // time waiting for the backend is not the guard's speed
     }
-    if (this.#call !== call || call.stop) return -1;
-    call.lastCheck = performance.now(); // time waiting for the backend is not the guard's speed
     const json = utf8Encoder.encode(JSON.stringify(result) ?? "null");
+    this.#recording?.answers.push({ tool: toolName, argsText, args, value: result, bytes: json.length });
     const size = resSize >>> 0, ptr = resPtr >>> 0;
     if (!this.#memory) return -1;
     if (json.length > size) {
@@ -1319,6 +1495,17 @@ class WasmGuardSession implements GuardSession {
       return this.#hostWrite(ptr, hint) ? -2 : -1;
     }
     return this.#hostWrite(ptr, json) ? json.length : -1;
+  }
+
+  /**
+   * -1 for a `call_backend` whose refusal the memo does not record (a failed upstream call may
+   * succeed next time; limits and bad arguments are simply not worth recording): the session's
+   * calls are no longer memoised. In a replay, the recorded run got an answer here: it diverged.
+   */
+  #unrecordable(): number {
+    this.#memoState = null;
+    if (this.#replayAnswers) this.#replayAnswers.diverged = true;
+    return -1;
   }
 
   #hostLog(level: number, ptr: number, len: number): void {
@@ -1393,7 +1580,10 @@ class WasmGuardSession implements GuardSession {
   }
 
   #log(level: "debug" | "info" | "warn" | "error", msg: string, fields: Record<string, unknown> = {}): void {
+    // A replayed call's lines were written when the memo answered it.
+    if (this.#replayAnswers !== undefined && level !== "error") return;
     this.#captureLogs?.push({ level, msg, fields });
+    this.#recording?.logs.push({ level, msg, fields });
     try {
       this.#ctx.log(level, msg, { guard: this.#guard.name, ...fields });
     } catch {

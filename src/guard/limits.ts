@@ -137,6 +137,12 @@ export interface GuardLimits {
    * of this is not kept. 0 turns the pool off: every instance gets new memories.
    */
   memoryPoolBytes: number;
+  /**
+   * Bytes of a guard's call memo (see `src/guard/memo.ts`): answers to calls it has made before,
+   * given again without an instance while every `call_backend` answer they used is still the one
+   * the `call_backend` cache holds. 0 turns it off: every session runs the guard.
+   */
+  callMemoBytes: number;
 }
 
 /**
@@ -183,6 +189,9 @@ export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
   // default 4 MiB output buffer, the Rust benchmark guard's 9.1 MiB); under steady load a session
   // takes the set the previous one gave back, so the pool stays small. Idle sets stay resident.
   memoryPoolBytes: 32 * 1024 * 1024,
+  // 8 MiB: thousands of small label_agent / label_resource answers (an entry is its input, output,
+  // log lines and the call_backend answers it depends on; inputs over 32 KiB are never kept).
+  callMemoBytes: 8 * 1024 * 1024,
 });
 
 /** What went wrong in a guard call. Stable strings: the CLI, logs and clients see them. */
@@ -243,7 +252,9 @@ export class GuardError extends Error {
 export function resolveLimits(partial: Partial<GuardLimits> = {}): GuardLimits {
   const out = { ...DEFAULT_LIMITS, ...partial };
   for (const [k, v] of Object.entries(out)) {
-    if ((k === "labelAgentSnapshots" || k === "memoryPoolBytes") && v === 0) continue; // 0 = off
+    if ((k === "labelAgentSnapshots" || k === "memoryPoolBytes" || k === "callMemoBytes") && v === 0) {
+      continue; // 0 = off
+    }
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
       throw new RangeError(`limits.${k} must be a positive integer, got ${JSON.stringify(v)}`);
     }

@@ -181,6 +181,20 @@ export class BackendCache {
     });
   }
 
+  /**
+   * The live answer `lookup(l, ttlMs, …)` would give now without calling anything (the very value
+   * it would give, made most recently used), or undefined when none is kept.
+   */
+  peek(l: BackendLookup, ttlMs: number): unknown {
+    if (!(ttlMs > 0)) return undefined;
+    const key = BackendCache.key(l);
+    const hit = this.#entries.get(key);
+    if (hit === undefined || !(hit.expires > this.#now())) return undefined;
+    this.#entries.delete(key);
+    this.#entries.set(key, hit);
+    return hit.value;
+  }
+
   /** Counters and sizes now. */
   stats(): BackendCacheStats {
     return {

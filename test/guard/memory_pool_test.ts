@@ -38,8 +38,11 @@ function wat(name: string, text: string): Uint8Array<ArrayBuffer> {
   }
 }
 
-/** Small output buffers: the probe uses the direct layout inside its 2-page minimum. */
-const PROBE_LIMITS: Partial<GuardLimits> = { initialOutputBytes: 4096 };
+/**
+ * Small output buffers: the probe uses the direct layout inside its 2-page minimum. The call memo
+ * is off: these tests need every session to run an instance on a (reused) memory.
+ */
+const PROBE_LIMITS: Partial<GuardLimits> = { initialOutputBytes: 4096, callMemoBytes: 0 };
 
 async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
   const text = await Deno.readTextFile(new URL("pool_probe.wat", FIXTURES));

@@ -31,8 +31,11 @@ async function probeBytes(): Promise<Uint8Array<ArrayBuffer>> {
   return compile("snapshot_probe.wat", await Deno.readTextFile(new URL("snapshot_probe.wat", FIXTURES)));
 }
 
-/** Snapshots are off by default; these tests turn them on unless they say otherwise. */
-const ON = { labelAgentSnapshots: 16 };
+/**
+ * Snapshots on (the default, said here so the tests do not depend on it), the call memo off: these
+ * tests need every session to run its instance (the memo has tests of its own, memo_test.ts).
+ */
+const ON = { labelAgentSnapshots: 16, callMemoBytes: 0 };
 
 async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
   // verifyPoolReset: restored sessions' writes must be recorded like any other (memory pool).
