@@ -239,7 +239,8 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   ];
   const memResults = [];
   for (const m of mem) {
-    const guard = new WasmGuard(demoModule, { name: "demo", limits: m.limits });
+    // The call memo off: every session must make its instance to be measured.
+    const guard = new WasmGuard(demoModule, { name: "demo", limits: { ...m.limits, callMemoBytes: 0 } });
     memResults.push({ ...m, ...await memoryPerInstance(guard, plan.instances, agentInput) });
   }
 

@@ -125,23 +125,25 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   const bytes = await sortGuardBytes();
   const meteredModule = await WebAssembly.compile(prepareGuard(bytes).bytes);
   // The same metering without the memory pool's write recording: what the recording itself costs.
+  // Every variant runs the guard on every call: the call memo would answer repeats without it.
+  const run = { callMemoBytes: 0 };
   const unpooled = new WasmGuard(
     await WebAssembly.compile(prepareGuard(bytes, { poolMemories: false }).bytes),
     {
       name: "sort-unpooled",
-      limits: { yieldIntervalMs: NO_YIELD_MS },
+      limits: { ...run, yieldIntervalMs: NO_YIELD_MS },
     },
   );
   const unmeteredModule = await WebAssembly.compile(prepareGuard(bytes, { fuel: false }).bytes);
-  const unmetered = new WasmGuard(unmeteredModule, { name: "sort-unmetered", fuel: false });
+  const unmetered = new WasmGuard(unmeteredModule, { name: "sort-unmetered", fuel: false, limits: run });
   const metered = SLICES.map((fuelSlice) =>
     new WasmGuard(meteredModule, {
       name: `sort-slice-${fuelSlice}`,
-      limits: { fuelSlice, yieldIntervalMs: NO_YIELD_MS },
+      limits: { ...run, fuelSlice, yieldIntervalMs: NO_YIELD_MS },
     })
   );
   const yielding = SLICES.map((fuelSlice) =>
-    new WasmGuard(meteredModule, { name: `sort-slice-${fuelSlice}-yielding`, limits: { fuelSlice } })
+    new WasmGuard(meteredModule, { name: `sort-slice-${fuelSlice}-yielding`, limits: { ...run, fuelSlice } })
   );
   const input = JSON.stringify({ pad: "x".repeat(Math.max(0, plan.inputBytes - 10)) });
   const elements = Math.min(262_144, new TextEncoder().encode(input).length * 1024);

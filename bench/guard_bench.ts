@@ -224,8 +224,8 @@ export async function run(): Promise<void> {
   const smallBytes = await fixture("echo_alloc");
   const largeBytes = await largeGuard();
   // Rows 1-4 measure label_agent itself (compute, spin and the per-request rows run in it): with
-  // label-agent snapshots off. Row 5 compares off and on.
-  const noSnapshots = { labelAgentSnapshots: 0 };
+  // label-agent snapshots and the call memo off, so every session runs it. Row 5 compares off and on.
+  const noSnapshots = { labelAgentSnapshots: 0, callMemoBytes: 0 };
   const small = await loadGuardModule(smallBytes, { name: "small", limits: noSnapshots });
   const large = await loadGuardModule(largeBytes, { name: "large", limits: noSnapshots });
 

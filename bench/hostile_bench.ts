@@ -152,7 +152,8 @@ async function measure(guard: WasmGuard, module: string, fn: string, timeoutMs: 
 /** Runs the hostile-corpus benchmark; prints a table, writes bench/results/hostile.json. */
 export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   const plan = isQuick(opts) ? QUICK : FULL;
-  const limits = { timeoutMs: plan.timeoutMs };
+  // The call memo off: a hostile guard that answers must run every time it is measured.
+  const limits = { timeoutMs: plan.timeoutMs, callMemoBytes: 0 };
   const samples: Sample[] = [];
   for (const [module, fns] of CASES) {
     const guard = await loadGuardModule(await wasmOf(module), { name: module, limits });

@@ -39,12 +39,20 @@ export interface InstancingVariant {
 
 /**
  * The variants every report shows: as before the pool (memories of the module's own, no write
- * recording), the pool without label-agent snapshots, and pool + snapshots (the default limits).
+ * recording), the pool without label-agent snapshots, pool + snapshots, each without the call memo,
+ * and the default limits (pool, snapshots and the call memo: `label_agent` is answered from the
+ * memo, and the instance is made and the answer replayed when `label_resource` misses, as it does
+ * for every request here: a new repository each time).
  */
 export const INSTANCING_VARIANTS: readonly InstancingVariant[] = [
-  { label: "new memories", limits: { labelAgentSnapshots: 0 }, prepare: { poolMemories: false } },
-  { label: "pooled", limits: { labelAgentSnapshots: 0 } },
-  { label: "pooled + snapshots", limits: { labelAgentSnapshots: 16 } },
+  {
+    label: "new memories",
+    limits: { labelAgentSnapshots: 0, callMemoBytes: 0 },
+    prepare: { poolMemories: false },
+  },
+  { label: "pooled", limits: { labelAgentSnapshots: 0, callMemoBytes: 0 } },
+  { label: "pooled + snapshots", limits: { labelAgentSnapshots: 16, callMemoBytes: 0 } },
+  { label: "defaults (+ call memo)", limits: {} },
 ];
 
 /** Fresh-request samples (ms) of one variant. */

@@ -102,16 +102,19 @@ function demoBackend(delayMs: number): BackendCaller {
   };
 }
 
-/** `backend` behind a fresh `call_backend` cache, as the gateway wires it for one server. */
-function cachedBackend(backend: BackendCaller): BackendCaller {
+/**
+ * A session context whose `call_backend` goes through a fresh `call_backend` cache, and whose call
+ * memo may look into it, as the gateway wires both for one server.
+ */
+function cachedCtx(backend: BackendCaller): GuardContext {
   const cache = new BackendCache();
-  return (tool, args, signal) =>
-    cache.lookup(
-      { serverId: "demo", tool, args },
-      DEFAULT_BACKEND_CACHE_TTL_MS,
-      (s) => backend(tool, args, s),
-      signal,
-    );
+  const ttl = DEFAULT_BACKEND_CACHE_TTL_MS;
+  return {
+    ...ctx(backend),
+    backend: (tool, args, signal) =>
+      cache.lookup({ serverId: "demo", tool, args }, ttl, (s) => backend(tool, args, s), signal),
+    backendPeek: (tool, args) => cache.peek({ serverId: "demo", tool, args }, ttl),
+  };
 }
 
 const ctx = (backend: BackendCaller): GuardContext => ({
@@ -170,9 +173,9 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   //    the same repository every time (where the shared instance's visibility cache always hits).
   const slow = demoBackend(BACKEND_MS);
   const measure = async (resource: () => string) => {
-    const oursBackend = cachedBackend(slow);
+    const oursCtx = cachedCtx(slow);
     const ours = async () => {
-      const s = guard.open(ctx(oursBackend));
+      const s = guard.open(oursCtx);
       try {
         await s.labelAgent(io.agent);
         await s.labelResource(resource());
@@ -235,8 +238,8 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   );
   const cost = costRaw.map((c) => summarizeInstancing(c));
   const each = (f: (v: VariantSummary) => string) => cost.flatMap((c) => c.variants.map(f));
-  /** The default limits: pooled memories and label-agent snapshots. */
-  const byDefault = (c: InstancingSummary) => c.variants.find((v) => v.label === "pooled + snapshots")!;
+  /** The default limits: pooled memories, label-agent snapshots and the call memo. */
+  const byDefault = (c: InstancingSummary) => c.variants.find((v) => v.label === "defaults (+ call memo)")!;
 
   const us = (ms: number) => `${fmt(ms * 1000, 0)} µs`;
   const tables = [
