@@ -128,3 +128,47 @@ Deno.test("demo, unified: prefixed tools, same filtering and blocking as routed"
     await client.close();
   }
 });
+
+Deno.test("demo: the call memo answers repeated calls exactly as running the guard does, for every agent", async () => {
+  await using demo = await startDemo();
+  await using memo = await startTestGateway(demoConfig(demo.url));
+  await using plain = await startTestGateway({ ...demoConfig(demo.url), limits: { callMemoBytes: 0 } });
+  const calls: [string, string, Record<string, unknown>][] = [
+    ["alice", "list_issues", { repo: "acme/web" }],
+    ["alice", "list_issues", { repo: "acme/web" }],
+    ["bob", "list_issues", { repo: "acme/web" }],
+    ["bob", "get_issue", { repo: "acme/web", number: 2 }],
+    ["alice", "create_issue", { repo: "acme/public-site", title: "x", body: "y" }],
+    ["bob", "list_issues", { repo: "acme/public-site" }],
+    ["bob", "create_issue", { repo: "acme/public-site", title: "x", body: "y" }],
+    ["alice", "get_issue", { repo: "acme/web", number: 2 }],
+  ];
+  const run = async (gw: typeof memo) => {
+    const out: unknown[] = [];
+    const clients = new Map<string, Awaited<ReturnType<typeof connectAgent>>>();
+    try {
+      for (const [agent, name, args] of calls) {
+        if (!clients.has(agent)) clients.set(agent, await connectAgent(gw.url("demo"), { agentId: agent }));
+        try {
+          out.push(texts(await clients.get(agent)!.callTool({ name, arguments: args })));
+        } catch (e) {
+          out.push({ code: (e as { code?: number }).code, message: (e as Error).message });
+        }
+      }
+    } finally {
+      for (const c of clients.values()) await c.close();
+    }
+    return { out, records: toolCalls(gw.logs) };
+  };
+  const a = await run(memo);
+  const b = await run(plain);
+  assertEquals(a.out, b.out);
+  const decisions = (r: Record<string, unknown>[]) =>
+    r.map((c) => [c.agent, c.tool, c.decision, c.operation, c.items_filtered]);
+  assertEquals(decisions(a.records), decisions(b.records));
+  const hits = a.records.map((c) => c.memo_hits as number);
+  assert(hits.filter((h) => h === 3).length >= 2, `repeated reads answered from the memo: ${hits}`);
+  assertEquals(b.records.map((c) => c.memo_hits), calls.map(() => 0));
+  // The write blocked for alice is blocked for bob too, and neither reached the upstream.
+  assertEquals(demo.upstream.stats().create_issue, undefined);
+});
