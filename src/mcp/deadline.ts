@@ -3,12 +3,15 @@
  * proxy (a `tools/call`'s deadline, the wait for an SSE reply's first answer, the bound on reading
  * the rest of a reply). A runtime timer per call costs more than the rest of the bookkeeping (on Deno
  * each `setTimeout` makes a Node-compatible `Timeout` object with an async id); here the deadlines of
- * one duration share one timer, since they fall due in the order they were set.
+ * all share one timer. The deadlines of one duration fall due in the order they were set, so each
+ * duration is a queue, and the timer is armed for the earliest head; a cancelled deadline stays in its
+ * queue until its turn, so cancelling touches no timer. While calls are in flight the timer therefore
+ * runs about once per duration, not once per call.
  *
  * A deadline fires no earlier than a `setTimeout` of the same duration set at the same moment would,
- * and as soon after as the shared timer runs. When every deadline of a duration is cancelled or has
- * fired, its timer is cleared, so nothing stays scheduled (and nothing keeps a process alive) once
- * the calls are over.
+ * and as soon after as the shared timer runs (deadlines of different durations that are due in the
+ * same run fire in no particular order). When no deadline is pending the timer is cleared, so
+ * nothing stays scheduled (and nothing keeps a process alive) once the calls are over.
  *
  * @module
  */
@@ -25,73 +28,84 @@ interface Entry extends Deadline {
 }
 
 /** The deadlines of one duration, in the order they fall due. */
-class Queue {
-  #entries: Entry[] = [];
-  #head = 0;
-  #live = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #firing = false;
-
-  constructor(readonly ms: number) {}
-
-  add(fire: () => void): Deadline {
-    const entry: Entry = {
-      due: performance.now() + this.ms,
-      fire,
-      cancel: () => {
-        if (entry.fire === undefined) return;
-        entry.fire = undefined;
-        this.#settled();
-      },
-    };
-    this.#entries.push(entry);
-    this.#live++;
-    if (this.#timer === undefined && !this.#firing) this.#arm(entry.due);
-    return entry;
-  }
-
-  /** One deadline less pending; with none left, the queue and its timer are cleared. */
-  #settled(): void {
-    if (--this.#live > 0) return;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#entries = [];
-    this.#head = 0;
-  }
-
-  #arm(due: number): void {
-    this.#timer = setTimeout(() => this.#run(), Math.max(0, due - performance.now()));
-  }
-
-  #run(): void {
-    this.#timer = undefined;
-    this.#firing = true;
-    try {
-      const now = performance.now();
-      while (this.#head < this.#entries.length) {
-        const e = this.#entries[this.#head];
-        if (e.fire !== undefined && e.due > now) break;
-        this.#head++;
-        const fire = e.fire;
-        if (fire === undefined) continue;
-        e.fire = undefined;
-        this.#settled();
-        fire();
-      }
-    } finally {
-      this.#firing = false;
-    }
-    // Drop what is behind the head once it is most of the array.
-    if (this.#head > 1024 && this.#head * 2 > this.#entries.length) {
-      this.#entries = this.#entries.slice(this.#head);
-      this.#head = 0;
-    }
-    while (this.#head < this.#entries.length && this.#entries[this.#head].fire === undefined) this.#head++;
-    if (this.#live > 0 && this.#timer === undefined) this.#arm(this.#entries[this.#head].due);
-  }
+interface Queue {
+  entries: Entry[];
+  /** Entries before it have fired or were cancelled. */
+  head: number;
+  /** Cancelled since the last compaction (a trigger, not an exact count). */
+  dead: number;
 }
 
 const queues = new Map<number, Queue>();
+/** Deadlines set and neither fired nor cancelled, over all durations. */
+let live = 0;
+/** The one timer, armed for the earliest pending deadline (or earlier: one found cancelled then). */
+let timer: ReturnType<typeof setTimeout> | undefined;
+let timerDue = Infinity;
+let firing = false;
+
+/** Nothing pending: the timer is cleared and the queues emptied. */
+function reset(): void {
+  if (timer !== undefined) clearTimeout(timer);
+  timer = undefined;
+  timerDue = Infinity;
+  for (const q of queues.values()) {
+    q.entries = [];
+    q.head = 0;
+    q.dead = 0;
+  }
+}
+
+function arm(due: number): void {
+  if (timer !== undefined) clearTimeout(timer);
+  timerDue = due;
+  timer = setTimeout(run, Math.max(0, due - performance.now()));
+}
+
+function cancelled(q: Queue): void {
+  if (--live === 0) return reset();
+  // Cancelled entries wait for their turn at the head; when they are most of a long queue (a slow
+  // call holds the head of a long duration), the queue keeps only the pending ones.
+  if (++q.dead > 1024 && q.dead * 2 > q.entries.length - q.head) {
+    q.entries = q.entries.slice(q.head).filter((e) => e.fire !== undefined);
+    q.head = 0;
+    q.dead = 0;
+  }
+}
+
+function run(): void {
+  timer = undefined;
+  timerDue = Infinity;
+  firing = true;
+  try {
+    const now = performance.now();
+    for (const q of queues.values()) {
+      while (q.head < q.entries.length) {
+        const e = q.entries[q.head];
+        if (e.fire !== undefined && e.due > now) break;
+        q.head++;
+        const fire = e.fire;
+        if (fire === undefined) continue;
+        e.fire = undefined;
+        live--;
+        fire();
+      }
+    }
+  } finally {
+    firing = false;
+  }
+  if (live === 0) return reset();
+  let next = Infinity;
+  for (const q of queues.values()) {
+    while (q.head < q.entries.length && q.entries[q.head].fire === undefined) q.head++;
+    if (q.head > 1024 && q.head * 2 > q.entries.length) {
+      q.entries = q.entries.slice(q.head);
+      q.head = 0;
+    }
+    if (q.head < q.entries.length) next = Math.min(next, q.entries[q.head].due);
+  }
+  if (timer === undefined) arm(next);
+}
 
 /**
  * Calls `fire` once, `ms` milliseconds from now, unless the deadline is cancelled first. `fire` must
@@ -105,6 +119,19 @@ const queues = new Map<number, Queue>();
  */
 export function after(ms: number, fire: () => void): Deadline {
   let q = queues.get(ms);
-  if (q === undefined) queues.set(ms, q = new Queue(ms));
-  return q.add(fire);
+  if (q === undefined) queues.set(ms, q = { entries: [], head: 0, dead: 0 });
+  const queue = q;
+  const entry: Entry = {
+    due: performance.now() + ms,
+    fire,
+    cancel: () => {
+      if (entry.fire === undefined) return;
+      entry.fire = undefined;
+      cancelled(queue);
+    },
+  };
+  queue.entries.push(entry);
+  live++;
+  if (!firing && entry.due < timerDue) arm(entry.due);
+  return entry;
 }

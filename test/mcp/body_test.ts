@@ -1,5 +1,6 @@
 import { assertEquals, assertRejects } from "@std/assert";
-import { BodyTooLargeError, chunkReader, readBounded } from "../../src/mcp/http.ts";
+import { BodyTooLargeError, chunkReader, readAgentBody, readBounded } from "../../src/mcp/http.ts";
+import type { ParsedBody } from "../../src/mcp/jsonrpc.ts";
 
 const enc = new TextEncoder();
 
@@ -72,4 +73,38 @@ Deno.test("readBounded: a body over the limit is cancelled", async () => {
   await assertRejects(() => readBounded(endless, 10_000), BodyTooLargeError);
   assertEquals(cancelled, true);
   assertEquals(pulls < 20, true, `read ${pulls} chunks past a 10,000 byte limit`);
+});
+
+Deno.test("readAgentBody: the limit holds with a Content-Length, a false one, and none (chunked)", async () => {
+  const msg = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping", pad: "x".repeat(500) });
+  const size = enc.encode(msg).byteLength;
+  const post = (body: BodyInit, headers: Record<string, string> = {}) =>
+    new Request("http://127.0.0.1/mcp", { method: "POST", body, headers });
+  const status = async (r: ParsedBody | Response) => r instanceof Response ? r.status : 200;
+  // Framed by Content-Length, at and over the limit.
+  assertEquals(await status(await readAgentBody(post(msg, { "content-length": String(size) }), size)), 200);
+  assertEquals(
+    await status(await readAgentBody(post(msg, { "content-length": String(size) }), size - 1)),
+    413,
+  );
+  // A Content-Length that understates the body (only code in the same process can build one): still 413.
+  assertEquals(await status(await readAgentBody(post(msg, { "content-length": "10" }), size - 1)), 413);
+  // No length (a stream): counted while read.
+  const stream = () => ReadableStream.from([enc.encode(msg.slice(0, 100)), enc.encode(msg.slice(100))]);
+  assertEquals(await status(await readAgentBody(post(stream()), size)), 200);
+  assertEquals(await status(await readAgentBody(post(stream()), size - 1)), 413);
+  // Through a real server: fetch sends the length, the body arrives whole and parses.
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+    const r = await readAgentBody(req, size);
+    return r instanceof Response ? r : Response.json(r.messages[0]);
+  });
+  try {
+    const res = await fetch(`http://127.0.0.1:${server.addr.port}/`, { method: "POST", body: msg });
+    assertEquals((await res.json()).pad, "x".repeat(500));
+    const big = await fetch(`http://127.0.0.1:${server.addr.port}/`, { method: "POST", body: msg + " " });
+    assertEquals(big.status, 413);
+    await big.body?.cancel();
+  } finally {
+    await server.shutdown();
+  }
 });
