@@ -3,8 +3,11 @@
  * (`specs/guard-abi.md` §1) under hard limits.
  *
  * - A guard module is compiled (or verified) once per isolate by {@link loadGuardModule}.
- * - Every {@link WasmGuard.open} creates one FRESH `WebAssembly.Instance`, so a guard that traps, runs
- *   out of fuel or is aborted never affects another request, and no request's data reaches another.
+ * - Every {@link WasmGuard.open} gets an instance in exactly a new instance's state: a new
+ *   `WebAssembly.Instance`, or one from the instance pool (below) set back to that state. A guard that
+ *   traps, runs out of fuel or is aborted never affects another request (its instance is never used
+ *   again), and no request's data reaches another. With the call memo (`memo.ts`) a session whose
+ *   calls repeat an earlier session's gets no instance at all.
  * - Exports run through `WebAssembly.promising`; `env.call_backend` is a `WebAssembly.Suspending`
  *   import, so the guard calls the upstream synchronously while the event loop keeps running.
  * - The fuel check import (injected by the preparer) is also `Suspending`: it returns synchronously
@@ -50,6 +53,19 @@
  * is closed while its call is still on the stack gives nothing back: that stack could resume and
  * write. Idle memories are bounded in bytes (at most `memoryPoolBytes`, none larger than half of
  * it), so a burst's memories do not stay resident beyond that.
+ *
+ * Instance pool (`limits.idleInstances`, 0 = off; modules whose whole state the host can read and
+ * write, as for snapshots, with pooled memories): `new WebAssembly.Instance` of a large module costs
+ * tens of µs in V8 alone (the 275 KB Rust benchmark guard ~45 µs) plus first-call effects. So an
+ * instance whose session ended with no failure of any kind and no call on its stack goes back to
+ * the guard with its memories. Before the next session gets it, every written block is set back to
+ * what instantiation left there (the first new instance's bytes up to its last non-zero byte: the
+ * data segments; zeros beyond), every mutable global and page global to its initial value (read
+ * from the first new instance), and the start function runs again before the first call. Tables
+ * cannot be reset from JS by value, so an instance whose table entries or sizes differ from its own
+ * when it was new is not kept. The instance's imports act for whichever session holds it (an
+ * `InstanceOwner`), and each session gets its own WASI state (clocks from their start). Trapped,
+ * stopped, aborted, timed-out instances and instances closed mid-call are never reused.
  *
  * A start function would run inside `new WebAssembly.Instance`, where no `Suspending` import can be
  * called (V8 throws a catchable `SuspendError` even for one that would return synchronously). So the
@@ -98,6 +114,7 @@ import {
   type SnapshotLog,
   type SnapshotShape,
   snapshotShape,
+  tableChange,
 } from "./snapshot.ts";
 import {
   memoryExportName,
@@ -346,6 +363,17 @@ export class WasmGuard implements Guard {
   #pristine: Uint8Array[] = [];
   #idleBytes = 0;
   #poolCounts = { created: 0, reused: 0, kept: 0, dropped: 0 };
+  /** The module's reserved exports when its instances may be reused (see "Instance pool"). */
+  readonly #recycle: SnapshotShape | null;
+  /** Instances of finished sessions, each with its memories, ready to be reset and reused. */
+  #idleInstances: BoundInstance[] = [];
+  /**
+   * What every new instance holds before its first call, read from the first one: each pooled
+   * memory's bytes up to its last non-zero byte (the data segments), every mutable global, and the
+   * size of every table. Null until the first instance; "none" when it cannot be used.
+   */
+  #initial: InitialState | null | "none" = null;
+  #instanceCounts = { reused: 0, kept: 0, dropped: 0 };
 
   constructor(module: WebAssembly.Module, opts: WasmGuardOptions = {}) {
     this.name = opts.name || "guard";
@@ -365,9 +393,13 @@ export class WasmGuard implements Guard {
     );
     const exported = WebAssembly.Module.exports(module);
     this.heldExports = exported.filter((e) => e.kind === "memory" || e.kind === "table").map((e) => e.name);
-    this.snapshotShape = this.limits.labelAgentSnapshots > 0 && this.#pooled !== null
-      ? snapshotShape(module, readPreparedMark(module)?.snapshotGlobals)
-      : null;
+    // The reserved exports that show an instance's whole state (null: the module keeps state the
+    // host cannot read and write, so it is neither snapshotted nor reused).
+    const shape = this.#pooled === null
+      ? null
+      : snapshotShape(module, readPreparedMark(module)?.snapshotGlobals);
+    this.snapshotShape = this.limits.labelAgentSnapshots > 0 ? shape : null;
+    this.#recycle = this.limits.idleInstances > 0 && this.limits.memoryPoolBytes > 0 ? shape : null;
     // Start small: the first checks measure the guard's speed, and the refill doubles from here up
     // to fuelSlice while checks come faster than FUEL_CHECK_TARGET_MS.
     this.fuelRefill = Math.min(MIN_FUEL_REFILL, this.limits.fuelSlice);
@@ -405,14 +437,21 @@ export class WasmGuard implements Guard {
   /**
    * Zeroes every block a finished session recorded as written, and the block after each (a write
    * may straddle two), then clears the record. Blocks never written hold what a new memory holds:
-   * zeros, or the data segments the next instantiation writes again.
+   * zeros, or the data segments the next instantiation writes again. With `images` (a memory that
+   * stays with its instance), the written blocks get those initial bytes instead of zeros.
    */
-  #reset(set: PooledSet): void {
+  #reset(set: PooledSet, images?: readonly Uint8Array[]): void {
     const record = new Uint8Array(set.written.buffer);
     const blocksPerPage = WASM_PAGE_BYTES / WRITTEN_BLOCK_BYTES;
     set.memories.forEach((mem, m) => {
       const bytes = new Uint8Array(mem.buffer);
-      for (const [from, to] of this.writtenRanges(set, m)) bytes.fill(0, from, to);
+      const image = images?.[m];
+      for (const [from, to] of this.writtenRanges(set, m)) {
+        // A memory that stays with its instance gets no instantiation: it gets the initial bytes back.
+        const kept = image === undefined ? from : Math.max(from, Math.min(to, image.length));
+        if (kept > from) bytes.set(image!.subarray(from, kept), from);
+        bytes.fill(0, kept, to);
+      }
       const base = this.#written!.bases[m];
       record.fill(0, base, base + this.#pooled![m].max * blocksPerPage);
     });
@@ -479,6 +518,95 @@ export class WasmGuard implements Guard {
     new Uint8Array(set.written.buffer).fill(1, base + first, base + last + 1);
   }
 
+  // ---- Instance pool ----
+
+  /**
+   * For a new instance: its table entries right after instantiation, which it must still hold to be
+   * reused (compared by identity, so read per instance), or null when it will not be reused. The
+   * first new instance also gives the state every new instance starts in ({@link #initial}).
+   */
+  adoptNew(exports: WebAssembly.Exports, set: PooledSet): unknown[][] | null {
+    const shape = this.#recycle;
+    if (shape === null) return null;
+    const pristine = pristineState(exports, shape);
+    if (typeof pristine === "string") {
+      this.#initial = "none";
+      return null;
+    }
+    if (this.#initial === null) {
+      const images = set.memories.map((m) => {
+        const bytes = new Uint8Array(m.buffer);
+        let end = bytes.length;
+        while (end > 0 && bytes[end - 1] === 0) end--;
+        return bytes.slice(0, end);
+      });
+      const imageBytes = images.reduce((a, i) => a + i.length, 0);
+      this.#initial = imageBytes > INSTANCE_POOL_MAX_IMAGE_BYTES ? "none" : {
+        images,
+        globals: shape.globals.map((n) => (exports[n] as WebAssembly.Global).value as number | bigint),
+        pages: shape.pages.map((n) => (exports[n] as WebAssembly.Global).value as number),
+      };
+    }
+    return this.#initial === "none" ? null : pristine.tables;
+  }
+
+  /**
+   * An idle instance set back to exactly the state of a new one: every block written since it was
+   * new is zeroed and given back what instantiation wrote there (the data segments), every mutable
+   * global and every page global takes its initial value. Its tables were checked when it was kept.
+   */
+  takeInstance(): BoundInstance | undefined {
+    const b = this.#idleInstances.pop();
+    if (b === undefined) return undefined;
+    const initial = this.#initial as InitialState, shape = this.#recycle!, exports = b.instance.exports;
+    this.#idleBytes -= setBytes(b.set);
+    this.#reset(b.set, initial.images);
+    shape.globals.forEach((n, i) => (exports[n] as WebAssembly.Global).value = initial.globals[i]);
+    shape.pages.forEach((n, i) => (exports[n] as WebAssembly.Global).value = initial.pages[i]);
+    this.#instanceCounts.reused++;
+    return b;
+  }
+
+  /**
+   * Takes back the instance of a session that ended with no call on its stack and no failure
+   * (see "Instance pool"), or only its memories when a table changed or the pool is full.
+   */
+  releaseInstance(b: BoundInstance): void {
+    const bytes = setBytes(b.set), cap = this.limits.memoryPoolBytes;
+    b.owner.session = undefined;
+    if (
+      b.tables === null || this.#idleInstances.length >= this.limits.idleInstances || bytes > cap / 2 ||
+      this.#idleBytes + bytes > cap || !tablesUnchanged(b.instance.exports, this.#recycle!, b.tables)
+    ) {
+      this.#instanceCounts.dropped++;
+      this.releaseMemories(b.set);
+      return;
+    }
+    this.#idleInstances.push(b);
+    this.#idleBytes += bytes;
+    this.#instanceCounts.kept++;
+  }
+
+  /**
+   * With `verifyPoolReset` (tests): a reused instance must hold what a new one holds before its first
+   * call: memories (as {@link verifyFresh}), every mutable global and page global, table sizes.
+   */
+  verifyFreshInstance(b: BoundInstance): void {
+    if (!this.#verifyReset) return;
+    this.verifyFresh(b.set);
+    const initial = this.#initial as InitialState, shape = this.#recycle!, exports = b.instance.exports;
+    shape.globals.forEach((n, i) => {
+      if ((exports[n] as WebAssembly.Global).value !== initial.globals[i]) {
+        throw new Error(`guard '${this.name}': reused instance's global ${n} differs from a new one's`);
+      }
+    });
+    shape.pages.forEach((n, i) => {
+      if ((exports[n] as WebAssembly.Global).value !== initial.pages[i]) {
+        throw new Error(`guard '${this.name}': reused instance's memory ${i} size differs from a new one's`);
+      }
+    });
+  }
+
   /** Memory pool counters and the idle sets held now (for tests, the CLI and benchmarks). */
   memoryPoolStatus(): {
     pooled: boolean;
@@ -488,12 +616,18 @@ export class WasmGuard implements Guard {
     dropped: number;
     idle: number;
     idleBytes: number;
+    instances: { recycled: boolean; reused: number; kept: number; dropped: number; idle: number };
   } {
     return {
       pooled: this.#pooled !== null,
       ...this.#poolCounts,
       idle: this.#idle.length,
       idleBytes: this.#idleBytes,
+      instances: {
+        recycled: this.#recycle !== null && this.#initial !== "none",
+        ...this.#instanceCounts,
+        idle: this.#idleInstances.length,
+      },
     };
   }
 
@@ -569,6 +703,7 @@ const WASI_ECANCELED = 11;
 
 type Exported = (...args: number[]) => Promise<number | undefined>;
 type RawExport = (...args: number[]) => number | undefined;
+const NO_EXPORTS: ReadonlyMap<string, Exported> = new Map();
 
 class WasmGuardSession implements GuardSession {
   readonly #guard: WasmGuard;
@@ -588,7 +723,11 @@ class WasmGuardSession implements GuardSession {
   #checkAllowed: WebAssembly.Global | undefined;
   /** The module's start function (exported by the preparer), run before the first export call. */
   #start: Exported | undefined;
-  #fns = new Map<string, Exported>();
+  #fns: ReadonlyMap<string, Exported> = NO_EXPORTS;
+  /** The instance and what was read from it, kept together for the instance pool. */
+  #bound: BoundInstance | undefined;
+  /** This session's WASI state (clocks), when the module imports WASI. */
+  #wasi: Record<string, (...a: never[]) => unknown> | undefined;
   #allocator?: { alloc: RawExport; dealloc: RawExport };
   #dead: GuardError | undefined;
   #busy = false;
@@ -638,7 +777,10 @@ class WasmGuardSession implements GuardSession {
     else this.#memoState = 0;
   }
 
-  /** Creates the instance. Never throws: a failure (start function, abort) is the next call's. */
+  /**
+   * Gets the session its instance: a reused one from the instance pool, or a new one. Never throws:
+   * a failure (abort, instantiation) is the next call's.
+   */
   #instantiate(): void {
     const guard = this.#guard, ctx = this.#ctx;
     this.#instantiated = true;
@@ -646,50 +788,14 @@ class WasmGuardSession implements GuardSession {
     this.#call = this.#newCall(FUEL_INITIAL);
     try {
       if (ctx.signal.aborted) throw this.#abortError();
-      this.#pooledSet = guard.takeMemories();
-      const instance = new WebAssembly.Instance(guard.module, this.#imports());
-      this.#instance = instance;
-      this.#memory = findMemory(instance.exports);
-      this.#held = heldBy(instance.exports, guard.heldExports);
-      if (this.#pooledSet) {
-        guard.verifyFresh(this.#pooledSet);
-        const mems = this.#pooledSet.memories;
-        this.#pageGlobals = mems.map((_, i) => instance.exports[pagesExportName(i)] as WebAssembly.Global);
-        this.#abiIndex = mems.findIndex((_, i) => instance.exports[memoryExportName(i)] === this.#memory);
-        this.#abiPages = this.#pageGlobals[this.#abiIndex];
+      const reused = guard.takeInstance();
+      if (reused !== undefined) {
+        this.#bind(reused);
+        guard.verifyFreshInstance(reused);
+      } else {
+        this.#bind(this.#newInstance());
       }
-      const g = instance.exports[FUEL_GLOBAL_EXPORT];
-      if (g instanceof WebAssembly.Global) {
-        this.#call.fuelSpent = this.#call.refill - (g.value as number);
-        this.#fuelGlobal = g;
-      }
-      const allowed = instance.exports[FUEL_CHECK_ALLOWED_EXPORT];
-      if (allowed instanceof WebAssembly.Global) {
-        this.#checkAllowed = allowed;
-        allowed.value = 0; // only JSPI export calls may reach the check
-      }
-      const start = instance.exports[START_EXPORT];
-      if (typeof start === "function") this.#start = WebAssembly.promising(start as () => void) as Exported;
       this.#checkMemory();
-      for (const fn of LABEL_EXPORTS) {
-        const f = instance.exports[fn];
-        if (typeof f === "function") this.#fns.set(fn, WebAssembly.promising(f as () => number) as Exported);
-      }
-      // alloc/dealloc are called directly: they never need call_backend, and a JSPI stack switch
-      // (promise + suspension) for each of the four calls per attempt is measurable on the hot path.
-      const alloc = instance.exports.alloc, dealloc = instance.exports.dealloc;
-      if (typeof alloc === "function" && typeof dealloc === "function") {
-        this.#allocator = { alloc: alloc as RawExport, dealloc: dealloc as RawExport };
-      }
-      for (const fn of LABEL_EXPORTS) {
-        const f = instance.exports[fn] as { length: number };
-        if (f.length !== LABEL_EXPORT_ARITY) {
-          throw new GuardError(
-            "abi",
-            `WASM module function ${fn} must have signature (i32,i32,i32,i32)->i32, got ${f.length} parameters`,
-          );
-        }
-      }
     } catch (e) {
       this.#dead = isSuspendError(e) ? startFunctionOutOfFuel() : this.#classify(e, "instantiation");
       this.#log("error", `guard instantiation failed: ${this.#dead.message}`, { kind: this.#dead.kind });
@@ -698,6 +804,96 @@ class WasmGuardSession implements GuardSession {
       this.#usage.ms += performance.now() - t0;
       this.#call.abort?.abort(CALL_ENDED);
       this.#call = undefined;
+    }
+  }
+
+  /** A new instance of the module, with its memories from the pool (or new ones). */
+  #newInstance(): BoundInstance {
+    const guard = this.#guard;
+    const set = guard.takeMemories();
+    this.#pooledSet = set; // given back if anything below throws
+    const owner: InstanceOwner = { session: this };
+    const instance = new WebAssembly.Instance(guard.module, this.#imports(owner, set));
+    const exports = instance.exports;
+    const memory = findMemory(exports);
+    const b: BoundInstance = {
+      instance,
+      set: set!,
+      owner,
+      memory,
+      held: heldBy(exports, guard.heldExports),
+      pageGlobals: [],
+      abiIndex: 0,
+      fuelGlobal: undefined,
+      checkAllowed: undefined,
+      start: undefined,
+      fns: new Map(),
+      allocator: undefined,
+      tables: null,
+    };
+    if (set) {
+      guard.verifyFresh(set);
+      b.pageGlobals = set.memories.map((_, i) => exports[pagesExportName(i)] as WebAssembly.Global);
+      b.abiIndex = set.memories.findIndex((_, i) => exports[memoryExportName(i)] === memory);
+    }
+    const g = exports[FUEL_GLOBAL_EXPORT];
+    if (g instanceof WebAssembly.Global) {
+      this.#call!.fuelSpent = this.#call!.refill - (g.value as number);
+      b.fuelGlobal = g;
+    }
+    const allowed = exports[FUEL_CHECK_ALLOWED_EXPORT];
+    if (allowed instanceof WebAssembly.Global) {
+      b.checkAllowed = allowed;
+      allowed.value = 0; // only JSPI export calls may reach the check
+    }
+    const start = exports[START_EXPORT];
+    if (typeof start === "function") b.start = WebAssembly.promising(start as () => void) as Exported;
+    for (const fn of LABEL_EXPORTS) {
+      const f = exports[fn];
+      if (typeof f === "function") b.fns.set(fn, WebAssembly.promising(f as () => number) as Exported);
+    }
+    // alloc/dealloc are called directly: they never need call_backend, and a JSPI stack switch
+    // (promise + suspension) for each of the four calls per attempt is measurable on the hot path.
+    const alloc = exports.alloc, dealloc = exports.dealloc;
+    if (typeof alloc === "function" && typeof dealloc === "function") {
+      b.allocator = { alloc: alloc as RawExport, dealloc: dealloc as RawExport };
+    }
+    for (const fn of LABEL_EXPORTS) {
+      const f = exports[fn] as { length: number };
+      if (f.length !== LABEL_EXPORT_ARITY) {
+        throw new GuardError(
+          "abi",
+          `WASM module function ${fn} must have signature (i32,i32,i32,i32)->i32, got ${f.length} parameters`,
+        );
+      }
+    }
+    if (set) b.tables = guard.adoptNew(exports, set);
+    return b;
+  }
+
+  /** Makes `b` this session's instance: its imports act for this session from now on. */
+  #bind(b: BoundInstance): void {
+    b.owner.session = this;
+    this.#bound = b;
+    this.#instance = b.instance;
+    this.#pooledSet = b.set;
+    this.#memory = b.memory;
+    this.#held = b.held;
+    this.#pageGlobals = b.pageGlobals;
+    this.#abiIndex = b.abiIndex;
+    this.#abiPages = b.pageGlobals[b.abiIndex];
+    this.#fuelGlobal = b.fuelGlobal;
+    this.#checkAllowed = b.checkAllowed;
+    this.#start = b.start; // a reused instance runs the start function again, as a new one does
+    this.#fns = b.fns;
+    this.#allocator = b.allocator;
+    if (this.#guard.wasiImports.length > 0) {
+      // Per session, like a new instance's: the fake clocks start again.
+      this.#wasi = createWasi({
+        log: (level, msg, fields) => this.#log(level, msg, fields),
+        memory: () => this.#memory,
+        wrote: (ptr, len) => this.#markHost(ptr, len),
+      });
     }
   }
 
@@ -925,21 +1121,28 @@ class WasmGuardSession implements GuardSession {
     this.#instance = undefined;
     this.#memory = undefined;
     this.#fuelGlobal = undefined;
-    this.#fns.clear();
+    this.#fns = NO_EXPORTS;
     this.#start = undefined;
     this.#allocator = undefined;
+    this.#wasi = undefined;
     // With a call on the wasm stack the memories stay with it: #invoke gives them back once it ends.
     if (!this.#busy) this.#releaseMemories();
   }
 
-  /** Hands the pooled memories back to the guard (the instance is closed and has no call running). */
+  /**
+   * Hands the instance (when it ended with no failure) or only its pooled memories back to the
+   * guard. Called once the session is closed and has no call running.
+   */
   #releaseMemories(): void {
-    const set = this.#pooledSet;
-    if (!set) return;
+    const set = this.#pooledSet, b = this.#bound;
     this.#pooledSet = undefined;
+    this.#bound = undefined;
     this.#pageGlobals = [];
     this.#abiPages = undefined;
-    this.#guard.releaseMemories(set);
+    if (b !== undefined && b.owner.session === this) b.owner.session = undefined;
+    if (!set) return;
+    if (b !== undefined && this.#dead === undefined) this.#guard.releaseInstance(b);
+    else this.#guard.releaseMemories(set);
   }
 
   // ---- the call protocol (guard-abi.md §1.2-1.3) ----
@@ -1235,59 +1438,57 @@ class WasmGuardSession implements GuardSession {
 
   // ---- imports ----
 
-  #imports(): WebAssembly.Imports {
+  /**
+   * The imports of a new instance. Each acts for `owner.session`, the session the instance serves
+   * now (the instance pool hands an instance to later sessions); with no session (the instance is
+   * idle) nothing can call them, as no export runs.
+   */
+  #imports(owner: InstanceOwner, set: PooledSet | undefined): WebAssembly.Imports {
     const own: Record<string, WebAssembly.ExportValue> = {
-      [FUEL_IMPORT_NAME]: new WebAssembly.Suspending(this.#fuelCheck.bind(this)),
+      [FUEL_IMPORT_NAME]: new WebAssembly.Suspending(() => owner.session!.#fuelCheck()),
     };
-    if (this.#pooledSet) {
-      this.#pooledSet.memories.forEach((m, i) => own[pooledMemoryImportName(i)] = m);
-      own[WRITTEN_IMPORT_NAME] = this.#pooledSet.written;
+    if (set) {
+      set.memories.forEach((m, i) => own[pooledMemoryImportName(i)] = m);
+      own[WRITTEN_IMPORT_NAME] = set.written;
+    }
+    // Most guards import no WASI at all: then none of its functions is made.
+    const wasi: Record<string, (...a: never[]) => unknown> = {};
+    for (const name of this.#guard.wasiImports) {
+      const random = name === "random_get";
+      wasi[name] = (...a: never[]) => owner.session!.#wasiCall(name, random, a);
     }
     return {
       env: {
-        call_backend: new WebAssembly.Suspending(this.#callBackend.bind(this)),
-        host_log: this.#hostLog.bind(this),
+        call_backend: new WebAssembly.Suspending((...a: number[]) =>
+          owner.session!.#callBackend(...(a as [number, number, number, number, number, number]))
+        ),
+        host_log: (level: number, ptr: number, len: number) => owner.session!.#hostLog(level, ptr, len),
       },
-      // Most guards import no WASI at all: then none of its functions is made for this session.
-      wasi_snapshot_preview1: this.#guard.wasiImports.length === 0
-        ? {}
-        : this.#refusingWhenStopped(createWasi({
-          log: (level, msg, fields) => this.#log(level, msg, fields),
-          memory: () => this.#memory,
-          wrote: (ptr, len) => this.#markHost(ptr, len),
-        })),
+      wasi_snapshot_preview1: wasi as WebAssembly.ModuleImports,
       [FUEL_IMPORT_MODULE]: own,
     };
   }
 
   /**
-   * The WASI functions, each answering `ECANCELED` without doing anything once the instance is
-   * stopped; `proc_exit` also stops the instance, so a guard that catches the `ProcExit` it throws
-   * traps at its next fuel point.
+   * A WASI function of this session's WASI state, answering `ECANCELED` without doing anything once
+   * the instance is stopped; `proc_exit` also stops the instance, so a guard that catches the
+   * `ProcExit` it throws traps at its next fuel point.
    */
-  #refusingWhenStopped(wasi: Record<string, (...a: never[]) => unknown>): WebAssembly.ModuleImports {
-    const out: Record<string, (...a: never[]) => unknown> = {};
-    for (const name of this.#guard.wasiImports) {
-      const f = wasi[name];
-      const random = name === "random_get";
-      out[name] = (...a: never[]) => {
-        const call = this.#call;
-        this.#impure = true;
-        // The only WASI answer that differs between runs (the clocks are per instance and fixed).
-        if (random) {
-          this.#memoState = null;
-          if (this.#replayAnswers) this.#replayAnswers.diverged = true;
-        }
-        if (!this.#chargeHostCall(call)) return WASI_ECANCELED;
-        try {
-          return f(...a);
-        } catch (e) {
-          if (call && e instanceof ProcExit) this.#stop(call, this.#classify(e, "proc_exit"));
-          throw e;
-        }
-      };
+  #wasiCall(name: string, random: boolean, args: never[]): unknown {
+    const call = this.#call;
+    this.#impure = true;
+    // The only WASI answer that differs between runs (the clocks are per instance and fixed).
+    if (random) {
+      this.#memoState = null;
+      if (this.#replayAnswers) this.#replayAnswers.diverged = true;
     }
-    return out as WebAssembly.ModuleImports;
+    if (!this.#chargeHostCall(call) || this.#wasi === undefined) return WASI_ECANCELED;
+    try {
+      return this.#wasi[name](...args);
+    } catch (e) {
+      if (call && e instanceof ProcExit) this.#stop(call, this.#classify(e, "proc_exit"));
+      throw e;
+    }
   }
 
   /**
@@ -1602,6 +1803,43 @@ function heldBy(
     memories: [...values].filter((v): v is WebAssembly.Memory => v instanceof WebAssembly.Memory),
     tables: [...values].filter((v): v is WebAssembly.Table => v instanceof WebAssembly.Table),
   };
+}
+
+/** Largest initial memory image (data segments) the instance pool keeps to reset reused instances. */
+const INSTANCE_POOL_MAX_IMAGE_BYTES = 4 * 1024 * 1024;
+
+/** What every new instance of a module holds before its first call (see `WasmGuard.adoptNew`). */
+interface InitialState {
+  images: Uint8Array[];
+  globals: (number | bigint)[];
+  pages: number[];
+}
+
+/** The session an instance's imports act for: swapped when the instance is reused. */
+interface InstanceOwner {
+  session: WasmGuardSession | undefined;
+}
+
+/** An instance with what a session needs of it; the instance pool keeps it across sessions. */
+interface BoundInstance {
+  instance: WebAssembly.Instance;
+  set: PooledSet;
+  owner: InstanceOwner;
+  memory: WebAssembly.Memory | undefined;
+  held: { memories: WebAssembly.Memory[]; tables: WebAssembly.Table[] };
+  pageGlobals: WebAssembly.Global[];
+  abiIndex: number;
+  fuelGlobal: WebAssembly.Global | undefined;
+  checkAllowed: WebAssembly.Global | undefined;
+  start: Exported | undefined;
+  fns: Map<string, Exported>;
+  allocator: { alloc: RawExport; dealloc: RawExport } | undefined;
+  /** Its table entries when it was new; null when it is never reused. */
+  tables: unknown[][] | null;
+}
+
+function tablesUnchanged(exports: WebAssembly.Exports, shape: SnapshotShape, tables: unknown[][]): boolean {
+  return tableChange(exports, shape, tables) === null;
 }
 
 /** The memories one instance imports: its pooled memories and their written-pages record. */

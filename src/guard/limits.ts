@@ -138,6 +138,14 @@ export interface GuardLimits {
    */
   memoryPoolBytes: number;
   /**
+   * Instances of finished sessions a guard keeps for later sessions (see "Instance pool" in
+   * `src/guard/host.ts`): an instance that ended with no failure and no call on its stack is set
+   * back to exactly a new instance's state (memories, mutable globals, memory sizes; tables must be
+   * unchanged) and reused. Its memories count against `memoryPoolBytes`. 0 turns it off: every
+   * session gets a new instance.
+   */
+  idleInstances: number;
+  /**
    * Bytes of a guard's call memo (see `src/guard/memo.ts`): answers to calls it has made before,
    * given again without an instance while every `call_backend` answer they used is still the one
    * the `call_backend` cache holds. 0 turns it off: every session runs the guard.
@@ -189,6 +197,9 @@ export const DEFAULT_LIMITS: Readonly<GuardLimits> = Object.freeze({
   // default 4 MiB output buffer, the Rust benchmark guard's 9.1 MiB); under steady load a session
   // takes the set the previous one gave back, so the pool stays small. Idle sets stay resident.
   memoryPoolBytes: 32 * 1024 * 1024,
+  // Enough for a steady load on one isolate; a burst's extra instances are let go (their memories
+  // may still be pooled).
+  idleInstances: 16,
   // 8 MiB: thousands of small label_agent / label_resource answers (an entry is its input, output,
   // log lines and the call_backend answers it depends on; inputs over 32 KiB are never kept).
   callMemoBytes: 8 * 1024 * 1024,
@@ -240,6 +251,14 @@ export class GuardError extends Error {
   }
 }
 
+/** Limits whose 0 turns a mechanism off. */
+const OFF_WITH_ZERO: ReadonlySet<string> = new Set([
+  "labelAgentSnapshots",
+  "memoryPoolBytes",
+  "idleInstances",
+  "callMemoBytes",
+]);
+
 /**
  * Merges partial limits over the defaults and validates every field (positive integers, sane order).
  *
@@ -252,7 +271,7 @@ export class GuardError extends Error {
 export function resolveLimits(partial: Partial<GuardLimits> = {}): GuardLimits {
   const out = { ...DEFAULT_LIMITS, ...partial };
   for (const [k, v] of Object.entries(out)) {
-    if ((k === "labelAgentSnapshots" || k === "memoryPoolBytes" || k === "callMemoBytes") && v === 0) {
+    if (OFF_WITH_ZERO.has(k) && v === 0) {
       continue; // 0 = off
     }
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {

@@ -133,6 +133,22 @@ function tableEntries(t: WebAssembly.Table): unknown[] {
   return out;
 }
 
+/** How an instance's tables differ from `before` (a size or an entry), or null when they do not. */
+export function tableChange(
+  exports: WebAssembly.Exports,
+  shape: SnapshotShape,
+  before: unknown[][],
+): string | null {
+  for (let t = 0; t < shape.tables.length; t++) {
+    const now = exports[shape.tables[t]] as WebAssembly.Table;
+    if (now.length !== before[t].length) return `table ${t} changed size`;
+    for (let i = 0; i < before[t].length; i++) {
+      if (now.get(i) !== before[t][i]) return `table ${t} entry ${i} changed`;
+    }
+  }
+  return null;
+}
+
 /**
  * Builds the snapshot of an instance that ran its start function and `label_agent` (and nothing
  * else) since `pristine` was read, from the memory pool's write record (`written`): every byte
@@ -148,14 +164,8 @@ export function captureSnapshot(
   output: string,
   logs: SnapshotLog[],
 ): InstanceSnapshot | string {
-  for (let t = 0; t < shape.tables.length; t++) {
-    const now = exports[shape.tables[t]] as WebAssembly.Table;
-    const before = pristine.tables[t];
-    if (now.length !== before.length) return `table ${t} changed size`;
-    for (let i = 0; i < before.length; i++) {
-      if (now.get(i) !== before[i]) return `table ${t} entry ${i} changed`;
-    }
-  }
+  const changed = tableChange(exports, shape, pristine.tables);
+  if (changed !== null) return changed;
   const ranges = shape.memories.map((_, m) => written(m));
   const imageBytes = ranges.flat().reduce((a, [from, to]) => a + to - from, 0);
   if (imageBytes > SNAPSHOT_MAX_IMAGE_BYTES) return `image above ${SNAPSHOT_MAX_IMAGE_BYTES} bytes`;

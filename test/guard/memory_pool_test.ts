@@ -40,9 +40,10 @@ function wat(name: string, text: string): Uint8Array<ArrayBuffer> {
 
 /**
  * Small output buffers: the probe uses the direct layout inside its 2-page minimum. The call memo
- * is off: these tests need every session to run an instance on a (reused) memory.
+ * and the instance pool are off: these tests need every session to make a new instance on a
+ * (reused) memory (instance_pool_test.ts runs the same probes with instances reused).
  */
-const PROBE_LIMITS: Partial<GuardLimits> = { initialOutputBytes: 4096, callMemoBytes: 0 };
+const PROBE_LIMITS: Partial<GuardLimits> = { initialOutputBytes: 4096, callMemoBytes: 0, idleInstances: 0 };
 
 async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
   const text = await Deno.readTextFile(new URL("pool_probe.wat", FIXTURES));
@@ -177,7 +178,12 @@ Deno.test("pool: demo and Rust guard answer and spend fuel exactly as with new m
   const agent = buildLabelAgentPayload(DEMO_POLICY).json;
   for (const url of [DEMO_GUARD_URL, RUST_GUARD_URL]) {
     const bytes = await Deno.readFile(url);
-    const pooled = await loadGuardModule(bytes, { name: "pooled", verifyPoolReset: true });
+    const pooled = await loadGuardModule(bytes, {
+      name: "pooled",
+      limits: { idleInstances: 0 },
+      verifyPoolReset: true,
+    });
+    const recycled = await loadGuardModule(bytes, { name: "recycled", verifyPoolReset: true });
     const fresh = await loadGuardModule(bytes, { name: "fresh", limits: { memoryPoolBytes: 0 } });
     for (let i = 0; i < 40; i++) {
       const repo = `acme/repo-${i % 5}`;
@@ -202,10 +208,14 @@ Deno.test("pool: demo and Rust guard answer and spend fuel exactly as with new m
           s.close();
         }
       };
-      assertEquals(await run(pooled), await run(fresh), `${url.pathname} request ${i}`);
+      const expected = await run(fresh);
+      assertEquals(await run(pooled), expected, `${url.pathname} request ${i}`);
+      assertEquals(await run(recycled), expected, `${url.pathname} request ${i}, reused instance`);
     }
     const st = pooled.memoryPoolStatus();
     assertEquals([st.created, st.reused], [1, 39], url.pathname);
+    const rt = recycled.memoryPoolStatus();
+    assertEquals([rt.created, rt.reused, rt.instances.reused], [1, 0, 39], url.pathname);
   }
 });
 

@@ -32,10 +32,11 @@ async function probeBytes(): Promise<Uint8Array<ArrayBuffer>> {
 }
 
 /**
- * Snapshots on (the default, said here so the tests do not depend on it), the call memo off: these
- * tests need every session to run its instance (the memo has tests of its own, memo_test.ts).
+ * Snapshots on (the default, said here so the tests do not depend on it), the call memo and the
+ * instance pool off: these tests need every session to run a new instance of its own (the memo and
+ * the pool have tests of their own, memo_test.ts and instance_pool_test.ts).
  */
-const ON = { labelAgentSnapshots: 16, callMemoBytes: 0 };
+const ON = { labelAgentSnapshots: 16, callMemoBytes: 0, idleInstances: 0 };
 
 async function probe(limits: Partial<GuardLimits> = {}): Promise<WasmGuard> {
   // verifyPoolReset: restored sessions' writes must be recorded like any other (memory pool).
