@@ -251,7 +251,12 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
   }
 
   function relayContext(ex: Exchange, ref: BackendRef, extra?: ForwardParams["relay"]): RelayContext {
-    return { exchange: ex, log, answerUpstream: answerer(ex.upstream, ref), ...extra };
+    const ctx: RelayContext = { exchange: ex, log, answerUpstream: answerer(ex.upstream, ref) };
+    if (extra) {
+      ctx.mapServerRequest = extra.mapServerRequest;
+      ctx.serverRequestAgentId = extra.serverRequestAgentId;
+    }
+    return ctx;
   }
 
   /** An agent notification as the upstream receives it, or `undefined` (dropped). */
@@ -319,8 +324,9 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
     };
 
     // Ids used twice in this POST (a batch): every request carrying one is refused.
-    const seen = new Map<string, number>();
+    let seen: Map<string, number> | undefined;
     if (p.batch) {
+      seen = new Map();
       for (const m of p.messages) if (isRequest(m)) seen.set(idKey(m.id), (seen.get(idKey(m.id)) ?? 0) + 1);
     }
 
@@ -339,7 +345,7 @@ export function createMcpProxy(opts: ProxyOptions): McpProxy {
           }
           continue;
         }
-        if ((seen.get(idKey(m.id)) ?? 0) > 1 || inflight.has(p.sessionKey, m.id)) {
+        if ((seen?.get(idKey(m.id)) ?? 0) > 1 || inflight.has(p.sessionKey, m.id)) {
           local.push(duplicateIdError(m.id));
           continue;
         }

@@ -65,13 +65,16 @@ export class SseParser {
       this.#pendingCr = false;
       if (s.startsWith("\n")) s = s.slice(1);
     }
+    // Line ends are found with indexOf (native scans), not a loop over every character: a
+    // tools/call result can be megabytes on one `data:` line.
     let start = 0;
-    for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      if (c !== 10 && c !== 13) continue;
+    let lf = s.indexOf("\n");
+    let cr = s.indexOf("\r");
+    while (lf >= 0 || cr >= 0) {
+      let i = cr < 0 || (lf >= 0 && lf < cr) ? lf : cr;
       const line = this.#buf + s.slice(start, i);
       this.#buf = "";
-      if (c === 13) {
+      if (i === cr) {
         if (i + 1 < s.length) {
           if (s.charCodeAt(i + 1) === 10) i++;
         } else {
@@ -81,6 +84,8 @@ export class SseParser {
       start = i + 1;
       const done = this.#line(line);
       if (done) out.push(done);
+      if (lf >= 0 && lf < start) lf = s.indexOf("\n", start);
+      if (cr >= 0 && cr < start) cr = s.indexOf("\r", start);
     }
     this.#buf += s.slice(start);
     if (this.#buf.length > this.#maxLine) throw new SseLineTooLongError(this.#maxLine);

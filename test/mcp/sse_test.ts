@@ -1,4 +1,5 @@
 import { assertEquals, assertThrows } from "@std/assert";
+import fc from "fast-check";
 import {
   parseSseStream,
   serializeSseBlock,
@@ -82,4 +83,32 @@ Deno.test("sse: serializer splits multi-line data and comments, round-trips thro
 Deno.test("sse: a line over the limit is rejected by name", () => {
   const p = new SseParser(10);
   assertThrows(() => p.push("data: 0123456789"), SseLineTooLongError, "SSE line exceeds 10");
+});
+
+Deno.test("sse: random CR/LF/CRLF text in random chunks parses as a line-by-line reading does", () => {
+  // The reference: split into lines by hand (CRLF, CR or LF), then feed the parser one line at a time.
+  const byLines = (text: string): SseBlock[] => {
+    const p = new SseParser();
+    const out: SseBlock[] = [];
+    for (const m of text.matchAll(/([^\r\n]*)(\r\n|\r|\n)/g)) out.push(...p.push(m[1] + "\n"));
+    return out;
+  };
+  fc.assert(fc.property(
+    fc.array(fc.constantFrom("data: a", "data:", "event: e", ": c", "id: 1", "x", "\r", "\n", "\r\n", " "), {
+      maxLength: 40,
+    }),
+    fc.array(fc.nat(), { maxLength: 5 }),
+    (parts, cuts) => {
+      const text = parts.join("");
+      const at = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b);
+      const p = new SseParser();
+      const got: SseBlock[] = [];
+      let from = 0;
+      for (const c of [...at, text.length]) {
+        got.push(...p.push(text.slice(from, c)));
+        from = c;
+      }
+      assertEquals(got, byLines(text));
+    },
+  ));
 });
