@@ -239,8 +239,11 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   ];
   const memResults = [];
   for (const m of mem) {
-    // The call memo off: every session must make its instance to be measured.
-    const guard = new WasmGuard(demoModule, { name: "demo", limits: { ...m.limits, callMemoBytes: 0 } });
+    // The call memo and the instance pool off: every session must make its instance to be measured.
+    const guard = new WasmGuard(demoModule, {
+      name: "demo",
+      limits: { ...m.limits, callMemoBytes: 0, idleInstances: 0 },
+    });
     memResults.push({ ...m, ...await memoryPerInstance(guard, plan.instances, agentInput) });
   }
 

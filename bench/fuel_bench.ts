@@ -125,8 +125,9 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
   const bytes = await sortGuardBytes();
   const meteredModule = await WebAssembly.compile(prepareGuard(bytes).bytes);
   // The same metering without the memory pool's write recording: what the recording itself costs.
-  // Every variant runs the guard on every call: the call memo would answer repeats without it.
-  const run = { callMemoBytes: 0 };
+  // Every variant runs the guard on a new instance on every call, as before the call memo and the
+  // instance pool (the memo would answer repeats without running the guard).
+  const run = { callMemoBytes: 0, idleInstances: 0 };
   const unpooled = new WasmGuard(
     await WebAssembly.compile(prepareGuard(bytes, { poolMemories: false }).bytes),
     {

@@ -224,8 +224,9 @@ export async function run(): Promise<void> {
   const smallBytes = await fixture("echo_alloc");
   const largeBytes = await largeGuard();
   // Rows 1-4 measure label_agent itself (compute, spin and the per-request rows run in it): with
-  // label-agent snapshots and the call memo off, so every session runs it. Row 5 compares off and on.
-  const noSnapshots = { labelAgentSnapshots: 0, callMemoBytes: 0 };
+  // label-agent snapshots, the call memo and the instance pool off, so every session runs it on a new
+  // instance. Row 5 compares snapshots off and on.
+  const noSnapshots = { labelAgentSnapshots: 0, callMemoBytes: 0, idleInstances: 0 };
   const small = await loadGuardModule(smallBytes, { name: "small", limits: noSnapshots });
   const large = await loadGuardModule(largeBytes, { name: "large", limits: noSnapshots });
 

@@ -38,20 +38,21 @@ export interface InstancingVariant {
 }
 
 /**
- * The variants every report shows: as before the pool (memories of the module's own, no write
- * recording), the pool without label-agent snapshots, pool + snapshots, each without the call memo,
- * and the default limits (pool, snapshots and the call memo: `label_agent` is answered from the
- * memo, and the instance is made and the answer replayed when `label_resource` misses, as it does
- * for every request here: a new repository each time).
+ * The variants every report shows, each adding one mechanism: as before the memory pool (memories of
+ * the module's own, no write recording, a new instance per request), the memory pool, label-agent
+ * snapshots, the instance pool (an instance reused after it is set back to a new one's state), and
+ * the default limits, which add the call memo (`label_agent` is answered from the memo and replayed
+ * when `label_resource` misses, as it does for every request here: a new repository each time).
  */
 export const INSTANCING_VARIANTS: readonly InstancingVariant[] = [
   {
     label: "new memories",
-    limits: { labelAgentSnapshots: 0, callMemoBytes: 0 },
+    limits: { labelAgentSnapshots: 0, callMemoBytes: 0, idleInstances: 0 },
     prepare: { poolMemories: false },
   },
-  { label: "pooled", limits: { labelAgentSnapshots: 0, callMemoBytes: 0 } },
-  { label: "pooled + snapshots", limits: { labelAgentSnapshots: 16, callMemoBytes: 0 } },
+  { label: "pooled", limits: { labelAgentSnapshots: 0, callMemoBytes: 0, idleInstances: 0 } },
+  { label: "+ snapshots", limits: { labelAgentSnapshots: 16, callMemoBytes: 0, idleInstances: 0 } },
+  { label: "+ instance pool", limits: { labelAgentSnapshots: 16, callMemoBytes: 0 } },
   { label: "defaults (+ call memo)", limits: {} },
 ];
 
