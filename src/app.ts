@@ -97,6 +97,11 @@ export function describeIdentity(who: Identity): Record<string, unknown> {
 
 export { GATEWAY_VERSION } from "./version.ts";
 
+/** The level a guard's own line (host_log, WASI stdout) is written at: below warn it is debug output. */
+function guardLogLevel(level: "debug" | "info" | "warn" | "error"): "debug" | "warn" | "error" {
+  return level === "info" ? "debug" : level;
+}
+
 /**
  * Builds the gateway.
  *
@@ -216,13 +221,12 @@ export function createGateway(deps: AppDeps): Gateway {
                 backendTtl.get(call.upstream.id) ?? 0,
               ),
             log: (level, msg, fields) => {
-              // A guard's own lines (host_log, WASI stdout) below warn are debug output, built only
-              // when the sink writes them.
-              const lvl = level === "info" ? "debug" : level;
+              const lvl = guardLogLevel(level);
               if (logWrites(log, lvl)) {
                 log({ level: lvl, event: "guard_log", guard: plan.guard.name, msg, ...fields });
               }
             },
+            wantsLog: (level) => logWrites(log, guardLogLevel(level)),
           },
         );
         return { guard: guarding };

@@ -35,6 +35,11 @@ export interface GuardContext {
   backendPeek?: (toolName: string, args: unknown) => unknown;
   /** Where `host_log` and WASI stdout/stderr go. */
   log: GuardLogger;
+  /**
+   * False when `log` would drop a line of `level`: the host then does not even read a guard's
+   * `host_log` text from its memory. Absent: every line is built.
+   */
+  wantsLog?: (level: "debug" | "info" | "warn" | "error") => boolean;
 }
 
 /** Resource usage of one session, summed over its export calls. */

@@ -1711,9 +1711,11 @@ class WasmGuardSession implements GuardSession {
 
   #hostLog(level: number, ptr: number, len: number): void {
     if (!this.#chargeHostCall(this.#call)) return;
+    const lvl = HOST_LOG_LEVELS[level] ?? "debug";
+    if (this.#ctx.wantsLog?.(lvl) === false) return; // not written: not read either
     const msg = this.#readText(ptr, len);
     if (msg === null) return;
-    this.#log(HOST_LOG_LEVELS[level] ?? "debug", msg, { source: "host_log" });
+    this.#log(lvl, msg, { source: "host_log" });
   }
 
   /** UTF-8 text from guard memory, or null when the range is outside memory. */
@@ -1781,8 +1783,10 @@ class WasmGuardSession implements GuardSession {
   }
 
   #log(level: "debug" | "info" | "warn" | "error", msg: string, fields: Record<string, unknown> = {}): void {
-    // A replayed call's lines were written when the memo answered it.
+    // A replayed call's lines were written when the memo answered it; lines the sink drops are not
+    // kept for snapshots and the memo either (the sink's level is the same for every session).
     if (this.#replayAnswers !== undefined && level !== "error") return;
+    if (this.#ctx.wantsLog?.(level) === false) return;
     this.#captureLogs?.push({ level, msg, fields });
     this.#recording?.logs.push({ level, msg, fields });
     try {

@@ -514,6 +514,22 @@ Deno.test("host_log levels 0-3 map to debug/info/warn/error, others to debug; ba
   assertEquals(logs[0].fields?.guard, "host_log");
 });
 
+Deno.test("host_log: lines the context's sink would drop are not read, kept or sent (ctx.wantsLog)", async () => {
+  const guard = await load("host_log", { limits: { callMemoBytes: 0 } });
+  const { ctx, logs } = context();
+  const asked: string[] = [];
+  const s = guard.open({
+    ...ctx,
+    wantsLog: (level) => {
+      asked.push(level);
+      return level === "warn" || level === "error";
+    },
+  });
+  await s.labelAgent("{}");
+  assertEquals(logs.map((l) => [l.level, l.msg]), [["warn", "m2"], ["error", "m3"]]);
+  assertEquals(asked.slice(0, 5), ["debug", "info", "warn", "warn", "error"]);
+});
+
 Deno.test("WASI: stdin is empty, no args or env, stdout/stderr go to the logger", async () => {
   const guard = await load("stdio");
   const { ctx, logs } = context();
