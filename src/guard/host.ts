@@ -366,11 +366,12 @@ export class WasmGuard implements Guard {
   /** The module's reserved exports when its instances may be reused (see "Instance pool"). */
   readonly #recycle: SnapshotShape | null;
   /** Instances of finished sessions, each with its memories, ready to be reset and reused. */
-  #idleInstances: BoundInstance[] = [];
+  #idleInstances: PooledInstance[] = [];
   /**
    * What every new instance holds before its first call, read from the first one: each pooled
-   * memory's bytes up to its last non-zero byte (the data segments), every mutable global, and the
-   * size of every table. Null until the first instance; "none" when it cannot be used.
+   * memory's bytes up to its last non-zero byte (the data segments), every mutable global and page
+   * global. Null until the first instance; "none" when instances are not reused (too many table
+   * entries to compare, or a larger image than `INSTANCE_POOL_MAX_IMAGE_BYTES`).
    */
   #initial: InitialState | null | "none" = null;
   #instanceCounts = { reused: 0, kept: 0, dropped: 0 };
@@ -555,7 +556,7 @@ export class WasmGuard implements Guard {
    * new is zeroed and given back what instantiation wrote there (the data segments), every mutable
    * global and every page global takes its initial value. Its tables were checked when it was kept.
    */
-  takeInstance(): BoundInstance | undefined {
+  takeInstance(): PooledInstance | undefined {
     const b = this.#idleInstances.pop();
     if (b === undefined) return undefined;
     const initial = this.#initial as InitialState, shape = this.#recycle!, exports = b.instance.exports;
@@ -571,11 +572,12 @@ export class WasmGuard implements Guard {
    * Takes back the instance of a session that ended with no call on its stack and no failure
    * (see "Instance pool"), or only its memories when a table changed or the pool is full.
    */
-  releaseInstance(b: BoundInstance): void {
+  releaseInstance(b: PooledInstance): void {
     const bytes = setBytes(b.set), cap = this.limits.memoryPoolBytes;
     b.owner.session = undefined;
+    if (b.tables === null) return this.releaseMemories(b.set); // a module whose instances are not reused
     if (
-      b.tables === null || this.#idleInstances.length >= this.limits.idleInstances || bytes > cap / 2 ||
+      this.#idleInstances.length >= this.limits.idleInstances || bytes > cap / 2 ||
       this.#idleBytes + bytes > cap || !tablesUnchanged(b.instance.exports, this.#recycle!, b.tables)
     ) {
       this.#instanceCounts.dropped++;
@@ -589,9 +591,10 @@ export class WasmGuard implements Guard {
 
   /**
    * With `verifyPoolReset` (tests): a reused instance must hold what a new one holds before its first
-   * call: memories (as {@link verifyFresh}), every mutable global and page global, table sizes.
+   * call: memories (as {@link verifyFresh}), every mutable global and page global. (Its tables were
+   * compared with its own when it was kept.)
    */
-  verifyFreshInstance(b: BoundInstance): void {
+  verifyFreshInstance(b: PooledInstance): void {
     if (!this.#verifyReset) return;
     this.verifyFresh(b.set);
     const initial = this.#initial as InitialState, shape = this.#recycle!, exports = b.instance.exports;
@@ -818,7 +821,7 @@ class WasmGuardSession implements GuardSession {
     const memory = findMemory(exports);
     const b: BoundInstance = {
       instance,
-      set: set!,
+      set,
       owner,
       memory,
       held: heldBy(exports, guard.heldExports),
@@ -1141,7 +1144,7 @@ class WasmGuardSession implements GuardSession {
     this.#abiPages = undefined;
     if (b !== undefined && b.owner.session === this) b.owner.session = undefined;
     if (!set) return;
-    if (b !== undefined && this.#dead === undefined) this.#guard.releaseInstance(b);
+    if (b?.set === set && this.#dead === undefined) this.#guard.releaseInstance(b as PooledInstance);
     else this.#guard.releaseMemories(set);
   }
 
@@ -1827,7 +1830,8 @@ interface InstanceOwner {
 /** An instance with what a session needs of it; the instance pool keeps it across sessions. */
 interface BoundInstance {
   instance: WebAssembly.Instance;
-  set: PooledSet;
+  /** Its pooled memories; undefined for a module that defines its own (never reused). */
+  set: PooledSet | undefined;
   owner: InstanceOwner;
   memory: WebAssembly.Memory | undefined;
   held: { memories: WebAssembly.Memory[]; tables: WebAssembly.Table[] };
@@ -1841,6 +1845,9 @@ interface BoundInstance {
   /** Its table entries when it was new; null when it is never reused. */
   tables: unknown[][] | null;
 }
+
+/** An instance with pooled memories: the only kind the instance pool keeps. */
+type PooledInstance = BoundInstance & { set: PooledSet };
 
 function tablesUnchanged(exports: WebAssembly.Exports, shape: SnapshotShape, tables: unknown[][]): boolean {
   return tableChange(exports, shape, tables) === null;
