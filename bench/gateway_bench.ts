@@ -20,13 +20,18 @@
  * round; the round's CPU over its calls is the server-side CPU per call of that target (upstream
  * included: the `direct` row is the upstream's own share).
  *
- * Two guarded targets per run:
+ * Three guarded targets per run:
  * - `demo`: the demo guard (`guards/demo`), which asks the upstream `get_repo` once per request
  *   (`call_backend`), so a guarded call is TWO sequential upstream tools/calls plus the guard (the
- *   benchmark turns the `call_backend` cache off for it, `backendCacheTtl: 0`: every call pays both);
+ *   benchmark turns the `call_backend` cache off for it, `backendCacheTtl: 0`: every call pays both,
+ *   and the call memo can answer only `label_agent`);
+ * - `demo-cached`: the same guard as configured by default (cache on): after the first call the
+ *   `get_repo` answer is cached and the call memo answers all three guard calls (the same call
+ *   repeats), so no instance runs;
  * - `no-backend`: `test/fixtures/wat/bench/no_backend_guard.wat` (filter mode, empty labels, a read,
- *   no fine-grained response labels, no `call_backend`), so the call prices the gateway, a fresh
- *   instance and three guard calls only.
+ *   no fine-grained response labels, no `call_backend`); with the default limits the call memo
+ *   answers its calls after the first, so the call prices the gateway's own path. Set
+ *   `GATEWAY_BENCH_LIMITS='{"callMemoBytes":0}'` to make every call run the guard.
  *
  * The upstream answers every tools/call after a simulated latency of 0, 5 and 20 ms
  * (`createDemoUpstream({ latencyMs })`; one server child per latency). 0 ms is the worst case for the
@@ -36,7 +41,7 @@
  * Client: our own bounded HTTP client over `fetch` (one HTTP/1.1 connection per worker, a timeout
  * and a response size cap per request) driving raw JSON-RPC POSTs: each worker runs `initialize`
  * and `notifications/initialized` once on its own MCP session, then `tools/call` in a closed loop.
- * Concurrency 1, 8 and 64; the rounds of the three targets are interleaved (the order reverses every
+ * Concurrency 1, 8 and 64; the rounds of all targets are interleaved (the order reverses every
  * round) to cancel drift. Targets (demo guard, every latency): p50 ratio ≤ 1.25 at every concurrency,
  * throughput ratio ≥ 0.8 at c=64.
  *
@@ -76,9 +81,20 @@ const CONCURRENCY = [1, 8, 64];
 const LATENCIES_MS = [0, 5, 20];
 /** The guard that never calls the backend. */
 const NO_BACKEND_GUARD = new URL("../test/fixtures/wat/bench/no_backend_guard.wat", import.meta.url);
-/** Gateway server ids of the two guarded targets. */
+/**
+ * Gateway server ids of the guarded targets: the demo guard with the `call_backend` cache off (every
+ * call pays its get_repo: the worst case), the demo guard as configured by default (cache on, so
+ * after the first call the call memo answers all three guard calls), and a guard that never calls
+ * back (the same call repeats: the memo answers it after the first too).
+ */
 const DEMO_SERVER = "demo";
+const DEMO_CACHED_SERVER = "democached";
 const NO_BACKEND_SERVER = "nobackend";
+/**
+ * Guard limits of the `--serve` child's gateway, as JSON (e.g. `{"callMemoBytes":0}` to measure every
+ * guard call run); the parent passes its environment on.
+ */
+const LIMITS_ENV = "GATEWAY_BENCH_LIMITS";
 /**
  * Server ids of two more gateway targets of the `--serve` child, without a wasm guard (the gateway's
  * own cost, for profiling): the built-in noop guard (transparent relay) and the built-in write-sink
@@ -143,7 +159,8 @@ function latencyArg(args: readonly string[]): number {
 async function serve(latencyMs: number): Promise<void> {
   const ac = new AbortController();
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => ac.abort());
-  const upstream = createDemoUpstream({ latencyMs });
+  // Every target's 64 connections hold an upstream session (the gateway's through it): room for all.
+  const upstream = createDemoUpstream({ latencyMs, maxSessions: 1024 });
   // `/stats` lets the client check how many upstream tools/calls a guarded call made; `/cpu` is the
   // process's CPU time in µs.
   const up = Deno.serve(
@@ -171,8 +188,11 @@ async function serve(latencyMs: number): Promise<void> {
   let gatewayFinished: Promise<void>;
   try {
     raw.guards[NO_BACKEND_SERVER] = { type: "wasm", path: (await writeNoBackendGuard(dir)).href };
-    // Every demo-guard call pays its get_repo (the worst case; the cache is measured in model_bench).
+    // The default configuration, then one where every demo-guard call pays its get_repo.
+    raw.mcpServers[DEMO_CACHED_SERVER] = { ...raw.mcpServers[DEMO_SERVER] as Record<string, unknown> };
     (raw.mcpServers[DEMO_SERVER] as Record<string, unknown>).backendCacheTtl = 0;
+    const limits = Deno.env.get(LIMITS_ENV);
+    if (limits) (raw as Record<string, unknown>).limits = JSON.parse(limits);
     raw.mcpServers[NO_BACKEND_SERVER] = {
       type: "http",
       url: upstreamUrl,
@@ -202,6 +222,7 @@ async function serve(latencyMs: number): Promise<void> {
       stats: `http://127.0.0.1:${up.addr.port}/stats`,
       cpu: `http://127.0.0.1:${up.addr.port}/cpu`,
       demo: `${base}/${DEMO_SERVER}`,
+      demoCached: `${base}/${DEMO_CACHED_SERVER}`,
       noBackend: `${base}/${NO_BACKEND_SERVER}`,
       noop: `${base}/${NOOP_SERVER}`,
       sink: `${base}/${SINK_SERVER}`,
@@ -234,6 +255,7 @@ interface ServerUrls {
   stats: string;
   cpu: string;
   demo: string;
+  demoCached: string;
   noBackend: string;
   noop: string;
   sink: string;
@@ -429,11 +451,12 @@ async function sanityCheck(t: Target, statsUrl: string): Promise<void> {
   const text = JSON.stringify(result);
   const filtered = text.includes("[Filtered]") && !text.includes("Leaked token in logs");
   const complete = !text.includes("[Filtered]") && text.includes("Leaked token in logs");
-  if (!(t.kind === "demo" ? filtered : complete) || !text.includes("Rotate the staging keys")) {
+  const demo = t.kind === "demo" || t.kind === "demo-cached";
+  if (!(demo ? filtered : complete) || !text.includes("Rotate the staging keys")) {
     throw new BenchClientError(`unexpected ${t.name} list_issues result: ${text.slice(0, 300)}`);
   }
   const delta = (tool: string) => (after[tool] ?? 0) - (before[tool] ?? 0);
-  const expectedGetRepo = t.kind === "demo" ? 1 : 0;
+  const expectedGetRepo = demo ? 1 : 0; // the cached target's first call fills its cache
   if (delta("list_issues") !== 1 || delta("get_repo") !== expectedGetRepo) {
     throw new BenchClientError(
       `${t.name}: one call made ${delta("list_issues")} list_issues and ${delta("get_repo")} get_repo ` +
@@ -443,7 +466,7 @@ async function sanityCheck(t: Target, statsUrl: string): Promise<void> {
 }
 
 /** What a target is: the upstream itself, the bare proxy, or the gateway with one of the two guards. */
-type TargetKind = "direct" | "bare" | "demo" | "no-backend";
+type TargetKind = "direct" | "bare" | "demo" | "demo-cached" | "no-backend";
 
 /** A pool of open connections per target, grown on demand and reused by every round. */
 class Target {
@@ -478,7 +501,7 @@ class Target {
 type Rounds = Record<TargetKind, LoopResult[]>;
 /** Server CPU ms per call, one value per round. */
 type CpuRounds = Record<TargetKind, number[]>;
-const KINDS: readonly TargetKind[] = ["direct", "bare", "demo", "no-backend"];
+const KINDS: readonly TargetKind[] = ["direct", "bare", "demo", "demo-cached", "no-backend"];
 
 /** The server child's CPU time so far, in ms. */
 async function serverCpuMs(url: string): Promise<number> {
@@ -498,6 +521,7 @@ async function measureLatency(
     new Target("direct", "direct", server.direct, {}),
     new Target("bare proxy", "bare", server.bare, {}),
     new Target("gateway (demo guard)", "demo", server.demo, gatewayHeaders),
+    new Target("gateway (demo guard, default cache)", "demo-cached", server.demoCached, gatewayHeaders),
     new Target("gateway (no-backend guard)", "no-backend", server.noBackend, gatewayHeaders),
   ];
   const results: Record<number, Rounds> = {};
@@ -510,8 +534,8 @@ async function measureLatency(
     for (const c of CONCURRENCY) {
       for (const t of targets) await t.ensure(c);
       for (const t of targets) await t.round(c, plan.warmupMs);
-      results[c] = { direct: [], bare: [], demo: [], "no-backend": [] };
-      cpu[c] = { direct: [], bare: [], demo: [], "no-backend": [] };
+      results[c] = { direct: [], bare: [], demo: [], "demo-cached": [], "no-backend": [] };
+      cpu[c] = { direct: [], bare: [], demo: [], "demo-cached": [], "no-backend": [] };
       for (let r = 0; r < plan.rounds; r++) {
         // The order reverses every round, so linear drift hits every target alike.
         const order = r % 2 === 0 ? targets : [...targets].reverse();
@@ -537,6 +561,7 @@ async function measureLatency(
 
 const GUARD_LABEL: Record<Exclude<TargetKind, "direct" | "bare">, string> = {
   demo: "demo (get_repo)",
+  "demo-cached": "demo (cache on)",
   "no-backend": "no-backend",
 };
 
@@ -559,7 +584,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
       const rs = results[l][c];
       const d = lat(rs.direct), dt = tput(rs.direct);
       const entry: Record<string, unknown> = { direct: { ...d, rps: dt } };
-      for (const kind of ["demo", "no-backend"] as const) {
+      for (const kind of ["demo", "demo-cached", "no-backend"] as const) {
         const g = lat(rs[kind]), gt = tput(rs[kind]);
         const p50r = ratio(g.p50, d.p50), p99r = ratio(g.p99, d.p99), tr = ratio(gt, dt);
         rows.push([
@@ -604,6 +629,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
         noBackendRps: ratio(nbt, bt),
         demoP50: ratio(lat(rs.demo).p50, b.p50),
         demoRps: ratio(dmt, bt),
+        demoCachedRps: ratio(tput(rs["demo-cached"]), bt),
       };
       bareRows.push([
         String(l),
@@ -614,6 +640,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
         `${fmt(vsBare.noBackendRps)}x`,
         `${fmt(vsBare.demoP50)}x`,
         `${fmt(vsBare.demoRps)}x`,
+        `${fmt(vsBare.demoCachedRps)}x`,
         ...KINDS.map((k) => fmt(cpuOf(k) * 1000, 0)),
       ]);
       entry.bare = { ...b, rps: bt };
@@ -632,6 +659,12 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
           BARE_TPUT_TARGET_NO_BACKEND,
         );
         vs("throughput ratio gateway (demo)/bare", vsBare.demoRps, ">=", BARE_TPUT_TARGET_DEMO);
+        vs(
+          "throughput ratio gateway (demo, default cache)/bare",
+          vsBare.demoCachedRps,
+          ">=",
+          BARE_TPUT_TARGET_DEMO,
+        );
       }
       summary[`${l}ms/c${c}`] = entry;
     }
@@ -669,6 +702,7 @@ export async function run(opts: BenchOptions = {}): Promise<BenchReport> {
       "no-backend rps ratio",
       "demo p50 ratio",
       "demo rps ratio",
+      "demo (cache on) rps ratio",
       ...KINDS.map((k) => `CPU µs ${k}`),
     ],
     rows: bareRows,

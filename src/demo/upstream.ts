@@ -123,6 +123,8 @@ export interface DemoUpstreamOptions {
    * when the call is cancelled.
    */
   latencyMs?: number;
+  /** Most live sessions kept at once (default {@link MAX_DEMO_SESSIONS}); benchmarks open more. */
+  maxSessions?: number;
 }
 
 /** Largest `latencyMs` accepted: a minute, so a typo cannot park every call for hours. */
@@ -335,6 +337,12 @@ export function createDemoUpstream(options: DemoUpstreamOptions = {}): DemoUpstr
       }`,
     );
   }
+  const maxSessions = options.maxSessions ?? MAX_DEMO_SESSIONS;
+  if (!Number.isSafeInteger(maxSessions) || maxSessions < 1) {
+    throw new RangeError(
+      `createDemoUpstream: maxSessions must be a positive integer, got ${String(maxSessions)}`,
+    );
+  }
   const issues = newIssueStore();
   const sessions = new Map<string, Session>();
   const callCounts = new Map<string, number>();
@@ -356,7 +364,7 @@ export function createDemoUpstream(options: DemoUpstreamOptions = {}): DemoUpstr
   };
 
   const openSession = async (req: Request): Promise<Response> => {
-    if (sessions.size >= MAX_DEMO_SESSIONS) {
+    if (sessions.size >= maxSessions) {
       const [oldestId, oldest] = sessions.entries().next().value!;
       sessions.delete(oldestId);
       await closeSession(oldest);

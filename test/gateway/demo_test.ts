@@ -2,7 +2,14 @@
  * The demo pipeline end to end: SDK client → gateway (startGateway, Deno.serve) → demo guard
  * (guards/demo/demo-guard.wasm, real wasm host) → demo upstream, routed and unified.
  */
-import { assert, assertEquals, assertMatch, assertRejects, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
 import { DEMO_GUARD_URL, DEMO_POLICY } from "../../src/main.ts";
 import { API_KEY, connectAgent, startDemo, startTestGateway, texts } from "./harness.ts";
 
@@ -171,4 +178,45 @@ Deno.test("demo: the call memo answers repeated calls exactly as running the gua
   assertEquals(b.records.map((c) => c.memo_hits), calls.map(() => 0));
   // The write blocked for alice is blocked for bob too, and neither reached the upstream.
   assertEquals(demo.upstream.stats().create_issue, undefined);
+});
+
+Deno.test("demo upstream: at most maxSessions live sessions (default MAX_DEMO_SESSIONS), the oldest closed first", async () => {
+  const { createDemoUpstream, MAX_DEMO_SESSIONS } = await import("../../src/demo/upstream.ts");
+  assertEquals(MAX_DEMO_SESSIONS, 256);
+  const up = createDemoUpstream({ maxSessions: 2 });
+  const init = (sid?: string) =>
+    up.fetch(
+      new Request("http://127.0.0.1/mcp", {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          ...(sid ? { "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18" } : {}),
+        },
+        body: sid ? JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/list" }) : JSON.stringify({
+          jsonrpc: "2.0",
+          id: 1,
+          method: "initialize",
+          params: {
+            protocolVersion: "2025-06-18",
+            capabilities: {},
+            clientInfo: { name: "t", version: "0" },
+          },
+        }),
+      }),
+    );
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await init();
+    await res.body?.cancel();
+    ids.push(res.headers.get("mcp-session-id")!);
+  }
+  const first = await init(ids[0]);
+  await first.body?.cancel();
+  assertEquals(first.status, 404, "the oldest session was closed to make room");
+  const last = await init(ids[2]);
+  await last.body?.cancel();
+  assertEquals(last.status, 200);
+  await up.close();
+  assertThrows(() => createDemoUpstream({ maxSessions: 0 }), RangeError, "maxSessions");
 });
