@@ -2,16 +2,20 @@
  * Deadlines that are almost always cancelled before they are due, for the per-call timeouts of the
  * proxy (a `tools/call`'s deadline, the wait for an SSE reply's first answer, the bound on reading
  * the rest of a reply). A runtime timer per call costs more than the rest of the bookkeeping (on Deno
- * each `setTimeout` makes a Node-compatible `Timeout` object with an async id); here the deadlines of
- * all share one timer. The deadlines of one duration fall due in the order they were set, so each
+ * each `setTimeout` makes a Node-compatible `Timeout` object with an async id); here all deadlines
+ * share one timer. The deadlines of one duration fall due in the order they were set, so each
  * duration is a queue, and the timer is armed for the earliest head; a cancelled deadline stays in its
  * queue until its turn, so cancelling touches no timer. While calls are in flight the timer therefore
- * runs about once per duration, not once per call.
+ * runs about once per the shortest duration (once a second for the 1 s reply wait), not once per call.
  *
  * A deadline fires no earlier than a `setTimeout` of the same duration set at the same moment would,
  * and as soon after as the shared timer runs (deadlines of different durations that are due in the
  * same run fire in no particular order). When no deadline is pending the timer is cleared, so
  * nothing stays scheduled (and nothing keeps a process alive) once the calls are over.
+ *
+ * Only where timers belong to the isolate (Deno, Deno Deploy). On Workers a timer belongs to the
+ * request that set it (its I/O context, which ends with that request), so one request's timer must
+ * not serve another's deadline: there each deadline has a timer of its own, as before.
  *
  * @module
  */
@@ -35,6 +39,9 @@ interface Queue {
   /** Cancelled since the last compaction (a trigger, not an exact count). */
   dead: number;
 }
+
+/** Whether one timer may serve every request's deadlines (see the module doc). */
+const SHARED = typeof (globalThis as { Deno?: unknown }).Deno === "object";
 
 const queues = new Map<number, Queue>();
 /** Deadlines set and neither fired nor cancelled, over all durations. */
@@ -118,6 +125,10 @@ function run(): void {
  * ```
  */
 export function after(ms: number, fire: () => void): Deadline {
+  if (!SHARED) {
+    const timer = setTimeout(fire, ms);
+    return { cancel: () => clearTimeout(timer) };
+  }
   let q = queues.get(ms);
   if (q === undefined) queues.set(ms, q = { entries: [], head: 0, dead: 0 });
   const queue = q;
