@@ -265,7 +265,7 @@ export const DISCARD_MAX_BLOCKS = 64;
 export const DISCARD_MAX_MS = 2000;
 
 /** Reads the rest of an upstream stream and discards it, within the bounds above; never rejects. */
-async function discardRest(reader: SseBlockReader): Promise<void> {
+export async function discardRest(reader: SseBlockReader): Promise<void> {
   let deadline: Deadline | undefined;
   const late = new Promise<"late">((resolve) => deadline = after(DISCARD_MAX_MS, () => resolve("late")));
   try {

@@ -8,6 +8,7 @@
  */
 import { type JsonRpcMessage, type JsonRpcRequest } from "./jsonrpc.ts";
 import { readSseBlocks } from "./sse.ts";
+import { discardRest } from "./relay.ts";
 import { isEventStream, isJson, upstreamRequestHeaders } from "./headers.ts";
 import { BodyTooLargeError, readBounded, UpstreamError } from "./http.ts";
 import type { Upstream } from "./proxy.ts";
@@ -90,6 +91,7 @@ export function createUpstreamClient(doFetch: typeof fetch): UpstreamClient {
       throw new UpstreamError(up.id, `answered ${msg.method} with an unsupported content-type`);
     }
     const reader = readSseBlocks(res.body);
+    let answered = false;
     try {
       for (;;) {
         const { done, value } = await reader.read();
@@ -101,10 +103,17 @@ export function createUpstreamClient(doFetch: typeof fetch): UpstreamClient {
         } catch {
           continue;
         }
-        if (match(m)) return { response: m, headers: res.headers };
+        if (match(m)) {
+          answered = true;
+          return { response: m, headers: res.headers };
+        }
       }
     } finally {
-      await reader.cancel().catch(() => {});
+      // After the answer, the rest is read within a bound and dropped, not cancelled: an upstream
+      // that ends its stream right away keeps the connection reusable (a cancelled body closes it,
+      // and every call_backend then paid a new connection on both sides).
+      if (answered) void discardRest(reader);
+      else await reader.cancel().catch(() => {});
     }
     throw new UpstreamError(up.id, `closed the stream before answering ${msg.method}`);
   }
