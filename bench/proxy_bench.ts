@@ -227,6 +227,21 @@ async function round(t: Target, c: number, ms: number): Promise<{ ops: number; e
   return { ops, elapsed: performance.now() - t0 };
 }
 
+/** The commit a source tree is checked out at (plus "+changes" when it differs), or "unknown". */
+async function treeCommit(root: string): Promise<string> {
+  const git = (...args: string[]) =>
+    new Deno.Command("git", { args: ["-C", root, ...args], stdout: "piped", stderr: "null" }).output();
+  try {
+    const head = await git("rev-parse", "--short", "HEAD");
+    if (!head.success) return "unknown";
+    const dirty = await git("status", "--porcelain", "--", "src");
+    const id = new TextDecoder().decode(head.stdout).trim();
+    return new TextDecoder().decode(dirty.stdout).trim() === "" ? id : `${id}+changes`;
+  } catch {
+    return "unknown";
+  }
+}
+
 async function main(): Promise<void> {
   const before = Deno.args.includes("--before") ? arg("before", "") : undefined;
   const sdk = arg("upstream", "canned") === "sdk";
@@ -310,7 +325,15 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(
     new URL(`./results/proxy_${sdk ? "sdk" : "canned"}.json`, import.meta.url),
     JSON.stringify(
-      { trees, upstream: sdk ? "sdk" : "canned", rounds, roundMs, load: [load0, load1], results },
+      {
+        // Which trees were compared, by commit (never a machine path).
+        trees: await Promise.all(trees.map(async ([label, root]) => [label, await treeCommit(root)])),
+        upstream: sdk ? "sdk" : "canned",
+        rounds,
+        roundMs,
+        load: [load0, load1],
+        results,
+      },
       null,
       1,
     ) +
