@@ -185,6 +185,10 @@ export function createGateway(deps: AppDeps): Gateway {
         });
         return { block: { code: DIFC_ERROR_CODES.TOOL_CALL_LIMIT, message: refused } };
       }
+      // The call_backend cache of this server: the guard's lookups, and what its call memo checks.
+      const ttl = backendTtl.get(call.upstream.id) ?? 0;
+      const { id: serverId } = call.upstream, { protocolVersion } = call.backendRef;
+      const lookup = (tool: string, args: unknown) => ({ serverId, protocolVersion, tool, args });
       try {
         const guarding = await beginToolCall(
           {
@@ -209,17 +213,8 @@ export function createGateway(deps: AppDeps): Gateway {
           {
             signal: call.signal,
             backend: (tool, args, signal) =>
-              backendCache.lookup(
-                { serverId: call.upstream.id, protocolVersion: call.backendRef.protocolVersion, tool, args },
-                backendTtl.get(call.upstream.id) ?? 0,
-                (s) => call.backend(tool, args, s),
-                signal,
-              ),
-            backendPeek: (tool, args) =>
-              backendCache.peek(
-                { serverId: call.upstream.id, protocolVersion: call.backendRef.protocolVersion, tool, args },
-                backendTtl.get(call.upstream.id) ?? 0,
-              ),
+              backendCache.lookup(lookup(tool, args), ttl, (s) => call.backend(tool, args, s), signal),
+            backendPeek: (tool, args) => backendCache.peek(lookup(tool, args), ttl),
             log: (level, msg, fields) => {
               const lvl = guardLogLevel(level);
               if (logWrites(log, lvl)) {

@@ -578,7 +578,7 @@ export class WasmGuard implements Guard {
     if (b.tables === null) return this.releaseMemories(b.set); // a module whose instances are not reused
     if (
       this.#idleInstances.length >= this.limits.idleInstances || bytes > cap / 2 ||
-      this.#idleBytes + bytes > cap || !tablesUnchanged(b.instance.exports, this.#recycle!, b.tables)
+      this.#idleBytes + bytes > cap || tableChange(b.instance.exports, this.#recycle!, b.tables) !== null
     ) {
       this.#instanceCounts.dropped++;
       this.releaseMemories(b.set);
@@ -1462,9 +1462,14 @@ class WasmGuardSession implements GuardSession {
     }
     return {
       env: {
-        call_backend: new WebAssembly.Suspending((...a: number[]) =>
-          owner.session!.#callBackend(...(a as [number, number, number, number, number, number]))
-        ),
+        call_backend: new WebAssembly.Suspending((
+          name: number,
+          nameLen: number,
+          args: number,
+          argsLen: number,
+          res: number,
+          resSize: number,
+        ) => owner.session!.#callBackend(name, nameLen, args, argsLen, res, resSize)),
         host_log: (level: number, ptr: number, len: number) => owner.session!.#hostLog(level, ptr, len),
       },
       wasi_snapshot_preview1: wasi as WebAssembly.ModuleImports,
@@ -1848,10 +1853,6 @@ interface BoundInstance {
 
 /** An instance with pooled memories: the only kind the instance pool keeps. */
 type PooledInstance = BoundInstance & { set: PooledSet };
-
-function tablesUnchanged(exports: WebAssembly.Exports, shape: SnapshotShape, tables: unknown[][]): boolean {
-  return tableChange(exports, shape, tables) === null;
-}
 
 /** The memories one instance imports: its pooled memories and their written-pages record. */
 interface PooledSet {

@@ -8,6 +8,18 @@ import { assert, assertEquals } from "@std/assert";
 import { createUpstreamClient } from "../../src/mcp/upstream.ts";
 import type { Upstream } from "../../src/mcp/proxy.ts";
 
+const MARKER = "MARKER-after-the-answer";
+
+/** One `get_repo` call through the gateway's upstream client. */
+function call(client: ReturnType<typeof createUpstreamClient>, up: Upstream, id: number) {
+  return client.rpc(
+    up,
+    {},
+    { jsonrpc: "2.0", id, method: "tools/call", params: { name: "get_repo" } },
+    new AbortController().signal,
+  );
+}
+
 /** A loopback upstream answering every POST over SSE; `endless` keeps each stream open after it. */
 function sseUpstream(endless: boolean) {
   const ports: number[] = [];
@@ -23,8 +35,13 @@ function sseUpstream(endless: boolean) {
     const body = new ReadableStream<Uint8Array>({
       start(c) {
         c.enqueue(new TextEncoder().encode(answer));
-        if (endless) open.add(c);
-        // As an SDK server does: the end comes just after the answer (unless the reader cancelled).
+        if (endless) {
+          // What follows the answer is never the answer: the marker must not come out.
+          c.enqueue(
+            new TextEncoder().encode(`event: message\ndata: ${JSON.stringify({ id: msg.id, MARKER })}\n\n`),
+          );
+          open.add(c);
+        } // As an SDK server does: the end comes just after the answer (unless the reader cancelled).
         else setTimeout(() => cancelled === before && c.close(), 5);
       },
       cancel() {
@@ -61,12 +78,7 @@ Deno.test("upstream rpc: an SSE answer leaves the connection reusable; the next 
   const client = createUpstreamClient(fetch);
   try {
     for (let i = 1; i <= 4; i++) {
-      const { response } = await client.rpc(
-        s.up,
-        {},
-        { jsonrpc: "2.0", id: i, method: "tools/call", params: { name: "get_repo" } },
-        new AbortController().signal,
-      );
+      const { response } = await call(client, s.up, i);
       assertEquals(response, { jsonrpc: "2.0", id: i, result: { ok: 1 } });
       await new Promise((r) => setTimeout(r, 20)); // the rest of the stream is read in the background
     }
@@ -83,13 +95,9 @@ Deno.test("upstream rpc: an upstream that keeps its stream open after the answer
   const client = createUpstreamClient(fetch);
   try {
     const t0 = performance.now();
-    const { response } = await client.rpc(
-      s.up,
-      {},
-      { jsonrpc: "2.0", id: 7, method: "tools/call", params: { name: "get_repo" } },
-      new AbortController().signal,
-    );
+    const { response } = await call(client, s.up, 7);
     assertEquals(response, { jsonrpc: "2.0", id: 7, result: { ok: 1 } });
+    assert(!JSON.stringify(response).includes(MARKER));
     // A hang check (seconds), not a timing target: the answer does not wait for the stream's end.
     assert(performance.now() - t0 < 1500, "answered before the discard bound");
   } finally {
