@@ -51,8 +51,11 @@
  * (`memory.size`, `memory.grow`) starts at the module's minimum whatever the memory's real size;
  * only accesses between that size and the real one read zeros instead of trapping. A session that
  * is closed while its call is still on the stack gives nothing back: that stack could resume and
- * write. Idle memories are bounded in bytes (at most `memoryPoolBytes`, none larger than half of
- * it), so a burst's memories do not stay resident beyond that.
+ * write. Idle memories are bounded by the memory they hold resident (at most `memoryPoolBytes`, no
+ * set above half of it), so a burst's memories do not stay resident beyond that. A set counts the
+ * blocks ever written in it, each once, not its size: a demo-guard set is 4.3 MiB of memory of
+ * which ~250 KiB was ever written, so counting sizes kept 7 sets where 64 concurrent requests
+ * needed 64, and the other 57 paid a new memory's page faults on every request.
  *
  * Instance pool (`limits.idleInstances`, 0 = off; modules whose whole state the host can read and
  * write, as for snapshots, with pooled memories): `new WebAssembly.Instance` of a large module costs
@@ -362,6 +365,8 @@ export class WasmGuard implements Guard {
   readonly #verifyReset: boolean;
   #pristine: Uint8Array[] = [];
   #idleBytes = 0;
+  /** Bytes the data segments make resident in a new set; null when the mark does not say. */
+  readonly #dataBytes: number | null;
   #poolCounts = { created: 0, reused: 0, kept: 0, dropped: 0 };
   /** The module's reserved exports when its instances may be reused (see "Instance pool"). */
   readonly #recycle: SnapshotShape | null;
@@ -384,6 +389,8 @@ export class WasmGuard implements Guard {
     try {
       this.#pooled = pooledMemoryLimits(module);
       this.#written = this.#pooled === null ? null : writtenLayout(this.#pooled);
+      const dataBlocks = readPreparedMark(module)?.dataBlocks;
+      this.#dataBytes = dataBlocks === undefined ? null : dataBlocks * WRITTEN_BLOCK_BYTES;
     } catch (e) {
       throw new GuardError("abi", `guard '${this.name}': ${errorMessage(e)}`, { cause: e });
     }
@@ -422,7 +429,7 @@ export class WasmGuard implements Guard {
     if (this.#pooled === null) return undefined;
     const set = this.#idle.pop();
     if (set !== undefined) {
-      this.#idleBytes -= setBytes(set);
+      this.#idleBytes -= set.resident;
       this.#reset(set);
       this.#poolCounts.reused++;
       return set;
@@ -432,6 +439,8 @@ export class WasmGuard implements Guard {
     return {
       memories: this.#pooled.map((l) => new WebAssembly.Memory({ initial: l.min, maximum: l.max })),
       written: new WebAssembly.Memory({ initial: pages, maximum: pages }),
+      touched: new Uint8Array(pages * WASM_PAGE_BYTES / 8),
+      resident: this.#dataBytes === null ? 0 : pages * WASM_PAGE_BYTES + this.#dataBytes,
     };
   }
 
@@ -500,7 +509,7 @@ export class WasmGuard implements Guard {
    * or lets them go when the pool is full or off.
    */
   releaseMemories(set: PooledSet): void {
-    const bytes = setBytes(set), cap = this.limits.memoryPoolBytes;
+    const bytes = this.#residentBytes(set), cap = this.limits.memoryPoolBytes;
     if (bytes > cap / 2 || this.#idleBytes + bytes > cap) {
       this.#poolCounts.dropped++;
       return;
@@ -517,6 +526,34 @@ export class WasmGuard implements Guard {
     const first = Math.floor(ptr / WRITTEN_BLOCK_BYTES);
     const last = Math.floor((ptr + len - 1) / WRITTEN_BLOCK_BYTES);
     new Uint8Array(set.written.buffer).fill(1, base + first, base + last + 1);
+  }
+
+  /**
+   * What a finished session's set counts against `memoryPoolBytes`: the memory it has made resident,
+   * not its size. A new memory's pages take no memory until written, and a pooled set has only
+   * ever had bytes written by instantiation (the data segments, `dataBlocks` in the mark), by its
+   * sessions or by its resets, all recorded. So a set counts its record, the data segments' blocks
+   * and every block any session wrote (with the block after it, which a reset also writes), each
+   * once, however often it was written. Without `dataBlocks` in the mark, a set counts its whole size.
+   */
+  #residentBytes(set: PooledSet): number {
+    if (this.#dataBytes === null) {
+      set.resident = set.memories.reduce((a, m) => a + m.buffer.byteLength, set.written.buffer.byteLength);
+      return set.resident;
+    }
+    const touched = set.touched;
+    set.memories.forEach((_, m) => {
+      const base = this.#written!.bases[m];
+      for (const [from, to] of this.writtenRanges(set, m)) {
+        for (let b = base + from / WRITTEN_BLOCK_BYTES, end = base + to / WRITTEN_BLOCK_BYTES; b < end; b++) {
+          const bit = 1 << (b & 7);
+          if ((touched[b >> 3] & bit) !== 0) continue;
+          touched[b >> 3] |= bit;
+          set.resident += WRITTEN_BLOCK_BYTES;
+        }
+      }
+    });
+    return set.resident;
   }
 
   // ---- Instance pool ----
@@ -560,7 +597,7 @@ export class WasmGuard implements Guard {
     const b = this.#idleInstances.pop();
     if (b === undefined) return undefined;
     const initial = this.#initial as InitialState, shape = this.#recycle!, exports = b.instance.exports;
-    this.#idleBytes -= setBytes(b.set);
+    this.#idleBytes -= b.set.resident;
     this.#reset(b.set, initial.images);
     shape.globals.forEach((n, i) => (exports[n] as WebAssembly.Global).value = initial.globals[i]);
     shape.pages.forEach((n, i) => (exports[n] as WebAssembly.Global).value = initial.pages[i]);
@@ -573,9 +610,9 @@ export class WasmGuard implements Guard {
    * (see "Instance pool"), or only its memories when a table changed or the pool is full.
    */
   releaseInstance(b: PooledInstance): void {
-    const bytes = setBytes(b.set), cap = this.limits.memoryPoolBytes;
     b.owner.session = undefined;
     if (b.tables === null) return this.releaseMemories(b.set); // a module whose instances are not reused
+    const bytes = this.#residentBytes(b.set), cap = this.limits.memoryPoolBytes;
     if (
       this.#idleInstances.length >= this.limits.idleInstances || bytes > cap / 2 ||
       this.#idleBytes + bytes > cap || tableChange(b.instance.exports, this.#recycle!, b.tables) !== null
@@ -1858,10 +1895,10 @@ type PooledInstance = BoundInstance & { set: PooledSet };
 interface PooledSet {
   memories: WebAssembly.Memory[];
   written: WebAssembly.Memory;
-}
-
-function setBytes(set: PooledSet): number {
-  return set.memories.reduce((a, m) => a + m.buffer.byteLength, set.written.buffer.byteLength);
+  /** One bit per block of the record's layout: the blocks a session or a reset of this set wrote. */
+  touched: Uint8Array;
+  /** What the pool counts this set as (see {@link WasmGuard.residentBytes}). */
+  resident: number;
 }
 
 function totalPages(memories: WebAssembly.Memory[]): number {

@@ -132,9 +132,12 @@ export interface GuardLimits {
    */
   labelAgentSnapshots: number;
   /**
-   * Bytes of guard memories a guard keeps from finished sessions for later ones (see "Memory pool"
-   * in `src/guard/host.ts`): each is zeroed in full before its next use. A memory larger than half
-   * of this is not kept. 0 turns the pool off: every instance gets new memories.
+   * Resident bytes of guard memories a guard keeps from finished sessions for later ones (see
+   * "Memory pool" in `src/guard/host.ts`): every block written is zeroed before the next use. A set
+   * of memories counts the 4 KiB blocks that were ever written in it (by instantiation's data
+   * segments, its sessions or the host), not its size: pages never written take no memory. A set
+   * counting more than half of this is not kept. 0 turns the pool off: every instance gets new
+   * memories.
    */
   memoryPoolBytes: number;
   /**

@@ -17,7 +17,7 @@
 
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { DEFAULT_LIMITS, GuardError, MAX_WASM32_PAGES } from "./limits.ts";
+import { DEFAULT_LIMITS, GuardError, MAX_WASM32_PAGES, WRITTEN_BLOCK_BYTES } from "./limits.ts";
 import { ENV_MODULE, ENV_SIGNATURES, WASI_MODULE, WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
 import {
   applyCaps,
@@ -31,7 +31,15 @@ import {
   snapshotPlan,
   WRITTEN_IMPORT_NAME,
 } from "./wasm/caps.ts";
-import { type ExternKind, formatFuncType, funcTypeOf, type ModuleInfo, parseModule } from "./wasm/module.ts";
+import { dataBlockCount } from "./wasm/data.ts";
+import {
+  type ExternKind,
+  formatFuncType,
+  funcTypeOf,
+  type ModuleInfo,
+  parseModule,
+  SectionId,
+} from "./wasm/module.ts";
 import { type FuelScheme, poolableMemories, rewriteModule, writtenLayout } from "./wasm/rewrite.ts";
 
 export { WASI_PREVIEW1_SIGNATURES } from "./wasm/host_signatures.ts";
@@ -88,6 +96,12 @@ export interface PreparedMark {
    * them (the JS API does not show an import's limits). Absent: the module defines its memories.
    */
   pooledMemories?: { min: number; max: number }[];
+  /**
+   * With pooled memories: how many 4 KiB blocks the active data segments write at instantiation
+   * (`wasm/data.ts` `dataBlockCount`), which the memory pool counts as resident in every set.
+   * Absent: the pool counts each set at its whole size.
+   */
+  dataBlocks?: number;
 }
 
 /**
@@ -388,6 +402,7 @@ function parseMark(data: Uint8Array | ArrayBuffer): PreparedMark | null {
           min: l.min,
           max: l.max,
         }));
+        if (Number.isSafeInteger(m.dataBlocks) && m.dataBlocks >= 0) mark.dataBlocks = m.dataBlocks;
       }
       return mark;
     }
@@ -530,7 +545,13 @@ export function prepareGuard(
   if (fuel) mark.fuelScheme = fuelScheme;
   if (snapshot.problem === null) mark.snapshotGlobals = snapshot.mutableGlobals.length;
   const pooled = fuel && opts.poolMemories !== false ? poolableMemories(info, caps.maxMemoryPages) : null;
-  if (pooled !== null) mark.pooledMemories = pooled.map(({ min, max }) => ({ min, max }));
+  if (pooled !== null) {
+    mark.pooledMemories = pooled.map(({ min, max }) => ({ min, max }));
+    const data = info.sections.find((s) => s.id === SectionId.data);
+    mark.dataBlocks = data === undefined
+      ? 0
+      : dataBlockCount(info.bytes.subarray(data.start, data.end), WRITTEN_BLOCK_BYTES);
+  }
   const out = rewriteModule(info, {
     poolMemories: pooled !== null,
     maxMemoryPages: caps.maxMemoryPages,

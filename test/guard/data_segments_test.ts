@@ -7,8 +7,13 @@
 import { assert, assertEquals } from "@std/assert";
 import fc from "fast-check";
 import wabtInit from "wabt";
-import { FUEL_IMPORT_MODULE, FUEL_IMPORT_NAME, prepareGuard } from "../../src/guard/prepare.ts";
-import { mergeDataSegments } from "../../src/guard/wasm/data.ts";
+import {
+  FUEL_IMPORT_MODULE,
+  FUEL_IMPORT_NAME,
+  prepareGuard,
+  readPreparedMark,
+} from "../../src/guard/prepare.ts";
+import { dataBlockCount, mergeDataSegments } from "../../src/guard/wasm/data.ts";
 import { SectionId } from "../../src/guard/wasm/module.ts";
 import { parseModule } from "../../src/guard/wasm/module.ts";
 import { Reader, Writer } from "../../src/guard/wasm/bytes.ts";
@@ -88,6 +93,47 @@ Deno.test("property: merged data segments leave memory exactly as the original's
     }),
     { numRuns: 200 },
   );
+});
+
+Deno.test("property: the mark's dataBlocks counts every 4 KiB block instantiation writes, each once", () => {
+  const seg = fc.record({
+    mem: fc.constant(0 as const),
+    offset: fc.oneof(fc.integer({ min: 0, max: 9000 }), fc.integer({ min: 65_400, max: 66_000 })),
+    len: fc.integer({ min: 0, max: 5000 }),
+    passive: fc.boolean(),
+  });
+  fc.assert(
+    fc.property(fc.array(seg, { maxLength: 8 }), (segs) => {
+      const original = guardWith(segs, false);
+      const mems = memories(original);
+      fc.pre(mems !== "failed");
+      // Every segment byte is non-zero: the blocks holding a non-zero byte are the blocks written.
+      const written = new Set<number>();
+      (mems as Uint8Array[]).forEach((m, i) =>
+        m.forEach((b, at) => b !== 0 && written.add(i * 1000 + (at >> 12)))
+      );
+      assertEquals(
+        readPreparedMark(new WebAssembly.Module(prepareGuard(original).bytes))?.dataBlocks,
+        written.size,
+      );
+    }),
+    { numRuns: 150 },
+  );
+});
+
+Deno.test("data segments: a segment placed by an expression other than i32.const counts every block it could span", () => {
+  const w = new Writer(64);
+  w.u32(3);
+  w.u32(0); // active, memory 0, offset global.get 0: 5000 bytes span at most 3 blocks
+  w.bytes(Uint8Array.of(0x23, 0, 0x0b));
+  w.u32(5000);
+  w.bytes(new Uint8Array(5000));
+  w.u32(1); // passive: written only by memory.init, which the written record sees
+  w.u32(9000);
+  w.bytes(new Uint8Array(9000));
+  w.u32(0); // active at 4095, 2 bytes: blocks 0 and 1
+  w.bytes(Uint8Array.of(0x41, 0xff, 0x1f, 0x0b, 2, 1, 1));
+  assertEquals(dataBlockCount(w.finish(), 4096), 3 + 2);
 });
 
 Deno.test("data segments: neighbours merge, overlaps do not, empty ones stay; the demo guard keeps few", async () => {

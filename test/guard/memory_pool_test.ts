@@ -145,8 +145,12 @@ Deno.test("pool: a session closed while suspended in call_backend keeps its memo
   for (let i = 0; i < 3; i++) assertEquals(scan((await session(guard, "S"))[0]), { pages: 2, nonZero: 0 });
 });
 
-Deno.test("pool: bounded in bytes; a memory above half the bound is let go; 0 turns it off", async () => {
-  // 4 pages after "WQ", plus the 1-page write record: 320 KiB a set; a 700 KiB pool keeps two.
+/** What a set of the probe counts before any session writes: its 1-page record and "DATA"'s block. */
+const PROBE_SET_BASE = 65536 + 4096;
+
+Deno.test("pool: bounded by the memory sets made resident, not their size; a set above half the bound is let go; 0 turns it off", async () => {
+  // "WQ" writes blocks 0-31 and the 2 grown pages (blocks 32-63): 64 blocks a set beyond the base.
+  const perSet = PROBE_SET_BASE + 64 * 4096;
   const guard = await probe({ memoryPoolBytes: 700 * 1024 });
   const sessions = [0, 1, 2].map(() => guard.open(ctx()));
   for (const s of sessions) {
@@ -155,7 +159,11 @@ Deno.test("pool: bounded in bytes; a memory above half the bound is let go; 0 tu
   }
   for (const s of sessions) s.close();
   let st = guard.memoryPoolStatus();
-  assertEquals([st.idle, st.idleBytes, st.kept, st.dropped], [2, 2 * 5 * 65536, 2, 1]);
+  assertEquals([st.idle, st.idleBytes, st.kept, st.dropped], [2, 2 * perSet, 2, 1]);
+  // Writing the same blocks again makes nothing more resident: the count stays.
+  await session(guard, "WQ");
+  st = guard.memoryPoolStatus();
+  assertEquals([st.idle, st.idleBytes, st.reused, st.kept], [2, 2 * perSet, 1, 3]);
   // Above half of the bound: never kept.
   const small = await probe({ memoryPoolBytes: 600 * 1024 });
   await session(small, "WQ");
@@ -166,6 +174,25 @@ Deno.test("pool: bounded in bytes; a memory above half the bound is let go; 0 tu
   await session(off, "S");
   st = off.memoryPoolStatus();
   assertEquals([st.pooled, st.created, st.reused, st.idle], [true, 2, 0, 0]);
+});
+
+Deno.test("pool: pages a set never wrote cost nothing; every block a session or the host wrote counts, once", async () => {
+  const guard = await probe({ memoryPoolBytes: 8 << 20 });
+  // "G" grows 2 pages and only reads them: the host's output (block 30) and input (block 31) are all
+  // that was written, so with the block after them (which a reset also writes) the set counts three
+  // blocks beyond its base although it holds 4 pages.
+  await session(guard, "G");
+  let st = guard.memoryPoolStatus();
+  assertEquals(st.idleBytes, PROBE_SET_BASE + 3 * 4096);
+  // "K": call_backend's answer is written by the host at 8192 (block 2), a block the guard never
+  // writes; with the block after it, two more.
+  await session(guard, "K");
+  st = guard.memoryPoolStatus();
+  assertEquals(st.idleBytes, PROBE_SET_BASE + 5 * 4096);
+  // "R": random_get writes 20480..20544 (block 5) and the block after it: two more.
+  await session(guard, "R");
+  st = guard.memoryPoolStatus();
+  assertEquals([st.created, st.idle, st.idleBytes], [1, 1, PROBE_SET_BASE + 7 * 4096]);
 });
 
 Deno.test("pool: demo and Rust guard answer and spend fuel exactly as with new memories, request after request", async () => {

@@ -441,6 +441,8 @@ Deno.test("mark: readPreparedMark and inspectGuard read what prepareGuard wrote"
     snapshotGlobals: 2,
     // its one memory (2 pages, no maximum: clamped to the cap) is pooled
     pooledMemories: [{ min: 2, max: 64 }],
+    // and it has no data segments: instantiation writes no block of it
+    dataBlocks: 0,
   };
   assertEquals(readPreparedMark(new WebAssembly.Module(bytes)), mark);
   assertEquals(readPreparedMark(new WebAssembly.Module(source)), null);

@@ -16,6 +16,7 @@
  * @module
  */
 import { Reader, Writer } from "./bytes.ts";
+import { skipConstExpr } from "./module.ts";
 
 /** Largest gap (zero bytes) filled to join two segments. */
 export const MAX_SEGMENT_GAP_BYTES = 64;
@@ -87,6 +88,53 @@ export function mergeDataSegments(content: Uint8Array): { content: Uint8Array; c
   }
   for (const s of kept) w.bytes(s.raw);
   return { content: w.finish(), count };
+}
+
+/**
+ * How many distinct blocks of `blockBytes` the module's active data segments write when it is
+ * instantiated: the memory a new instance makes resident before it runs (the host's memory pool
+ * counts idle memories by the blocks they made resident). A segment whose offset is not a single
+ * `i32.const` counts every block its bytes could span wherever they land. Never less than the truth.
+ */
+export function dataBlockCount(content: Uint8Array, blockBytes: number): number {
+  const r = new Reader(content, 0, content.length);
+  const blocks = new Set<number>();
+  let unplaced = 0;
+  for (let n = r.u32(); n > 0; n--) {
+    const flags = r.u32();
+    if (flags === 1) {
+      r.skip(r.u32()); // passive: written by memory.init, which the memory's own record sees
+      continue;
+    }
+    const mem = flags === 2 ? r.u32() : 0;
+    const start = r.pos;
+    let offset: number | null = null;
+    if (r.u8() === 0x41) {
+      offset = readS32(r) >>> 0;
+      if (r.u8() !== 0x0b) offset = null;
+    }
+    if (offset === null) {
+      r.pos = start;
+      skipConstExpr(r);
+    }
+    const len = r.u32();
+    r.skip(len);
+    if (len === 0) continue;
+    if (offset === null) {
+      unplaced += Math.ceil(len / blockBytes) + 1;
+      continue;
+    }
+    // A 32-bit memory has fewer than 2^32 blocks, so memory × 2^32 + block names each one once.
+    const base = mem * 2 ** 32;
+    for (
+      let b = Math.floor(offset / blockBytes), last = Math.floor((offset + len - 1) / blockBytes);
+      b <= last;
+      b++
+    ) {
+      blocks.add(base + b);
+    }
+  }
+  return blocks.size + unplaced;
 }
 
 /** A signed LEB128 of at most 32 bits (the module was validated: well formed). */
