@@ -43,6 +43,7 @@ import { createHealthProber } from "./http/health.ts";
 import { checkHostAndOrigin } from "./http/origin.ts";
 import { createMcpProxy, type McpProxy, type ToolCallHook, type Upstream } from "./mcp/proxy.ts";
 import { BackendCache } from "./mcp/backend_cache.ts";
+import type { SharedAnswerStore } from "./mcp/shared_answers.ts";
 import type { ServerPlan } from "./registry.ts";
 import { ErrorCode } from "./mcp/jsonrpc.ts";
 import { type LogSink, logWrites } from "./log.ts";
@@ -60,6 +61,11 @@ export interface AppDeps {
   fetch?: typeof fetch;
   /** Fetch for the issuer's metadata and JWKS (`gateway.oauth`). Default: global fetch. */
   authFetch?: typeof fetch;
+  /**
+   * The `call_backend` cache's tier shared with other isolates (`src/mcp/shared_answers.ts`; the
+   * Worker entry passes the sealed Cache API store when its secret is set). Default: none.
+   */
+  sharedAnswers?: SharedAnswerStore;
 }
 
 /** The app plus what its owner must close on shutdown. */
@@ -143,7 +149,7 @@ export function createGateway(deps: AppDeps): Gateway {
   }
   const limiter = new ToolCallLimiter();
   // Guards' call_backend answers, shared by every request of this isolate (src/mcp/backend_cache.ts).
-  const backendCache = new BackendCache();
+  const backendCache = new BackendCache({ shared: deps.sharedAnswers });
   const backendTtl = new Map(config.servers.map((s) => [s.id, s.backendCacheTtlMs]));
   const serverIds = config.servers.map((s) => s.id);
   const buildAuth = (settings: AuthSettings) =>
@@ -187,8 +193,8 @@ export function createGateway(deps: AppDeps): Gateway {
       }
       // The call_backend cache of this server: the guard's lookups, and what its call memo checks.
       const ttl = backendTtl.get(call.upstream.id) ?? 0;
-      const { id: serverId } = call.upstream, { protocolVersion } = call.backendRef;
-      const lookup = (tool: string, args: unknown) => ({ serverId, protocolVersion, tool, args });
+      const { id: serverId, url: scope } = call.upstream, { protocolVersion } = call.backendRef;
+      const lookup = (tool: string, args: unknown) => ({ serverId, protocolVersion, tool, args, scope });
       try {
         const guarding = await beginToolCall(
           {

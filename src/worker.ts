@@ -18,6 +18,9 @@
  *   and rotation: a changed secret or var is a new deployment, and new isolates build a new gateway
  *   with the new keys (there is no signal to reload on). The issuer's JWKS needs no deployment: it is
  *   fetched by each isolate on first use, refreshed every few minutes and on an unknown `kid`.
+ * - Guards' `call_backend` answers: with the secret `MCP_EDGE_GUARD_CACHE_SECRET` set (32 characters
+ *   or more), the isolates of a data center share them through the Cache API, sealed with keys
+ *   derived from that secret (src/mcp/shared_answers.ts); without it each isolate keeps its own.
  * - A spinning guard is bounded by fuel, not time: Workers freeze `Date.now()` during execution, so
  *   `limits.fuel` is the budget that stops it (`limits.timeoutMs` still covers time spent waiting).
  *
@@ -34,6 +37,7 @@ import {
 import { type AgentLabelStore, MemoryAgentLabelStore } from "./difc/store.ts";
 import { guardFromPreparedModule } from "./guard/host.ts";
 import { assertJspi } from "./guard/jspi.ts";
+import { MIN_SHARED_SECRET_LENGTH, sealedCacheStore, type SharedAnswerStore } from "./mcp/shared_answers.ts";
 import { planServers } from "./registry.ts";
 // @ts-types="./worker_guards.d.ts"
 import { guards as bundledGuards, records as bundledRecords } from "./worker_guards.js";
@@ -44,6 +48,8 @@ export interface WorkerEnv {
   MCP_EDGE_GUARD_CONFIG?: string;
   /** Durable Object namespace of {@link AgentLabels}. */
   AGENT_LABELS?: DurableObjectNamespaceLike;
+  /** Secret that turns on (and seals) the shared `call_backend` cache. */
+  MCP_EDGE_GUARD_CACHE_SECRET?: string;
   [binding: string]: unknown;
 }
 
@@ -114,7 +120,25 @@ async function buildGateway(env: WorkerEnv): Promise<Gateway> {
     });
     store = new MemoryAgentLabelStore();
   }
-  return createGateway({ config, plans, store, log });
+  return createGateway({ config, plans, store, log, sharedAnswers: await sharedAnswerStore(vars) });
+}
+
+/** The Cache API cache that holds the sealed `call_backend` answers. */
+const SHARED_CACHE_NAME = "mcp-edge-guard-backend";
+
+async function sharedAnswerStore(vars: Record<string, string>): Promise<SharedAnswerStore | undefined> {
+  const secret = vars.MCP_EDGE_GUARD_CACHE_SECRET;
+  if (secret === undefined) return undefined;
+  if (secret.length < MIN_SHARED_SECRET_LENGTH) {
+    throw new StartupError(
+      "config",
+      `MCP_EDGE_GUARD_CACHE_SECRET has ${secret.length} characters; it needs ${MIN_SHARED_SECRET_LENGTH} ` +
+        "or more (wrangler secret put MCP_EDGE_GUARD_CACHE_SECRET, e.g. the output of openssl rand -hex 32)",
+    );
+  }
+  const store = await sealedCacheStore(await caches.open(SHARED_CACHE_NAME), secret);
+  log({ level: "info", event: "config", message: "call_backend answers are shared through the Cache API" });
+  return store;
 }
 
 function startupFailure(e: unknown): Response {

@@ -16,6 +16,12 @@
  * - only successes are kept: a rejected lookup (transport error, JSON-RPC error, abort) and a tool
  *   result with `isError: true` are handed to their waiters and forgotten.
  *
+ * - optionally a second tier shared by the isolates of one location (`shared`, see
+ *   `shared_answers.ts`: on Workers, the data center's Cache API, sealed with the operator's secret):
+ *   a lookup this isolate has no live answer for asks it before the upstream, and an upstream answer
+ *   this cache keeps is written there too (awaited, so the first lookup pays one cache write). An
+ *   answer from it is kept here until its own expiry or this server's TTL, whichever is first.
+ *
  * Cached answers are guard inputs only: the proxy never relays them to an agent. They are frozen,
  * so no guard host can change what another request reads.
  *
@@ -23,6 +29,7 @@
  */
 import { canonicalJson } from "../difc/payload.ts";
 import { isObject, raceSignal } from "../util.ts";
+import type { SharedAnswerStore } from "./shared_answers.ts";
 
 /** Most answers kept. */
 export const BACKEND_CACHE_MAX_ENTRIES = 4096;
@@ -40,6 +47,11 @@ export interface BackendLookup {
   protocolVersion?: string;
   tool: string;
   args: unknown;
+  /**
+   * What else names the upstream in the shared tier's key (the upstream URL): two gateways that
+   * share a secret but give one server id to different upstreams never share answers.
+   */
+  scope?: string;
 }
 
 /** Bounds and clock (tests shrink them). */
@@ -49,6 +61,10 @@ export interface BackendCacheOptions {
   maxEntryBytes?: number;
   /** Milliseconds clock; default `performance.now`. */
   now?: () => number;
+  /** The tier shared with other isolates; none by default. */
+  shared?: SharedAnswerStore;
+  /** Wall clock in ms for the shared tier's expiry times; default `Date.now`. */
+  wallNow?: () => number;
 }
 
 /** Counters for tests and benchmarks. */
@@ -101,6 +117,8 @@ export class BackendCache {
   readonly #maxBytes: number;
   readonly #maxEntryBytes: number;
   readonly #now: () => number;
+  readonly #shared: SharedAnswerStore | undefined;
+  readonly #wallNow: () => number;
   #bytes = 0;
   #hits = 0;
   #joined = 0;
@@ -111,6 +129,8 @@ export class BackendCache {
     this.#maxBytes = opts.maxBytes ?? BACKEND_CACHE_MAX_BYTES;
     this.#maxEntryBytes = Math.min(opts.maxEntryBytes ?? BACKEND_CACHE_MAX_ENTRY_BYTES, this.#maxBytes);
     this.#now = opts.now ?? (() => performance.now());
+    this.#shared = opts.shared;
+    this.#wallNow = opts.wallNow ?? Date.now;
   }
 
   /** The cache key of a lookup. */
@@ -150,8 +170,11 @@ export class BackendCache {
       const f: Flight = { promise: Promise.resolve(), waiters: 0, ac };
       f.promise = (async () => {
         try {
+          if (this.#shared !== undefined) {
+            return await this.#viaShared(this.#shared, key, l, ttlMs, fetch, ac.signal);
+          }
           const value = await fetch(ac.signal);
-          this.#store(key, value, ttlMs);
+          this.#store(key, value, ttlMs, this.#keepable(key, value));
           return value;
         } finally {
           if (this.#flights.get(key) === f) this.#flights.delete(key);
@@ -212,12 +235,46 @@ export class BackendCache {
     this.#bytes = 0;
   }
 
-  #store(key: string, value: unknown, ttlMs: number): void {
-    if (isObject(value) && value.isError === true) return;
+  /**
+   * A lookup this isolate has no live answer for, through the shared tier: its live answer, or the
+   * upstream's, which is then written there when this cache would keep it.
+   */
+  async #viaShared(
+    shared: SharedAnswerStore,
+    key: string,
+    l: BackendLookup,
+    ttlMs: number,
+    fetch: (signal: AbortSignal) => Promise<unknown>,
+    signal: AbortSignal,
+  ): Promise<unknown> {
+    const sharedKey = `${l.scope ?? ""}\n${key}`;
+    const found = await raceSignal(shared.get(sharedKey), signal);
+    if (found !== undefined) {
+      const left = Math.min(ttlMs, found.expiresAt - this.#wallNow());
+      this.#store(key, found.value, left, this.#keepable(key, found.value));
+      return found.value;
+    }
+    const value = await fetch(signal);
+    const bytes = this.#keepable(key, value);
+    if (bytes !== undefined) await shared.put(sharedKey, value, ttlMs);
+    this.#store(key, value, ttlMs, bytes);
+    return value;
+  }
+
+  /**
+   * The bytes an answer counts when kept (its JSON text and key), or undefined when it is not kept:
+   * an error result, not JSON, or above the per-entry bound.
+   */
+  #keepable(key: string, value: unknown): number | undefined {
+    if (isObject(value) && value.isError === true) return undefined;
     const json = JSON.stringify(value);
-    if (json === undefined) return;
+    if (json === undefined) return undefined;
     const bytes = json.length + key.length;
-    if (bytes > this.#maxEntryBytes) return;
+    return bytes > this.#maxEntryBytes ? undefined : bytes;
+  }
+
+  #store(key: string, value: unknown, ttlMs: number, bytes: number | undefined): void {
+    if (bytes === undefined || !(ttlMs > 0)) return;
     deepFreeze(value);
     const old = this.#entries.get(key);
     if (old) {

@@ -80,19 +80,19 @@ Deno.test("readAgentBody: the limit holds with a Content-Length, a false one, an
   const size = enc.encode(msg).byteLength;
   const post = (body: BodyInit, headers: Record<string, string> = {}) =>
     new Request("http://127.0.0.1/mcp", { method: "POST", body, headers });
-  const status = async (r: ParsedBody | Response) => r instanceof Response ? r.status : 200;
+  const status = (r: ParsedBody | Response) => r instanceof Response ? r.status : 200;
   // Framed by Content-Length, at and over the limit.
-  assertEquals(await status(await readAgentBody(post(msg, { "content-length": String(size) }), size)), 200);
+  assertEquals(status(await readAgentBody(post(msg, { "content-length": String(size) }), size)), 200);
   assertEquals(
-    await status(await readAgentBody(post(msg, { "content-length": String(size) }), size - 1)),
+    status(await readAgentBody(post(msg, { "content-length": String(size) }), size - 1)),
     413,
   );
   // A Content-Length that understates the body (only code in the same process can build one): still 413.
-  assertEquals(await status(await readAgentBody(post(msg, { "content-length": "10" }), size - 1)), 413);
+  assertEquals(status(await readAgentBody(post(msg, { "content-length": "10" }), size - 1)), 413);
   // No length (a stream): counted while read.
   const stream = () => ReadableStream.from([enc.encode(msg.slice(0, 100)), enc.encode(msg.slice(100))]);
-  assertEquals(await status(await readAgentBody(post(stream()), size)), 200);
-  assertEquals(await status(await readAgentBody(post(stream()), size - 1)), 413);
+  assertEquals(status(await readAgentBody(post(stream()), size)), 200);
+  assertEquals(status(await readAgentBody(post(stream()), size - 1)), 413);
   // Through a real server: fetch sends the length, the body arrives whole and parses.
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
     const r = await readAgentBody(req, size);

@@ -62,6 +62,15 @@ async function spinGuardBytes(): Promise<Uint8Array> {
   }
 }
 
+/** The demo guard in front of `upstreamUrl` as server `demo`, with the suite's API key. */
+export function demoConfig(upstreamUrl: string): Record<string, unknown> {
+  return {
+    mcpServers: { demo: { type: "http", url: upstreamUrl, guard: "demo", "guard-policies": DEMO_POLICY } },
+    guards: { demo: { type: "wasm", path: DEMO_GUARD_URL.href } },
+    gateway: { apiKey: API_KEY },
+  };
+}
+
 /** The suite's gateway configuration around an upstream URL. */
 export function suiteConfig(upstreamUrl: string, spinGuardUrl: URL): Record<string, unknown> {
   return {

@@ -17,13 +17,15 @@ export const COMPATIBILITY_DATE = "2026-11-01";
 
 /**
  * Miniflare options for a built `dist` directory (explicit module list: Miniflare 5 has no rules).
- * `config` becomes the `MCP_EDGE_GUARD_CONFIG` binding (none when undefined).
+ * `config` becomes the `MCP_EDGE_GUARD_CONFIG` binding (none when undefined); `vars` are further
+ * string bindings (secrets).
  */
 export function miniflareOptions(
   distDir: string,
   guardFiles: readonly string[],
   config: unknown,
   stateDir?: string,
+  vars: Record<string, string> = {},
 ): ConstructorParameters<typeof Miniflare>[0] {
   const v4 = {
     cf: false,
@@ -34,7 +36,7 @@ export function miniflareOptions(
       ...guardFiles.map((f) => ({ type: "CompiledWasm", path: `${distDir}/${f}` })),
     ],
     compatibilityDate: COMPATIBILITY_DATE,
-    bindings: config === undefined ? {} : { MCP_EDGE_GUARD_CONFIG: JSON.stringify(config) },
+    bindings: config === undefined ? vars : { ...vars, MCP_EDGE_GUARD_CONFIG: JSON.stringify(config) },
     durableObjects: { AGENT_LABELS: "AgentLabels" },
     // Miniflare 5: one persistence root for every storage kind (v4's durableObjectsPersist is gone).
     ...(stateDir ? { resourcePersistencePath: stateDir } : {}),
