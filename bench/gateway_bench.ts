@@ -71,6 +71,7 @@ import {
   type LoopResult,
   median,
   ratio,
+  startTaskV8Flags,
   summarize,
   target,
 } from "./lib.ts";
@@ -265,11 +266,14 @@ interface ServerProcess extends ServerUrls {
 }
 
 async function startServer(latencyMs: number): Promise<ServerProcess> {
+  const v8Flags = await startTaskV8Flags();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
       "--unstable-no-legacy-abort",
+      // The V8 settings of `deno task start`: both the gateway and the bare proxy run under them.
+      ...(v8Flags === null ? [] : [v8Flags]),
       new URL(import.meta.url).pathname,
       "--serve",
       "--latency-ms",

@@ -307,3 +307,12 @@ export async function closedLoop(
   }));
   return { latencies, elapsedMs: performance.now() - t0, ops: latencies.length, errors, firstError };
 }
+
+/**
+ * The `--v8-flags=…` argument of `deno task start` (deno.json), so that a benchmark's server child
+ * runs under the same V8 settings as the gateway does in production; null when the task has none.
+ */
+export async function startTaskV8Flags(): Promise<string | null> {
+  const deno = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  return (deno.tasks.start as string).split(" ").find((a) => a.startsWith("--v8-flags=")) ?? null;
+}

@@ -18,6 +18,7 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { parseConfigText } from "../src/config.ts";
+import { startTaskV8Flags } from "../bench/lib.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const ROOT_PATH = decodeURIComponent(ROOT.pathname).replace(/\/$/, "");
@@ -235,6 +236,18 @@ Deno.test("README: every shell command is run by this test or its block says why
   }
   assertEquals(unknown, [], "commands with no runner: add one here or mark the block not-run-in-tests");
   assert(notRun > 0 && shellBlocks().length > notRun);
+});
+
+Deno.test("deno.json: the start, test and bench tasks run V8 with the same flags, which the README names", async () => {
+  const deno = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  const flags = (task: string) =>
+    (deno.tasks[task] as string).split(" ").filter((a) => a.startsWith("--v8-flags="));
+  const start = flags("start");
+  assertEquals(start, ["--v8-flags=--heap-growing-percent=30"]);
+  assertEquals(flags("test"), start, "the suite (and its load test) runs as the gateway does");
+  assertEquals(flags("bench"), start);
+  assertEquals(await startTaskV8Flags(), start[0], "the benchmarks' server children get them too");
+  assert(README.includes("`" + start[0] + "`"), "the README names the flag");
 });
 
 Deno.test("README: every JSON config example loads with the real config parser", () => {
