@@ -253,7 +253,9 @@ export function createGateway(deps: AppDeps): Gateway {
   // rebinds its name to the gateway must not read even /health (it names servers and guards) or learn
   // which paths exist.
   app.use("*", async (c, next) => {
-    const why = checkHostAndOrigin(c.req.raw.headers, g, new URL(c.req.url).host);
+    const headers = c.req.raw.headers;
+    // The URL's host is needed only without a Host header (a Request built in-process).
+    const why = checkHostAndOrigin(headers, g, headers.has("host") ? undefined : new URL(c.req.url).host);
     if (why) {
       await c.req.raw.body?.cancel().catch(() => {});
       return c.json({ error: "forbidden", message: why }, 403);
