@@ -1897,7 +1897,7 @@ interface PooledSet {
   written: WebAssembly.Memory;
   /** One bit per block of the record's layout: the blocks a session or a reset of this set wrote. */
   touched: Uint8Array;
-  /** What the pool counts this set as (see {@link WasmGuard.residentBytes}). */
+  /** What the pool counts this set as (see `WasmGuard#residentBytes`). */
   resident: number;
 }
 

@@ -14,8 +14,7 @@
  *   JSON text, least recently used first out; an answer above {@link BACKEND_CACHE_MAX_ENTRY_BYTES}
  *   is used once and not kept;
  * - only successes are kept: a rejected lookup (transport error, JSON-RPC error, abort) and a tool
- *   result with `isError: true` are handed to their waiters and forgotten.
- *
+ *   result with `isError: true` are handed to their waiters and forgotten;
  * - optionally a second tier shared by the isolates of one location (`shared`, see
  *   `shared_answers.ts`: on Workers, the data center's Cache API, sealed with the operator's secret):
  *   a lookup this isolate has no live answer for asks it before the upstream, and an upstream answer

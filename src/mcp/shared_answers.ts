@@ -26,6 +26,11 @@ import { isObject } from "../util.ts";
 export const SHARED_GET_TIMEOUT_MS = 1000;
 /** Shortest secret accepted: 32 characters. */
 export const MIN_SHARED_SECRET_LENGTH = 32;
+/**
+ * Largest entry body read: the cache keeps answers of at most `BACKEND_CACHE_MAX_ENTRY_BYTES` (1 Mi
+ * UTF-16 units of JSON, at most 3 MiB of UTF-8) plus the sealing; anything larger is not ours.
+ */
+const MAX_ENTRY_BODY_BYTES = 3 * 1024 * 1024 + 1024;
 /** The origin of every entry's URL (never resolved: `.invalid`). */
 const ENTRY_ORIGIN = "https://backend-cache.mcp-edge-guard.invalid/v1/";
 const IV_BYTES = 12;
@@ -159,7 +164,10 @@ export async function sealedCacheStore(
       counts.misses++;
       return undefined;
     }
-    const found = await open(key, await res.arrayBuffer());
+    const length = Number(res.headers.get("content-length") ?? 0);
+    const body = length > MAX_ENTRY_BODY_BYTES ? null : await res.arrayBuffer();
+    if (body === null) await res.body?.cancel();
+    const found = body === null || body.byteLength > MAX_ENTRY_BODY_BYTES ? undefined : await open(key, body);
     if (found === undefined) counts.rejected++;
     else counts.hits++;
     return found;
