@@ -15,14 +15,17 @@
  *   cache's own `max-age` did, and never longer than its own server's TTL.
  * Answers are upstream metadata fetched with the gateway's own credentials (the same for every agent,
  * see the README's "call_backend cache"); sealing them also keeps them from anyone who can read the
- * zone's cache. A lookup that takes longer than {@link SHARED_GET_TIMEOUT_MS} or fails counts as a
- * miss; a failed write is dropped. Neither ever fails a guard call.
+ * zone's cache. A read that takes longer than {@link SHARED_GET_TIMEOUT_MS} or fails counts as a
+ * miss; a write that fails or takes as long is dropped. Neither ever fails a guard call.
  *
  * @module
  */
 import { isObject } from "../util.ts";
 
-/** Longest wait for the shared cache before a lookup goes to the upstream instead. */
+/**
+ * Longest wait for the shared cache: a read that takes longer is a miss (the lookup goes to the
+ * upstream), a write that takes longer is given up (the lookup's answer is not held back).
+ */
 export const SHARED_GET_TIMEOUT_MS = 1000;
 /** Shortest secret accepted: 32 characters. */
 export const MIN_SHARED_SECRET_LENGTH = 32;
@@ -200,8 +203,9 @@ export async function sealedCacheStore(
           "content-type": "application/octet-stream",
           "cache-control": `max-age=${Math.max(1, Math.ceil(ttlMs / 1000))}`,
         };
-        await cache.put(await entryUrl(key), new Response(body, { headers }));
-        counts.puts++;
+        const put = cache.put(await entryUrl(key), new Response(body, { headers })).then(() => true);
+        if (await withTimeout(put, getTimeoutMs)) counts.puts++;
+        else counts.putsFailed++;
       } catch {
         counts.putsFailed++;
       }

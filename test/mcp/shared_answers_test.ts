@@ -130,6 +130,13 @@ Deno.test("shared answers: a slow or failing cache is a miss and a failed write 
   const store = await sealedCacheStore(hanging, SECRET, { getTimeoutMs: 30 });
   assertEquals(await store.get(repoKey("acme/web")), undefined);
   await store.put(repoKey("acme/web"), { a: 1 }, 1000);
+  const stalled = await sealedCacheStore(
+    { match: () => new Promise(() => {}), put: () => new Promise(() => {}) },
+    SECRET,
+    { getTimeoutMs: 30 },
+  );
+  await stalled.put(repoKey("acme/web"), { a: 1 }, 1000); // returns: a write never holds the lookup
+  assertEquals(stalled.stats().putsFailed, 1);
   const throwing: CacheLike = {
     match: () => Promise.reject(new Error("down")),
     put: () => Promise.resolve(),
