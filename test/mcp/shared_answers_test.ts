@@ -18,17 +18,17 @@ const SECRET = "a".repeat(32) + "-test-secret";
 const OTHER_SECRET = "b".repeat(40);
 const live = () => new AbortController().signal;
 
-/** Deno's real Cache API under a fresh name, recording what was written (URL and body). */
-async function realCache(): Promise<
-  {
-    cache: CacheLike & Cache;
-    writes: { url: string; body: Uint8Array<ArrayBuffer> }[];
-    drop(): Promise<void>;
-  }
-> {
+/** What a test sees of Deno's real Cache API: the cache, and what was written to it (URL and body). */
+interface RealCache {
+  cache: CacheLike & Cache;
+  writes: { url: string; body: Uint8Array<ArrayBuffer> }[];
+}
+
+/** Runs `fn` on Deno's real Cache API under a fresh name, recording every write; deletes it after. */
+async function withRealCache(fn: (c: RealCache) => Promise<void>): Promise<void> {
   const name = `shared-answers-test-${crypto.randomUUID()}`;
   const inner = await caches.open(name);
-  const writes: { url: string; body: Uint8Array<ArrayBuffer> }[] = [];
+  const writes: RealCache["writes"] = [];
   const cache = Object.assign(Object.create(inner) as Cache, {
     match: (req: string) => inner.match(req),
     put: async (req: string, res: Response) => {
@@ -37,14 +37,17 @@ async function realCache(): Promise<
       await inner.put(req, res);
     },
   });
-  return { cache, writes, drop: async () => void await caches.delete(name) };
+  try {
+    await fn({ cache, writes });
+  } finally {
+    await caches.delete(name);
+  }
 }
 
 const repoKey = (repo: string) => `scope\ngh\n\nget_repo\n{"repo":"${repo}"}`;
 
-Deno.test("shared answers: what one store seals another with the same secret opens, until it expires", async () => {
-  const { cache, drop } = await realCache();
-  try {
+Deno.test("shared answers: what one store seals another with the same secret opens, until it expires", () =>
+  withRealCache(async ({ cache }) => {
     let now = 1_000_000;
     const a = await sealedCacheStore(cache, SECRET, { now: () => now });
     const b = await sealedCacheStore(cache, SECRET, { now: () => now });
@@ -55,14 +58,10 @@ Deno.test("shared answers: what one store seals another with the same secret ope
     now += 60_000;
     assertEquals(await b.get(repoKey("acme/web")), undefined, "past its sealed expiry: never used");
     assertEquals(b.stats(), { hits: 1, misses: 1, rejected: 1, failed: 0, puts: 0, putsFailed: 0 });
-  } finally {
-    await drop();
-  }
-});
+  }));
 
-Deno.test("shared answers: forged, altered, cut or moved entries are refused (MARKER-FORGED never comes out)", async () => {
-  const { cache, writes, drop } = await realCache();
-  try {
+Deno.test("shared answers: forged, altered, cut or moved entries are refused (MARKER-FORGED never comes out)", () =>
+  withRealCache(async ({ cache, writes }) => {
     const ours = await sealedCacheStore(cache, SECRET);
     // The attacker knows the URL of a lookup (the worst case) and writes there with its own key.
     await ours.put(repoKey("acme/web"), { visibility: "private" }, 60_000);
@@ -98,14 +97,10 @@ Deno.test("shared answers: forged, altered, cut or moved entries are refused (MA
       "untouched entry",
     );
     assertEquals(pub === web, false);
-  } finally {
-    await drop();
-  }
-});
+  }));
 
-Deno.test("shared answers: neither the URL nor the body shows the lookup or the answer (MARKER-SECRET)", async () => {
-  const { cache, writes, drop } = await realCache();
-  try {
+Deno.test("shared answers: neither the URL nor the body shows the lookup or the answer (MARKER-SECRET)", () =>
+  withRealCache(async ({ cache, writes }) => {
     const store = await sealedCacheStore(cache, SECRET);
     await store.put(repoKey("acme/MARKER-SECRET-repo"), { description: "MARKER-SECRET-text" }, 60_000);
     assertEquals(writes.length, 1);
@@ -117,10 +112,7 @@ Deno.test("shared answers: neither the URL nor the body shows the lookup or the 
     const other = await sealedCacheStore(cache, OTHER_SECRET);
     assertEquals(await other.get(repoKey("acme/MARKER-SECRET-repo")), undefined);
     assertEquals(other.stats().misses, 1);
-  } finally {
-    await drop();
-  }
-});
+  }));
 
 Deno.test("shared answers: a slow or failing cache is a miss and a failed write is dropped; short secrets are refused", async () => {
   const hanging: CacheLike = {
@@ -165,9 +157,8 @@ const lookup = (repo: string, scope = "http://upstream-a/mcp"): BackendLookup =>
   scope,
 });
 
-Deno.test("backend cache + shared tier: a second isolate's first lookup is answered without the upstream", async () => {
-  const { cache, drop } = await realCache();
-  try {
+Deno.test("backend cache + shared tier: a second isolate's first lookup is answered without the upstream", () =>
+  withRealCache(async ({ cache }) => {
     const shared: SharedAnswerStore = await sealedCacheStore(cache, SECRET);
     const up = upstream((n) => ({ visibility: "private", n }));
     const isolateA = new BackendCache({ shared });
@@ -192,14 +183,10 @@ Deno.test("backend cache + shared tier: a second isolate's first lookup is answe
     await isolateA.lookup(lookup("acme/zero"), 60_000, up.fn, live());
     assertEquals(up.calls(), 4);
     assertEquals(shared.stats().puts, 3, "acme/web per upstream, acme/zero once (by A); TTL 0 wrote nothing");
-  } finally {
-    await drop();
-  }
-});
+  }));
 
-Deno.test("backend cache + shared tier: error results are not shared; a shared answer lives no longer than its sealed expiry", async () => {
-  const { cache, drop } = await realCache();
-  try {
+Deno.test("backend cache + shared tier: error results are not shared; a shared answer lives no longer than its sealed expiry", () =>
+  withRealCache(async ({ cache }) => {
     let wall = 5_000_000, mono = 0;
     const store = await sealedCacheStore(cache, SECRET, { now: () => wall });
     const a = new BackendCache({ shared: store, wallNow: () => wall, now: () => mono });
@@ -217,7 +204,4 @@ Deno.test("backend cache + shared tier: error results are not shared; a shared a
     mono += 10_001;
     assertEquals(b.peek(lookup("acme/web"), 60_000), undefined, "expired in B with the shared entry");
     assertEquals(up.calls(), 1);
-  } finally {
-    await drop();
-  }
-});
+  }));
