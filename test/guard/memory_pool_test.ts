@@ -195,6 +195,44 @@ Deno.test("pool: pages a set never wrote cost nothing; every block a session or 
   assertEquals([st.created, st.idle, st.idleBytes], [1, 1, PROBE_SET_BASE + 7 * 4096]);
 });
 
+Deno.test("pool: a guard that writes a new block each request cannot grow a kept set past the bound", async () => {
+  // Hostile: every session grows to page n + 1 and writes one byte at page n, a block no earlier
+  // session of the set wrote. Each session alone writes little; what the set holds resident grows.
+  const creep = wat(
+    "creep.wat",
+    `(module
+      (memory (export "memory") 2 64)
+      (func (export "label_agent") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+      (func (export "label_resource") (param $in i32) (param $len i32) (param $out i32) (param $size i32)
+        (result i32) (local $n i32)
+        (local.set $n (i32.load8_u (local.get $in)))
+        (if (i32.gt_u (i32.add (local.get $n) (i32.const 1)) (memory.size))
+          (then (drop (memory.grow (i32.sub (i32.add (local.get $n) (i32.const 1)) (memory.size))))))
+        (i32.store8 (i32.mul (local.get $n) (i32.const 65536)) (i32.const 77))
+        (i32.const 0))
+      (func (export "label_response") (param i32 i32 i32 i32) (result i32) (i32.const 0)))`,
+  );
+  const cap = 512 * 1024;
+  const guard = await loadGuardModule(creep, {
+    name: "creep",
+    limits: { ...PROBE_LIMITS, memoryPoolBytes: cap },
+    verifyPoolReset: true,
+  });
+  const seen: number[] = [];
+  for (let n = 2; n <= 25; n++) {
+    await session(guard, String.fromCharCode(n));
+    const st = guard.memoryPoolStatus();
+    assert(st.idleBytes <= cap / 2, `after page ${n}: ${st.idleBytes} bytes idle`);
+    seen.push(st.idleBytes);
+  }
+  // The record page, then the written block at page n and the block after it, 8 KiB more each time
+  // (the input and output blocks once): the set is counted by every block it ever wrote.
+  assertEquals(seen.slice(0, 23), Array.from({ length: 23 }, (_, i) => 65536 + 16384 + i * 8192));
+  // Page 25 takes it past half the bound: it is let go, not kept with 26 pages' worth of writes.
+  const st = guard.memoryPoolStatus();
+  assertEquals([seen[23], st.idle, st.created, st.dropped], [0, 0, 1, 1]);
+});
+
 Deno.test("pool: demo and Rust guard answer and spend fuel exactly as with new memories, request after request", async () => {
   const toolResult = (value: unknown) => ({ content: [{ type: "text", text: JSON.stringify(value) }] });
   const backend: BackendCaller = (_tool, args) =>
